@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Prepares a fresh Debian machine (or refreshes an existing checkout) for the demo, the tests
+# and the benchmark: a virtualenv at .venv with the pinned packages, `syn2mas` and `ansible`
+# on its PATH, this checkout usable as the collection matrix.syn2mas, the PostgreSQL server
+# binaries, and one virtualenv per Synapse release whose schema the tests use.
+# Safe to re-run: every step is skipped when its result is already in place.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+PYTHON=${PYTHON:-python3}
+# Synapse releases whose real schema the tests create: the newest we test and the oldest we support.
+SYNAPSE_VERSIONS=${SYNAPSE_VERSIONS:-"1.163.2 1.136.0"}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root for: $*"; return 1; fi
+}
+
+stamp_ok() {  # stamp_ok FILE CONTENT: true when FILE already holds CONTENT
+  [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
+}
+
+# 1. PostgreSQL server binaries (initdb, pg_ctl, pg_dump) and the pg_trgm extension MAS needs.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing the PostgreSQL server from Debian's packages"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql postgresql-contrib
+fi
+
+# 2. The main virtualenv with the pinned packages.
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+want="$(cat requirements.txt requirements-test.txt | sha256sum)"
+if ! stamp_ok .venv/.requirements.stamp "$want"; then
+  log "installing pinned packages into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+  echo "$want" > .venv/.requirements.stamp
+fi
+
+# 3. This checkout as the collection matrix.syn2mas (ansible.cfg points collections_path here).
+mkdir -p .venv/collections/ansible_collections/matrix
+ln -sfn "$ROOT" .venv/collections/ansible_collections/matrix/syn2mas
+
+# 4. The syn2mas command on the venv's PATH, running the library of this checkout.
+cat > .venv/bin/syn2mas <<WRAPPER
+#!$ROOT/.venv/bin/python
+import runpy
+runpy.run_path("$ROOT/bin/syn2mas", run_name="__main__")
+WRAPPER
+chmod 0755 .venv/bin/syn2mas
+
+# 5. One virtualenv per Synapse release: the tests create the real Synapse schema with it.
+for v in $SYNAPSE_VERSIONS; do
+  venv=".venv-synapse/$v"
+  if ! stamp_ok "$venv/.stamp" "$v"; then
+    log "installing matrix-synapse $v into $venv"
+    rm -rf "$venv"
+    "$PYTHON" -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse==$v" psycopg2-binary==2.9.13
+    echo "$v" > "$venv/.stamp"
+  fi
+done
+log "ready: . .venv/bin/activate"

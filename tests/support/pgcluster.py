@@ -1,0 +1,174 @@
+"""A throwaway PostgreSQL cluster for the tests, the demo and the benchmark.
+
+initdb + pg_ctl on a private Unix socket directory and port, torn down by stop(). PostgreSQL
+refuses to run as root, so under root the server runs as the `postgres` system user (created
+by Debian's package) and the files live in a directory that user owns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import psycopg2
+
+
+def find_bindir() -> str:
+    """The newest /usr/lib/postgresql/<N>/bin holding initdb (PG_BINDIR overrides)."""
+    if os.environ.get("PG_BINDIR"):
+        return os.environ["PG_BINDIR"]
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
+    if not candidates:
+        raise RuntimeError(
+            "no PostgreSQL server found under /usr/lib/postgresql/*/bin: run scripts/setup.sh "
+            "(it installs Debian's postgresql package)"
+        )
+    return os.path.dirname(candidates[-1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgCluster:
+    """A running cluster: connect with `dsn(dbname)` (superuser `postgres`, trust auth)."""
+
+    basedir: str
+    port: int
+    bindir: str
+    run_as: str | None
+    superuser: str = "postgres"
+    _started: bool = field(default=False, repr=False)
+
+    @property
+    def datadir(self) -> str:
+        return os.path.join(self.basedir, "data")
+
+    @property
+    def sockdir(self) -> str:
+        return self.basedir
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self.run_as:
+            return ["runuser", "-u", self.run_as, "--", *args]
+        return list(args)
+
+    def bin(self, name: str) -> str:
+        return os.path.join(self.bindir, name)
+
+    def dsn(self, dbname: str = "postgres", user: str | None = None, **extra: str) -> str:
+        parts = {"host": self.sockdir, "port": str(self.port), "user": user or self.superuser,
+                 "dbname": dbname, **extra}
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def uri(self, dbname: str, user: str | None = None, password: str | None = None) -> str:
+        from urllib.parse import quote
+
+        auth = quote(user or self.superuser, safe="")
+        if password is not None:
+            auth += ":" + quote(password, safe="")
+        return f"postgresql://{auth}@/{quote(dbname, safe='')}?host={quote(self.sockdir, safe='')}&port={self.port}"
+
+    def connect(self, dbname: str = "postgres", autocommit: bool = True, **kw):
+        conn = psycopg2.connect(self.dsn(dbname), **kw)
+        conn.autocommit = autocommit
+        return conn
+
+    def execute(self, sql: str, dbname: str = "postgres", params=None) -> list[tuple]:
+        conn = self.connect(dbname)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def start(self) -> "PgCluster":
+        env = dict(os.environ, LC_ALL="C")
+        subprocess.run(
+            self._cmd(self.bin("initdb"), "-D", self.datadir, "-U", self.superuser,
+                      "--locale=C", "-E", "UTF8", "-A", "trust", "--no-sync"),
+            check=True, stdout=subprocess.DEVNULL, env=env,
+        )
+        opts = (f"-k {self.sockdir} -p {self.port} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200 -c shared_buffers=256MB")
+        subprocess.run(
+            self._cmd(self.bin("pg_ctl"), "-D", self.datadir, "-o", opts, "-w", "-t", "60",
+                      "-l", os.path.join(self.basedir, "server.log"), "start"),
+            check=True, stdout=subprocess.DEVNULL, env=env,
+        )
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if self._started:
+            subprocess.run(
+                self._cmd(self.bin("pg_ctl"), "-D", self.datadir, "-m", "immediate", "-w", "stop"),
+                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            self._started = False
+        shutil.rmtree(self.basedir, ignore_errors=True)
+
+    def create_database(self, name: str, template: str | None = None, owner: str | None = None) -> None:
+        sql = f'CREATE DATABASE "{name}"'
+        if template:
+            sql += f' TEMPLATE "{template}"'
+        if owner:
+            sql += f' OWNER "{owner}"'
+        self.execute(sql)
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def dump(self, dbname: str) -> str:
+        """A plain-text pg_dump of schema and data, for before/after comparisons."""
+        return subprocess.run(
+            [self.bin("pg_dump"), "-h", self.sockdir, "-p", str(self.port), "-U", self.superuser,
+             "--no-sync", dbname],
+            check=True, capture_output=True, text=True,
+        ).stdout
+
+
+def start_cluster(prefix: str = "syn2mas-pg-") -> PgCluster:
+    run_as = None
+    if os.geteuid() == 0:
+        run_as = "postgres"
+        try:
+            pwd.getpwnam(run_as)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", run_as], check=True)
+    # Unix socket paths are limited to ~107 bytes: keep the directory short.
+    basedir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(basedir, 0o755)
+    if run_as:
+        pw = pwd.getpwnam(run_as)
+        os.chown(basedir, pw.pw_uid, pw.pw_gid)
+    cluster = PgCluster(basedir=basedir, port=_free_port(), bindir=find_bindir(), run_as=run_as)
+    try:
+        return cluster.start()
+    except Exception:
+        cluster.stop()
+        raise
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
