@@ -43,3 +43,22 @@ def synapse_db(pg, synapse_version):
     pg.create_database(name, template=template)
     yield name
     pg.drop_database(name)
+
+
+from tests.support import mas_schema  # noqa: E402
+
+
+@pytest.fixture(params=list(mas_schema.VARIANTS), ids=lambda v: f"mas-{v}")
+def mas_variant(request):
+    """A MAS schema variant: `own-1.0`, `own-1.22`, plus `real-*` when the shared dumps exist."""
+    return request.param
+
+
+@pytest.fixture
+def mas_db(pg, mas_variant):
+    """A fresh database with the MAS schema of `mas_variant`; yields its name."""
+    template = mas_schema.create_template(pg, mas_variant)
+    name = new_db_name("mas")
+    pg.create_database(name, template=template)
+    yield name
+    pg.drop_database(name)
