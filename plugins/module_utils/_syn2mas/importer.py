@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The import: Synapse's users, passwords, third-party ids, SSO links, devices and tokens into MAS.
+
+`run_import` is what the `syn2mas_import` module and `syn2mas --command migrate` call. Order:
+configs → MAS (lock, schema, emptiness) → Synapse (other clients, snapshot, checks) → one MAS
+transaction (drop constraints, COPY every stage, rebuild, marker) → commit, or roll back for a
+dry run. Any error before the commit leaves MAS as it was.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import mas_schema
+from .config import load_mas_config, load_synapse_config, provider_mapping
+from .db import conninfo_with_override, connect, describe
+from .errors import ConfigError, DataError, RefusedError
+from .mas_writer import MasWriter, run_pipe
+from .synapse_reader import IP_PATTERN, STAGES, SynapseReader
+
+VERSION = "0.1.0"
+APPLICATION_NAME = "syn2mas"
+
+
+@dataclass
+class ImportOptions:
+    synapse_config: list
+    mas_config: list = field(default_factory=list)
+    synapse_database_uri: str | None = None
+    mas_database_uri: str | None = None
+    upstream_provider_mapping: list = field(default_factory=list)
+    skip_unmapped_providers: bool = False
+    dry_run: bool = False
+    maintenance_work_mem: str = "512MB"
+    # progress(event) with event = {"stage", "rows", "total", "elapsed"} or {"stage", "message"}
+    progress: Callable | None = None
+
+
+@dataclass
+class StageReport:
+    migrated: int = 0
+    skipped: int = 0
+    skipped_reasons: dict = field(default_factory=dict)  # reason -> {"count", "examples"}
+    fixed: dict = field(default_factory=dict)  # what was repaired -> count
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"migrated": self.migrated, "skipped": self.skipped, "skipped_reasons": self.skipped_reasons,
+                "fixed": self.fixed, "seconds": round(self.seconds, 3)}
+
+
+def _event(options: ImportOptions, **event) -> None:
+    if options.progress:
+        options.progress(event)
+
+
+def _check_configs(options: ImportOptions):
+    synapse = load_synapse_config(options.synapse_config)
+    server_name = synapse.server_name
+    mas = load_mas_config(options.mas_config) if options.mas_config else None
+    if mas is None and not options.mas_database_uri:
+        raise ConfigError("MAS's config.yaml (or a MAS database URI) is needed to know where to import into")
+    if mas is not None and mas.homeserver != server_name:
+        raise RefusedError(
+            f"{mas.where('matrix.homeserver')} is {mas.homeserver!r} but Synapse's server_name is "
+            f"{server_name!r} ({synapse.where('server_name')}): they must be equal, fix matrix.homeserver"
+        )
+    synapse_conninfo = conninfo_with_override(synapse.database_conninfo() if not options.synapse_database_uri
+                                              else {}, options.synapse_database_uri)
+    mas_conninfo = conninfo_with_override(mas.database_conninfo() if mas is not None and not options.mas_database_uri
+                                          else {}, options.mas_database_uri)
+    mapping = provider_mapping(mas, options.upstream_provider_mapping)
+    return synapse, server_name, synapse_conninfo, mas_conninfo, mapping
+
+
+def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options: ImportOptions, warnings: list):
+    """Checks every SSO provider in use is mapped to a MAS provider that MAS's database has."""
+    in_use = reader.auth_providers_in_use()
+    unmapped = {p: n for p, n in in_use.items() if p not in mapping}
+    if unmapped:
+        listing = ", ".join(f"{p} ({n} link{'s' if n != 1 else ''})" for p, n in unmapped.items())
+        if not options.skip_unmapped_providers:
+            raise DataError(
+                f"Synapse users are linked to SSO providers that no MAS provider maps: {listing}. Add "
+                "`synapse_idp_id: <auth_provider>` to the matching upstream_oauth2.providers entry of MAS's "
+                "config (matrix.syn2mas.mas_upstream_provider does it), or pass "
+                "--upstreamProviderMapping <auth_provider>:<MAS provider id>; to leave these links behind, "
+                "skip unmapped providers explicitly"
+            )
+        warnings.append(f"SSO links of unmapped providers are not migrated: {listing}")
+    used = {p: link for p, link in mapping.items() if p in in_use}
+    present = writer.existing_providers([link.provider_id for link in used.values()]) if used else set()
+    missing = [link for link in used.values() if str(link.provider_id) not in present]
+    if missing:
+        names = ", ".join(f"{link.auth_provider} -> {link.provider_id} ({link.source})" for link in missing)
+        raise RefusedError(
+            f"MAS's database has no upstream provider row for: {names}. Run `mas-cli config sync` (or start "
+            "MAS once) with the config that defines these providers, then import again"
+        )
+    return used
+
+
+def run_import(options: ImportOptions) -> dict:
+    started = time.monotonic()
+    run_at = datetime.now(timezone.utc)
+    warnings: list = []
+    synapse, server_name, synapse_conninfo, mas_conninfo, mapping = _check_configs(options)
+
+    mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    writer = MasWriter(mas_conn)
+    synapse_conn = None
+    try:
+        writer.try_lock()
+        schema = mas_schema.detect(mas_conn)
+        warnings.extend(schema.warnings)
+        result = {
+            "changed": False, "dry_run": options.dry_run, "already_imported": False,
+            "server_name": server_name,
+            "mas_schema": {"release": schema.release, "latest_migration": schema.latest_migration},
+            "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
+            "counts": {}, "warnings": warnings,
+        }
+
+        synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+        reader = SynapseReader(synapse_conn, server_name)
+        result["synapse_schema_version"] = reader.schema_version()
+
+        previous = writer.marker()
+        if previous is not None:
+            return _already_imported(result, previous, reader, server_name, started)
+
+        filled = writer.tables_with_data()
+        if filled:
+            raise RefusedError(
+                f"the MAS database is not empty: rows found in {', '.join(filled)}. The import only fills a "
+                "fresh MAS database: drop and recreate it (then `mas-cli database migrate` and "
+                "`mas-cli config sync`), or point the import at the right database"
+            )
+
+        clients = reader.other_clients()
+        if clients:
+            listing = "; ".join(str(c) for c in clients)
+            if not options.dry_run:
+                raise RefusedError(
+                    f"other clients are connected to Synapse's database: {listing}. Stop Synapse and its "
+                    "workers (and close other sessions) before the import"
+                )
+            warnings.append(f"Synapse's database has other clients (fine for a dry run, not for the import): {listing}")
+
+        reader.begin_snapshot(lock=not options.dry_run)
+        count, examples = reader.users_with_wrong_server_name()
+        if count:
+            raise DataError(
+                f"{count} user(s) in Synapse's users table are not @localpart:{server_name} "
+                f"(e.g. {', '.join(examples)}): MAS can only hold users of its homeserver. Check server_name "
+                f"({synapse.where('server_name')}) and remove or fix these rows"
+            )
+        links = _plan_links(reader, mapping, writer, options, warnings)
+
+        params = {
+            "salt": secrets.token_hex(16),
+            "run_ms": int(run_at.timestamp() * 1000),
+            "server_name": server_name,
+            "map_providers": list(links),
+            "map_ids": [str(link.provider_id) for link in links.values()],
+            "ip_pattern": IP_PATTERN,
+        }
+        reports = {}
+        for stage in STAGES:
+            report = reports.setdefault(stage.name, StageReport())
+            for reason, n, first, last, fixed in reader.stage_counts(stage, params):
+                if reason is None:
+                    report.migrated += n
+                    if fixed:
+                        report.fixed[stage.fixed_label] = fixed
+                elif stage.report_skips:
+                    report.skipped += n
+                    report.skipped_reasons[reason] = {
+                        "count": n, "examples": sorted({e for e in (first, last) if e is not None})}
+
+        writer.begin(options.maintenance_work_mem)
+        writer.drop_constraints_and_indexes()
+        for stage in STAGES:
+            report = reports[stage.name]
+            columns = schema.target_columns(stage.table)
+            stage_started = time.monotonic()
+
+            def on_rows(rows, _stage=stage, _total=report.migrated, _t=stage_started):
+                _event(options, stage=_stage.name, rows=rows, total=_total, elapsed=time.monotonic() - _t)
+
+            written, _pipe = run_pipe(
+                lambda pipe, _s=stage, _c=columns: reader.copy_stage(_s, _c, params, pipe),
+                lambda pipe, _s=stage, _c=columns: writer.copy_into(_s.table, _c, pipe),
+                on_rows=on_rows,
+            )
+            report.seconds = time.monotonic() - stage_started
+            if written != report.migrated:
+                raise DataError(
+                    f"stage {stage.name}: {written} rows were written but {report.migrated} were expected; "
+                    "nothing was written to MAS"
+                )
+            _event(options, stage=stage.name, rows=written, total=report.migrated, elapsed=report.seconds, done=True)
+
+        rebuild_started = time.monotonic()
+        writer.rebuild(on_step=lambda name, i, n: _event(options, stage="rebuild", message=name, rows=i, total=n,
+                                                         elapsed=time.monotonic() - rebuild_started))
+        rebuild_seconds = time.monotonic() - rebuild_started
+
+        counts = {name: report.as_dict() for name, report in reports.items()}
+        if options.dry_run:
+            writer.rollback()
+        else:
+            writer.set_marker({
+                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="seconds"),
+                "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
+            })
+            writer.commit()
+        reader.end_snapshot()
+        result.update({
+            "changed": True, "counts": counts,
+            "stage_seconds": {**{n: round(r.seconds, 3) for n, r in reports.items()},
+                              "rebuild": round(rebuild_seconds, 3)},
+            "duration_seconds": round(time.monotonic() - started, 3),
+        })
+        return result
+    except BaseException:
+        writer.rollback()
+        raise
+    finally:
+        writer.unlock()
+        mas_conn.close()
+        if synapse_conn is not None:
+            synapse_conn.close()
+
+
+def _already_imported(result: dict, previous: dict, reader: SynapseReader, server_name: str, started: float) -> dict:
+    """A MAS database this import already filled: nothing to do, but say if Synapse moved on."""
+    result["already_imported"] = True
+    result["previous_import"] = previous
+    if previous.get("server_name") not in (None, server_name):
+        raise RefusedError(
+            f"the MAS database was filled by an import of {previous.get('server_name')!r}, not {server_name!r}: "
+            "wrong database?"
+        )
+    with reader.cursor() as cur:
+        cur.execute("SELECT count(*) FROM users WHERE appservice_id IS NULL")
+        now_users = cur.fetchone()[0]
+    reader.end_snapshot()
+    then_users = (previous.get("migrated") or {}).get("users")
+    if then_users is not None and then_users != now_users:
+        result["warnings"].append(
+            f"Synapse has {now_users} users now but {then_users} were imported on {previous.get('imported_at')}: "
+            "the import does not merge. To redo it, restore MAS's empty database and import again"
+        )
+    result["counts"] = {name: {"migrated": n, "skipped": 0, "skipped_reasons": {}, "fixed": {}}
+                        for name, n in (previous.get("migrated") or {}).items()}
+    result["duration_seconds"] = round(time.monotonic() - started, 3)
+    return result

@@ -1,0 +1,317 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Writing into MAS: one transaction holding the whole import, or nothing.
+
+The written tables are locked, their constraints and indexes dropped, the rows bulk loaded with
+COPY, then the indexes and constraints rebuilt and validated once, all inside a single
+transaction: PostgreSQL's transactional DDL means that a failure, a lost connection or a killed
+importer at any point leaves MAS exactly as it was, with nothing to clean up.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+from .db import first_line
+from .errors import DataError, DatabaseError, RefusedError
+from .mas_schema import WRITTEN_TABLES
+
+# Session-level advisory lock taken for the whole run: a second import is refused at once.
+ADVISORY_LOCK_KEY = 0x73796E326D6173  # "syn2mas"
+MARKER_PREFIX = "matrix.syn2mas import: "
+# Tables whose values are secrets: their constraint errors never quote the offending value.
+SECRET_TABLES = ("compat_access_tokens", "compat_refresh_tokens", "user_passwords")
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class StreamClosed(Exception):
+    pass
+
+
+class RowPipe:
+    """Carries COPY text from the Synapse reader thread to the MAS COPY, with bounded memory.
+
+    The reader side counts rows (one newline per row in COPY text format) for progress.
+    """
+
+    CHUNK = 1 << 18
+
+    def __init__(self, on_rows=None):
+        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._buffer: list = []
+        self._buffered = 0
+        self._pending = b""
+        self._closed = False
+        self.error: BaseException | None = None
+        self.rows = 0
+        self.bytes = 0
+        self.on_rows = on_rows
+
+    # Synapse side (psycopg2 calls write() once per row).
+    def write(self, data: bytes) -> None:
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._buffered >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._put(b"".join(self._buffer))
+            self._buffer, self._buffered = [], 0
+
+    def _put(self, item) -> None:
+        while True:
+            if self._closed:
+                raise StreamClosed("the MAS side stopped reading")
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, error: BaseException | None = None) -> None:
+        try:
+            if error is None:
+                self._flush()
+        except StreamClosed:
+            return
+        self.error = error
+        try:
+            self._put(None)
+        except StreamClosed:
+            pass
+
+    # MAS side (psycopg2 calls read(size) until it gets b"").
+    def read(self, size: int = -1) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        item = self._queue.get()
+        if item is None:
+            if self.error is not None:
+                raise IOError(f"reading from Synapse failed: {first_line(self.error)}")
+            return b""
+        rows = item.count(b"\n")
+        self.rows += rows
+        self.bytes += len(item)
+        if self.on_rows:
+            self.on_rows(self.rows)
+        return item
+
+    def close(self) -> None:
+        self._closed = True
+        # Unblock a writer waiting on a full queue.
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+
+class MasWriter:
+    """MAS's database during the import; see the module docstring for the transaction's shape."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.locked = False
+        self.saved_constraints: list = []  # (table, name, contype, definition)
+        self.saved_indexes: list = []  # (name, definition)
+
+    # -- before the transaction ---------------------------------------------------------------
+
+    def try_lock(self) -> None:
+        self.conn.autocommit = True
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+            if cur.fetchone()[0]:
+                self.locked = True
+                return
+            cur.execute("""
+                SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket'),
+                       a.backend_start
+                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted
+                  AND ((l.classid::bigint << 32) | l.objid::bigint) = %s""", (ADVISORY_LOCK_KEY,))
+            holder = cur.fetchone()
+        who = ""
+        if holder:
+            who = f" (pid {holder[0]}, {holder[1] or 'unnamed client'} from {holder[2]}, started {holder[3]:%Y-%m-%d %H:%M:%S})"
+        raise RefusedError(f"another syn2mas import is already running against this MAS database{who}")
+
+    def unlock(self) -> None:
+        if self.locked:
+            try:
+                self.conn.rollback()
+                self.conn.autocommit = True
+                with self.conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+            except Exception:  # the connection may be gone; the server releases the lock then
+                pass
+            self.locked = False
+
+    def marker(self) -> dict | None:
+        """What a previous successful import recorded on MAS's users table, if any."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT obj_description(to_regclass('users'), 'pg_class')")
+            row = cur.fetchone()
+        text = row[0] if row else None
+        if not text or not text.startswith(MARKER_PREFIX):
+            return None
+        try:
+            return json.loads(text[len(MARKER_PREFIX):])
+        except ValueError:
+            return None
+
+    def tables_with_data(self) -> list:
+        """Written tables, and tables pointing at users, that hold rows: MAS is not fresh then."""
+        with self.conn.cursor() as cur:
+            cur.execute("""
+                SELECT DISTINCT c.relname FROM pg_class c
+                WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid)
+                  AND (c.relname = ANY(%s) OR c.oid IN (
+                        SELECT conrelid FROM pg_constraint WHERE contype = 'f'
+                        AND confrelid = to_regclass('users')))
+                ORDER BY c.relname""", (list(WRITTEN_TABLES),))
+            tables = [row[0] for row in cur.fetchall()]
+            found = []
+            for table in tables:
+                cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})")
+                if cur.fetchone()[0]:
+                    found.append(table)
+        return found
+
+    def existing_providers(self, ids) -> set:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers "
+                        "WHERE upstream_oauth_provider_id = ANY(%s::uuid[])", ([str(i) for i in ids],))
+            return {row[0] for row in cur.fetchall()}
+
+    # -- the transaction ------------------------------------------------------------------------
+
+    def begin(self, maintenance_work_mem: str) -> None:
+        self.conn.autocommit = False
+        with self.conn.cursor() as cur:
+            cur.execute("SET LOCAL maintenance_work_mem = %s", (maintenance_work_mem,))
+            cur.execute("SET LOCAL client_encoding = 'UTF8'")
+            try:
+                cur.execute(f"LOCK TABLE {', '.join(WRITTEN_TABLES)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+            except Exception as exc:
+                self.conn.rollback()
+                raise RefusedError(
+                    f"MAS's tables are in use by another session ({first_line(exc)}): stop MAS during the import"
+                ) from None
+
+    def drop_constraints_and_indexes(self) -> None:
+        """Saves, then drops, every PK/UNIQUE/FK on or pointing at the written tables and their indexes."""
+        tables = list(WRITTEN_TABLES)
+        with self.conn.cursor() as cur:
+            cur.execute("""
+                SELECT con.conrelid::regclass::text, con.conname, con.contype, pg_get_constraintdef(con.oid)
+                FROM pg_constraint con
+                WHERE con.contype IN ('p', 'u', 'f')
+                  AND (con.conrelid = ANY(%(t)s::regclass[])
+                       OR (con.contype = 'f' AND con.confrelid = ANY(%(t)s::regclass[])))
+                ORDER BY con.contype = 'f' DESC, con.conrelid::regclass::text, con.conname""", {"t": tables})
+            self.saved_constraints = cur.fetchall()
+            cur.execute("""
+                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+                FROM pg_index i
+                WHERE i.indrelid = ANY(%(t)s::regclass[])
+                  AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                                  WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+                                    AND c.contype IN ('p', 'u', 'x'))
+                ORDER BY 1""", {"t": tables})
+            self.saved_indexes = cur.fetchall()
+            # Foreign keys first (they depend on the unique indexes), then PK/UNIQUE, then indexes.
+            for table, name, _contype, _definition in self.saved_constraints:
+                cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(name)}")
+            for name, _definition in self.saved_indexes:
+                cur.execute(f"DROP INDEX {name}")
+
+    def copy_into(self, table: str, columns, pipe: RowPipe) -> int:
+        with self.conn.cursor() as cur:
+            cols = ", ".join(quote_ident(c) for c in columns)
+            cur.copy_expert(f"COPY {quote_ident(table)} ({cols}) FROM STDIN", pipe, size=RowPipe.CHUNK)
+            return cur.rowcount
+
+    def rebuild(self, on_step=None) -> dict:
+        """Recreates the saved indexes, then PK/UNIQUE, then FKs; returns seconds per object."""
+        timings = {}
+        steps = [(name, definition, None) for name, definition in self.saved_indexes]
+        ordered = sorted(self.saved_constraints, key=lambda c: c[2] == "f")
+        steps += [(name, f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {definition}", table)
+                  for table, name, _contype, definition in ordered]
+        with self.conn.cursor() as cur:
+            for index, (name, statement, table) in enumerate(steps):
+                if on_step:
+                    on_step(name, index, len(steps))
+                started = time.monotonic()
+                try:
+                    cur.execute(statement)
+                except Exception as exc:
+                    raise self._rebuild_error(name, table, exc) from None
+                timings[name] = time.monotonic() - started
+        return timings
+
+    @staticmethod
+    def _rebuild_error(name: str, table: str | None, exc: Exception) -> Exception:
+        diag = getattr(exc, "diag", None)
+        detail = getattr(diag, "message_detail", None) or ""
+        table = table or getattr(diag, "table_name", None) or ""
+        if table.strip('"') in SECRET_TABLES:
+            detail = "the values are secrets and not shown"
+        message = (f"the imported rows break MAS's constraint {name}"
+                   f"{' on ' + table if table else ''}: {first_line(exc)}"
+                   f"{' (' + detail + ')' if detail else ''}. Nothing was written to MAS")
+        code = getattr(exc, "pgcode", None) or ""
+        if code.startswith("23"):  # integrity constraint violation: the data, not the database
+            return DataError(message)
+        return DatabaseError(message)
+
+    def set_marker(self, payload: dict) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload, sort_keys=True),))
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:
+            pass
+
+
+def run_pipe(read_into, write_from, on_rows=None) -> tuple:
+    """Runs read_into(pipe) in a thread and write_from(pipe) here; returns (write result, pipe)."""
+    pipe = RowPipe(on_rows=on_rows)
+
+    def produce():
+        try:
+            read_into(pipe)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            pipe.finish(exc)
+        else:
+            pipe.finish()
+
+    thread = threading.Thread(target=produce, name="synapse-reader", daemon=True)
+    thread.start()
+    try:
+        result = write_from(pipe)
+    except BaseException:
+        pipe.close()
+        thread.join(timeout=30)
+        if pipe.error is not None and not isinstance(pipe.error, StreamClosed):
+            raise DatabaseError(f"reading from Synapse failed: {first_line(pipe.error)}") from None
+        raise
+    thread.join()
+    if pipe.error is not None:
+        raise DatabaseError(f"reading from Synapse failed: {first_line(pipe.error)}")
+    return result, pipe

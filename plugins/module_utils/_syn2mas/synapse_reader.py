@@ -1,0 +1,422 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Reading Synapse: one read-only snapshot, and what each MAS table receives from it.
+
+Every stage is a SELECT over Synapse's tables that already yields the MAS row (ids, timestamps,
+flags), so the rows stream from Synapse's `COPY ... TO STDOUT` straight into MAS's
+`COPY ... FROM STDIN` without being parsed in Python, and nothing but the stream's buffer is
+held in memory. MAS ids are ULIDs: the import time-stamp of the row followed by 80 bits of
+md5(run salt, stable key), so that a dependent row (a token) finds the id of its parent (its
+session, its user) by recomputing it from the same key instead of looking it up in a map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .db import first_line
+from .errors import DatabaseError, RefusedError
+
+# The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse
+# cannot write to them while the snapshot is read.
+SYNAPSE_TABLES = ("users", "user_threepids", "user_external_ids", "devices", "access_tokens", "refresh_tokens")
+
+# A btree index entry must fit in about a third of a page (2704 bytes); longer values in an
+# indexed MAS column would make the index rebuild fail, so such rows are skipped and counted.
+MAX_INDEXED_BYTES = 2000
+
+_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+_H = "[0-9a-f]{1,4}"
+_IPV6 = "|".join((
+    f"({_H}:){{7}}{_H}",
+    f"({_H}:){{1,7}}:",
+    f"({_H}:){{1,6}}:{_H}",
+    f"({_H}:){{1,5}}(:{_H}){{1,2}}",
+    f"({_H}:){{1,4}}(:{_H}){{1,3}}",
+    f"({_H}:){{1,3}}(:{_H}){{1,4}}",
+    f"({_H}:){{1,2}}(:{_H}){{1,5}}",
+    f"{_H}:(:{_H}){{1,6}}",
+    f":((:{_H}){{1,7}}|:)",
+    f"({_H}:){{6}}{_IPV4}",
+    f"::(ffff(:0{{1,4}})?:)?{_IPV4}",
+    f"({_H}:){{1,4}}:{_IPV4}",
+))
+# What PostgreSQL's inet accepts, restricted to the plain forms clients send: anything else
+# (ports, zone ids, junk) becomes NULL rather than failing the whole COPY.
+IP_PATTERN = f"^({_IPV4}|{_IPV6})$"
+
+
+def _ulid(ts_ms: str, kind: str, key: str) -> str:
+    """SQL for a ULID-shaped uuid: 48-bit ms timestamp, then 80 bits of md5(salt, kind, key)."""
+    return (f"(lpad(to_hex(LEAST(GREATEST(({ts_ms})::bigint, 0), 281474976710655)), 12, '0')"
+            f" || substr(md5(%(salt)s || '{kind}' || {key}), 1, 20))::uuid")
+
+
+def _ts(ms: str) -> str:
+    return f"(timestamptz 'epoch' + ({ms}) * interval '1 millisecond')"
+
+
+USER_MS = "COALESCE(u.creation_ts * 1000, %(run_ms)s)"
+USER_ID = _ulid(USER_MS, "u", "u.name")
+USER_CREATED = _ts(USER_MS)
+SESSION_MS = f"COALESCE(d.last_seen, {USER_MS})"
+# One compat session per (user, device); the key is unambiguous thanks to the length prefix.
+DEVICE_SESSION_ID = _ulid(SESSION_MS, "s", "length(d.user_id) || ':' || d.user_id || d.device_id")
+TOKEN_MS = "COALESCE(at.last_validated, %(run_ms)s)"
+DEVICELESS_SESSION_ID = _ulid(TOKEN_MS, "t", "at.id::text")
+ACCESS_TOKEN_ID = _ulid(TOKEN_MS, "a", "at.id::text")
+REFRESH_TOKEN_ID = _ulid(TOKEN_MS, "r", "rt.id::text")
+
+SKIP_USER_MISSING = "user missing from the users table"
+SKIP_APPSERVICE = "appservice user (not migrated)"
+SKIP_DEACTIVATED = "user deactivated"
+SKIP_GUEST = "guest user (MAS has no guest sessions)"
+SKIP_TOO_LONG = f"value longer than {MAX_INDEXED_BYTES} bytes"
+
+USER_SKIP = f"""
+    WHEN u.name IS NULL THEN '{SKIP_USER_MISSING}'
+    WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'"""
+
+# Refresh tokens: the access token of a refresh token is the first one pointing at it; a pair
+# is obsolete once it was refreshed and the successor's access token has been used.
+TOKEN_FROM = """
+    LEFT JOIN users u ON u.name = at.user_id
+    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id
+    LEFT JOIN refresh_tokens rt ON rt.id = at.refresh_token_id
+    LEFT JOIN (SELECT refresh_token_id, min(id) AS first_id FROM access_tokens
+               WHERE refresh_token_id IS NOT NULL GROUP BY refresh_token_id) p
+           ON p.refresh_token_id = at.refresh_token_id
+    LEFT JOIN (SELECT DISTINCT refresh_token_id FROM access_tokens
+               WHERE used AND refresh_token_id IS NOT NULL) su
+           ON su.refresh_token_id = rt.next_token_id"""
+
+TOKEN_SKIP = USER_SKIP + f"""
+    WHEN at.puppets_user_id IS NOT NULL THEN 'puppet token (admin login as another user)'
+    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED}'
+    WHEN u.is_guest <> 0 THEN '{SKIP_GUEST}'
+    WHEN at.device_id IS NOT NULL AND d.device_id IS NULL THEN 'device gone'
+    WHEN COALESCE(d.hidden, false) THEN 'hidden device'
+    WHEN at.refresh_token_id IS NOT NULL AND rt.id IS NULL THEN 'refresh token gone'
+    WHEN rt.id IS NOT NULL AND (rt.user_id <> at.user_id OR rt.device_id IS DISTINCT FROM at.device_id)
+         THEN 'refresh token of another device'
+    WHEN rt.id IS NOT NULL AND p.first_id <> at.id THEN 'second access token of one refresh token'
+    WHEN su.refresh_token_id IS NOT NULL THEN 'obsolete (refreshed, and the new token was used)'
+    WHEN octet_length(at.token) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'"""
+
+INVALID_IP = "(d.ip IS NOT NULL AND d.ip NOT IN ('', '-') AND NOT d.ip ~* %(ip_pattern)s)"
+
+
+@dataclass
+class Stage:
+    """One MAS table fed from one Synapse query.
+
+    `source` is the FROM/WHERE part: every row it yields is either migrated or skipped for the
+    reason `skip` (a SQL CASE body; no reason = migrated). `columns` maps MAS column -> SQL.
+    """
+
+    name: str
+    table: str
+    source: str
+    skip: str
+    example: str
+    columns: dict
+    optional_columns: dict = field(default_factory=dict)  # written where the MAS schema has them
+    fixed: str = ""  # SQL condition counting rows repaired on the way (reported, not skipped)
+    fixed_label: str = ""
+    report_skips: bool = True
+
+    def skip_case(self) -> str:
+        return f"CASE {self.skip} END" if self.skip.strip() else "NULL::text"
+
+    def select(self, target_columns) -> str:
+        exprs = {**self.columns, **self.optional_columns}
+        cols = ",\n    ".join(f"{exprs[c]} AS {c}" for c in target_columns)
+        return f"SELECT\n    {cols}\n{self.source}\n  AND ({self.skip_case()}) IS NULL"
+
+    def count(self) -> str:
+        fixed = f"({self.fixed})" if self.fixed else "false"
+        return (f"SELECT reason, count(*), min(example), max(example), count(*) FILTER (WHERE fixed)\n"
+                f"FROM (SELECT {self.skip_case()} AS reason, ({self.example})::text AS example,"
+                f" {fixed} AS fixed\n{self.source}) s\nGROUP BY reason")
+
+
+STAGES = (
+    Stage(
+        name="users", table="users",
+        source="FROM users u\nWHERE true",
+        skip=f"WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'",
+        example="u.name",
+        columns={
+            "user_id": USER_ID,
+            "username": "substr(u.name, 2, strpos(u.name, ':') - 2)",
+            "created_at": USER_CREATED,
+            "locked_at": f"CASE WHEN u.locked THEN {USER_CREATED} END",
+            "can_request_admin": "u.admin <> 0",
+            "is_guest": "u.is_guest <> 0",
+            "deactivated_at": f"CASE WHEN u.deactivated <> 0 THEN {USER_CREATED} END",
+        },
+    ),
+    Stage(
+        name="passwords", table="user_passwords",
+        source="FROM users u\nWHERE u.password_hash IS NOT NULL AND u.password_hash <> ''",
+        skip=f"WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'",
+        example="u.name",
+        columns={
+            "user_password_id": _ulid(USER_MS, "p", "u.name"),
+            "user_id": USER_ID,
+            "hashed_password": "u.password_hash",
+            "created_at": USER_CREATED,
+            # Synapse's bcrypt hashes, checked by MAS's password scheme version 1.
+            "version": "1",
+        },
+    ),
+    Stage(
+        name="emails", table="user_emails",
+        source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium = 'email'",
+        skip=USER_SKIP + f"\n    WHEN octet_length(t.address) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'",
+        example="t.user_id || ' ' || t.address",
+        columns={
+            "user_email_id": _ulid("t.added_at", "e", "t.address"),
+            "user_id": USER_ID,
+            "email": "t.address",
+            "created_at": _ts("t.added_at"),
+        },
+        optional_columns={"confirmed_at": _ts("COALESCE(t.validated_at, t.added_at)")},
+    ),
+    Stage(
+        name="other_threepids", table="user_unsupported_third_party_ids",
+        source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium <> 'email'",
+        skip=USER_SKIP + f"""
+    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED} (MAS drops these on deactivation)'
+    WHEN octet_length(t.address) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'""",
+        example="t.user_id || ' ' || t.medium || ':' || t.address",
+        columns={
+            "user_id": USER_ID,
+            "medium": "t.medium",
+            "address": "t.address",
+            "created_at": _ts("t.added_at"),
+        },
+    ),
+    Stage(
+        name="upstream_links", table="upstream_oauth_links",
+        source=("FROM user_external_ids x\nLEFT JOIN users u ON u.name = x.user_id\n"
+                "LEFT JOIN unnest(%(map_providers)s::text[], %(map_ids)s::uuid[]) AS m(auth_provider, provider_id)"
+                " ON m.auth_provider = x.auth_provider\nWHERE true"),
+        skip=USER_SKIP + f"""
+    WHEN m.provider_id IS NULL THEN 'SSO provider not mapped to MAS'
+    WHEN octet_length(x.external_id) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'""",
+        example="x.user_id || ' ' || x.auth_provider",
+        columns={
+            "upstream_oauth_link_id": _ulid(USER_MS, "l", "x.auth_provider || ':' || x.external_id"),
+            "upstream_oauth_provider_id": "m.provider_id",
+            "user_id": USER_ID,
+            "subject": "x.external_id",
+            "created_at": USER_CREATED,
+        },
+    ),
+    Stage(
+        name="device_sessions", table="compat_sessions",
+        source="FROM devices d\nLEFT JOIN users u ON u.name = d.user_id\nWHERE true",
+        skip=USER_SKIP + f"""
+    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED}'
+    WHEN u.is_guest <> 0 THEN '{SKIP_GUEST}'
+    WHEN COALESCE(d.hidden, false) THEN 'hidden device (cross-signing keys, not a session)'""",
+        example="d.user_id || ' ' || d.device_id",
+        columns={
+            "compat_session_id": DEVICE_SESSION_ID,
+            "user_id": USER_ID,
+            "device_id": "d.device_id",
+            "created_at": _ts(SESSION_MS),
+            "is_synapse_admin": "u.admin <> 0",
+            "last_active_at": _ts("d.last_seen"),
+            "last_active_ip": f"CASE WHEN d.ip ~* %(ip_pattern)s THEN d.ip END",
+            "user_agent": "d.user_agent",
+            "human_name": "d.display_name",
+        },
+        fixed=INVALID_IP,
+        fixed_label="invalid IP address stored as unknown",
+    ),
+    Stage(
+        name="deviceless_sessions", table="compat_sessions",
+        source=f"FROM access_tokens at{TOKEN_FROM}\nWHERE at.device_id IS NULL",
+        skip=TOKEN_SKIP,
+        example="at.user_id || ' token ' || at.id",
+        columns={
+            "compat_session_id": DEVICELESS_SESSION_ID,
+            "user_id": USER_ID,
+            "device_id": "NULL",
+            "created_at": _ts(TOKEN_MS),
+            "is_synapse_admin": "false",
+            "last_active_at": _ts("at.last_validated"),
+            "last_active_ip": "NULL",
+            "user_agent": "NULL",
+            "human_name": "NULL",
+        },
+        # Its skips are those of the access tokens stage, which reports them.
+        report_skips=False,
+    ),
+    Stage(
+        name="access_tokens", table="compat_access_tokens",
+        source=f"FROM access_tokens at{TOKEN_FROM}\nWHERE true",
+        skip=TOKEN_SKIP,
+        example="at.user_id || ' token ' || at.id",
+        columns={
+            "compat_access_token_id": ACCESS_TOKEN_ID,
+            "compat_session_id": f"CASE WHEN at.device_id IS NULL THEN {DEVICELESS_SESSION_ID} ELSE {DEVICE_SESSION_ID} END",
+            "access_token": "at.token",
+            "created_at": _ts(TOKEN_MS),
+            "expires_at": _ts("at.valid_until_ms"),
+        },
+    ),
+    Stage(
+        name="refresh_tokens", table="compat_refresh_tokens",
+        source="""FROM refresh_tokens rt
+    LEFT JOIN (SELECT refresh_token_id, min(id) AS first_id FROM access_tokens
+               WHERE refresh_token_id IS NOT NULL GROUP BY refresh_token_id) p ON p.refresh_token_id = rt.id
+    LEFT JOIN access_tokens at ON at.id = p.first_id
+    LEFT JOIN users u ON u.name = at.user_id
+    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id
+    LEFT JOIN (SELECT DISTINCT refresh_token_id FROM access_tokens
+               WHERE used AND refresh_token_id IS NOT NULL) su ON su.refresh_token_id = rt.next_token_id
+WHERE true""",
+        skip=("\n    WHEN at.id IS NULL THEN 'no access token uses it'" + TOKEN_SKIP
+              + f"\n    WHEN octet_length(rt.token) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'"),
+        example="rt.user_id || ' refresh token ' || rt.id",
+        columns={
+            "compat_refresh_token_id": REFRESH_TOKEN_ID,
+            "compat_session_id": DEVICE_SESSION_ID,
+            "compat_access_token_id": ACCESS_TOKEN_ID,
+            "refresh_token": "rt.token",
+            "created_at": _ts(TOKEN_MS),
+        },
+    ),
+)
+
+
+@dataclass
+class Client:
+    pid: int
+    application_name: str
+    user: str
+    address: str
+    state: str
+
+    def __str__(self) -> str:
+        name = self.application_name or "unnamed client"
+        return f"{name} (pid {self.pid}, user {self.user}, from {self.address or 'local socket'})"
+
+
+class SynapseReader:
+    """Synapse's database, read in one REPEATABLE READ, READ ONLY snapshot.
+
+    The session is read-only, so nothing it runs can write to Synapse.
+    """
+
+    def __init__(self, conn, server_name: str):
+        self.conn = conn
+        self.server_name = server_name
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cur.execute("SET client_encoding = 'UTF8'")
+        conn.commit()
+
+    def cursor(self):
+        return self.conn.cursor()
+
+    def other_clients(self) -> list:
+        """Other sessions on Synapse's database: a running Synapse, workers, admin shells."""
+        with self.cursor() as cur:
+            cur.execute("""
+                SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
+                       COALESCE(host(client_addr), ''), COALESCE(state, '')
+                FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND backend_type = 'client backend'
+                ORDER BY pid""")
+            rows = cur.fetchall()
+        self.conn.rollback()
+        return [Client(*row) for row in rows]
+
+    def begin_snapshot(self, lock: bool) -> None:
+        """Starts the snapshot every later read sees; `lock` blocks Synapse's writes meanwhile."""
+        self.conn.rollback()
+        with self.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            missing = self.missing_tables(cur)
+            if missing:
+                raise RefusedError(
+                    f"Synapse's database lacks the table(s) {', '.join(missing)}: is this the database "
+                    "of a Synapse 1.136 or newer?"
+                )
+            if lock:
+                try:
+                    cur.execute(f"LOCK TABLE {', '.join(SYNAPSE_TABLES)} IN SHARE MODE NOWAIT")
+                except Exception as exc:  # psycopg2.errors.LockNotAvailable
+                    self.conn.rollback()
+                    raise RefusedError(
+                        "Synapse's tables are being written to by another session (" + first_line(exc)
+                        + "): stop Synapse and its workers before the import"
+                    ) from None
+
+    def missing_tables(self, cur) -> list:
+        cur.execute("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
+                    "AND pg_table_is_visible(c.oid)", (list(SYNAPSE_TABLES),))
+        present = {row[0] for row in cur.fetchall()}
+        return [t for t in SYNAPSE_TABLES if t not in present]
+
+    def end_snapshot(self) -> None:
+        self.conn.rollback()
+
+    def schema_version(self) -> int | None:
+        with self.cursor() as cur:
+            cur.execute("SELECT to_regclass('schema_version') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT version FROM schema_version")
+            row = cur.fetchone()
+        return int(row[0]) if row else None
+
+    def estimated_rows(self) -> dict:
+        """Row estimates from the planner's statistics (exact counts take minutes on large servers)."""
+        with self.cursor() as cur:
+            cur.execute("SELECT relname, GREATEST(reltuples, 0)::bigint FROM pg_class "
+                        "WHERE relname = ANY(%s) AND relkind = 'r' AND pg_table_is_visible(oid)",
+                        (list(SYNAPSE_TABLES),))
+            return dict(cur.fetchall())
+
+    def users_with_wrong_server_name(self) -> tuple:
+        """(count, examples) of local users whose MXID is not @localpart:server_name."""
+        with self.cursor() as cur:
+            cur.execute("""
+                SELECT count(*), min(name), max(name) FROM users
+                WHERE appservice_id IS NULL
+                  AND NOT (left(name, 1) = '@' AND strpos(name, ':') > 2
+                           AND substr(name, strpos(name, ':') + 1) = %(server_name)s)""",
+                        {"server_name": self.server_name})
+            count, first, last = cur.fetchone()
+        return count, sorted({x for x in (first, last) if x is not None})
+
+    def auth_providers_in_use(self) -> dict:
+        """auth_provider -> number of SSO links of migrated (non-appservice) users."""
+        with self.cursor() as cur:
+            cur.execute("""
+                SELECT x.auth_provider, count(*) FROM user_external_ids x
+                JOIN users u ON u.name = x.user_id AND u.appservice_id IS NULL
+                GROUP BY x.auth_provider ORDER BY x.auth_provider""")
+            return dict(cur.fetchall())
+
+    def stage_counts(self, stage: Stage, params: dict) -> list:
+        """[(reason or None, count, first example, last example, fixed count)] for a stage."""
+        with self.cursor() as cur:
+            try:
+                cur.execute(stage.count(), params)
+            except Exception as exc:
+                raise DatabaseError(f"reading Synapse's {stage.name} failed: {first_line(exc)}") from None
+            return cur.fetchall()
+
+    def copy_stage(self, stage: Stage, target_columns, params: dict, sink) -> None:
+        """Streams the stage's MAS rows, in COPY text format, into sink.write(bytes)."""
+        with self.cursor() as cur:
+            query = cur.mogrify(stage.select(target_columns), params).decode("utf-8")
+            cur.copy_expert(f"COPY (\n{query}\n) TO STDOUT", sink, size=65536)
