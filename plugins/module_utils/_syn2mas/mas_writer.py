@@ -277,7 +277,7 @@ class MasWriter:
 
     def set_marker(self, payload: dict) -> None:
         with self.conn.cursor() as cur:
-            cur.execute("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload, sort_keys=True),))
+            cur.execute("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload),))
 
     def commit(self) -> None:
         self.conn.commit()

@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The `syn2mas` command: the documented flags of the syn2mas tool, over this collection's library.
+
+    syn2mas --command advisor --synapseConfigFile homeserver.yaml [--masConfigFile config.yaml]
+    syn2mas --command migrate --synapseConfigFile homeserver.yaml --masConfigFile config.yaml
+            [--dryRun [true|false]] [--upstreamProviderMapping PROVIDER:ID]...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import Syn2masError
+
+EXIT_FAILURE = 1
+
+
+def _bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syn2mas",
+        description="Move a Synapse homeserver's users, passwords, SSO links, devices and tokens into "
+                    "Matrix Authentication Service (MAS). Run the advisor first, then migrate with --dryRun, "
+                    "then migrate for real while Synapse is stopped.",
+    )
+    parser.add_argument("command_positional", nargs="?", choices=("advisor", "migrate"), metavar="COMMAND",
+                        help="advisor or migrate (same as --command)")
+    parser.add_argument("--command", choices=("advisor", "migrate"), help="advisor or migrate")
+    parser.add_argument("--synapseConfigFile", action="append", default=[], metavar="FILE",
+                        help="Synapse's homeserver.yaml; repeat for split configs (merged as Synapse merges them)")
+    parser.add_argument("--masConfigFile", action="append", default=[], metavar="FILE",
+                        help="MAS's config.yaml; repeat for split configs")
+    parser.add_argument("--dryRun", nargs="?", const=True, default=False, type=_bool, metavar="true|false",
+                        help="migrate: load everything into MAS, validate it, then roll it back (default false)")
+    parser.add_argument("--upstreamProviderMapping", action="append", default=[], metavar="PROVIDER:ID",
+                        help="map a Synapse auth_provider (e.g. oidc-google) to a MAS upstream provider id "
+                             "(ULID or UUID); repeatable; overrides synapse_idp_id from MAS's config")
+    parser.add_argument("--skipUnmappedProviders", nargs="?", const=True, default=False, type=_bool,
+                        metavar="true|false",
+                        help="migrate: leave SSO links of unmapped providers behind instead of failing")
+    parser.add_argument("--synapseDatabaseUri", metavar="URI",
+                        help="PostgreSQL URI of Synapse's database, instead of homeserver.yaml's database section")
+    parser.add_argument("--masDatabaseUri", metavar="URI",
+                        help="PostgreSQL URI of MAS's database, instead of config.yaml's database section")
+    parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--verbose", action="store_true", help="advisor: also show INFO findings")
+    return parser
+
+
+class Progress:
+    """Per-stage progress on stderr: a live line on a terminal, one line per stage otherwise."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.live = stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, event: dict) -> None:
+        stage = event.get("stage", "")
+        if event.get("message") is not None:
+            if self.live:
+                self._line(f"rebuilding indexes and constraints: {event['message']} "
+                           f"({event.get('rows', 0) + 1}/{event.get('total', 0)})")
+            return
+        rows, total, elapsed = event.get("rows", 0), event.get("total", 0), event.get("elapsed", 0.0)
+        rate = rows / elapsed if elapsed > 0 else 0.0
+        if event.get("done"):
+            self._line(f"{stage}: {rows:,} rows in {elapsed:.1f}s ({rate:,.0f} rows/s)", final=True)
+            return
+        now = time.monotonic()
+        if not self.live or now - self._last < 0.2:
+            return
+        self._last = now
+        percent = f" ({100 * rows / total:.0f}%)" if total else ""
+        eta = f", ETA {(total - rows) / rate:.0f}s" if rate > 0 and total > rows else ""
+        self._line(f"{stage}: {rows:,}/{total:,} rows{percent}, {rate:,.0f} rows/s{eta}")
+
+    def _line(self, text: str, final: bool = False) -> None:
+        if self.live:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def format_import_summary(result: dict) -> str:
+    lines = []
+    if result.get("already_imported"):
+        previous = result.get("previous_import") or {}
+        lines.append(f"MAS already holds the import of {result['server_name']} made on "
+                     f"{previous.get('imported_at', 'an earlier run')}: nothing to do.")
+    else:
+        what = "Dry run (rolled back, nothing kept)" if result.get("dry_run") else "Import committed"
+        lines.append(f"{what}: {result['server_name']} into MAS {result['mas_schema']['release']} "
+                     f"in {result.get('duration_seconds', 0):.1f}s")
+    counts = result.get("counts") or {}
+    if counts:
+        width = max(len(name) for name in counts)
+        lines.append(f"  {'stage'.ljust(width)}  {'migrated':>10}  {'skipped':>8}")
+        for name, entry in counts.items():
+            lines.append(f"  {name.ljust(width)}  {entry['migrated']:>10,}  {entry['skipped']:>8,}")
+            for reason, info in entry.get("skipped_reasons", {}).items():
+                examples = ", ".join(info.get("examples", []))
+                lines.append(f"      skipped {info['count']:,}: {reason}" + (f" (e.g. {examples})" if examples else ""))
+            for label, n in entry.get("fixed", {}).items():
+                lines.append(f"      {n:,}: {label}")
+    for warning in result.get("warnings", []):
+        lines.append(f"WARN {warning}")
+    return "\n".join(lines)
+
+
+def run_migrate(args, out, err) -> int:
+    from .importer import ImportOptions, run_import
+
+    if not args.synapseConfigFile:
+        raise Syn2masError("--synapseConfigFile is required")
+    if not args.masConfigFile and not args.masDatabaseUri:
+        raise Syn2masError("--masConfigFile is required for migrate")
+    result = run_import(ImportOptions(
+        synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
+        synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
+        upstream_provider_mapping=args.upstreamProviderMapping,
+        skip_unmapped_providers=args.skipUnmappedProviders, dry_run=args.dryRun,
+        progress=Progress(err) if args.output == "text" else None,
+    ))
+    if args.output == "json":
+        out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        out.write(format_import_summary(result) + "\n")
+    return 0
+
+
+def run_advisor(args, out, err) -> int:
+    from . import advisor
+
+    if not args.synapseConfigFile:
+        raise Syn2masError("--synapseConfigFile is required")
+    result = advisor.run_advisor(advisor.AdvisorOptions(
+        synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
+        synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
+        upstream_provider_mapping=args.upstreamProviderMapping,
+    ))
+    if args.output == "json":
+        out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        out.write(advisor.format_human(result, verbose=args.verbose))
+    return advisor.exit_code(result)
+
+
+def main(argv=None, out=None, err=None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or args.command_positional
+    if command is None:
+        parser.error("--command advisor|migrate is required")
+    try:
+        if command == "migrate":
+            return run_migrate(args, out, err)
+        return run_advisor(args, out, err)
+    except Syn2masError as exc:
+        err.write(f"syn2mas: error: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        err.write("syn2mas: interrupted; MAS is left as it was before this run\n")
+        return 130
