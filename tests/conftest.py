@@ -62,3 +62,32 @@ def mas_db(pg, mas_variant):
     pg.create_database(name, template=template)
     yield name
     pg.drop_database(name)
+
+
+from tests.support import migration_env  # noqa: E402
+
+
+@pytest.fixture
+def make_env(pg, tmp_path):
+    """Builds MigrationEnvs: fresh Synapse and MAS databases plus their config files."""
+    created = []
+
+    def factory(synapse_version=synapse_schema.LATEST, mas_variant="own-1.22", **kw):
+        synapse_name = new_db_name("synapse")
+        pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_version))
+        mas_name = new_db_name("mas")
+        pg.create_database(mas_name, template=mas_schema.create_template(pg, mas_variant))
+        created.extend([synapse_name, mas_name])
+        workdir = tmp_path / f"env{len(created)}"
+        workdir.mkdir()
+        return migration_env.MigrationEnv(pg, synapse_name, mas_name, str(workdir), **kw)
+
+    yield factory
+    for name in created:
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def env(make_env):
+    """One migration environment on the newest Synapse schema and MAS 1.22."""
+    return make_env()

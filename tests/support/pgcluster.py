@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg2
+import psycopg2.extras
 
 
 def find_bindir() -> str:
@@ -85,6 +86,7 @@ class PgCluster:
     def connect(self, dbname: str = "postgres", autocommit: bool = True, **kw):
         conn = psycopg2.connect(self.dsn(dbname), **kw)
         conn.autocommit = autocommit
+        psycopg2.extras.register_uuid(conn_or_curs=conn)
         return conn
 
     def execute(self, sql: str, dbname: str = "postgres", params=None) -> list[tuple]:

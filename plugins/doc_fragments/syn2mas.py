@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # The configuration files and database overrides shared by syn2mas_import and syn2mas_advisor.
+    DOCUMENTATION = r"""
+options:
+  synapse_config:
+    description:
+      - Paths of Synapse's configuration files (C(homeserver.yaml) and any split files), merged as Synapse
+        merges them (a later file replaces a whole top-level key).
+      - They give C(server_name), the database connection (psycopg2 C(args), or the C(databases) entry holding
+        the C(main) data store) and the OIDC providers.
+    type: list
+    elements: path
+    required: true
+  mas_config:
+    description:
+      - Paths of MAS's configuration files, merged as MAS merges them.
+      - They give the database connection (C(uri) or the split fields, C(password_file), C(socket), TLS
+        options), C(matrix.homeserver) and the C(synapse_idp_id) of each upstream provider.
+    type: list
+    elements: path
+    default: []
+  synapse_database_uri:
+    description:
+      - A PostgreSQL URI for Synapse's database that replaces the one in O(synapse_config), for unusual setups.
+    type: str
+  mas_database_uri:
+    description:
+      - A PostgreSQL URI for MAS's database that replaces the one in O(mas_config).
+    type: str
+  upstream_provider_mapping:
+    description:
+      - Explicit C(SYNAPSE_AUTH_PROVIDER:MAS_PROVIDER_ID) pairs (the id as a ULID or UUID), as the documented
+        C(--upstreamProviderMapping) flag; they win over C(synapse_idp_id) in MAS's config.
+    type: list
+    elements: str
+    default: []
+requirements:
+  - psycopg2 (or psycopg2-binary) on the host that runs the module
+  - PyYAML
+"""

@@ -1,0 +1,92 @@
+"""A Synapse database, a MAS database and the config files pointing at them, as an operator has."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import yaml
+
+from _syn2mas.config import format_ulid
+from _syn2mas.importer import ImportOptions, run_import
+
+from . import mas_schema
+from .pgcluster import PgCluster
+from .synapse_data import SynapseData
+
+SERVER_NAME = "example.test"
+GOOGLE_ID = uuid.UUID("018e3f0a-7b2c-7d4e-9f00-0000000000a1")
+LEGACY_ID = uuid.UUID("018e3f0a-7b2c-7d4e-9f00-0000000000b2")
+
+
+@dataclass
+class MigrationEnv:
+    pg: PgCluster
+    synapse_db: str
+    mas_db: str
+    workdir: str
+    server_name: str = SERVER_NAME
+    # MAS upstream providers: synapse_idp_id -> provider id (written to config.yaml and MAS's DB)
+    providers: dict = field(default_factory=lambda: {"oidc-google": GOOGLE_ID, "oidc": LEGACY_ID})
+
+    def __post_init__(self):
+        self.homeserver_yaml = os.path.join(self.workdir, "homeserver.yaml")
+        self.mas_yaml = os.path.join(self.workdir, "mas.yaml")
+        self.write_configs()
+        conn = self.pg.connect(self.mas_db)
+        for provider_id in self.providers.values():
+            mas_schema.insert_upstream_provider(conn, provider_id)
+        conn.close()
+
+    def write_configs(self, synapse_extra: dict | None = None, mas_extra: dict | None = None) -> None:
+        synapse = {
+            "server_name": self.server_name,
+            "database": {"name": "psycopg2", "args": {
+                "user": "postgres", "dbname": self.synapse_db, "host": self.pg.sockdir,
+                "port": self.pg.port, "cp_min": 5, "cp_max": 10}},
+            "oidc_providers": [{"idp_id": "google", "idp_name": "Google", "issuer": "https://accounts.google.com/",
+                                "client_id": "c", "client_secret": "s"}],
+            "oidc_config": {"issuer": "https://legacy.example.test/", "client_id": "c", "client_secret": "s"},
+        }
+        synapse.update(synapse_extra or {})
+        mas = {
+            "matrix": {"homeserver": self.server_name, "secret": "shared-secret", "endpoint": "http://localhost:8008/"},
+            "database": {"host": self.pg.sockdir, "port": self.pg.port, "username": "postgres",
+                         "database": self.mas_db},
+            "upstream_oauth2": {"providers": [
+                {"id": format_ulid(pid), "synapse_idp_id": idp, "issuer": "https://idp.example.test/",
+                 "client_id": "c", "client_secret": "s", "token_endpoint_auth_method": "client_secret_basic"}
+                for idp, pid in self.providers.items()]},
+        }
+        mas.update(mas_extra or {})
+        with open(self.homeserver_yaml, "w") as handle:
+            yaml.safe_dump(synapse, handle)
+        with open(self.mas_yaml, "w") as handle:
+            yaml.safe_dump(mas, handle)
+
+    @contextlib.contextmanager
+    def populate(self):
+        """A SynapseData builder whose connection is closed afterwards (an open one would look
+        like a running Synapse to the import)."""
+        conn = self.pg.connect(self.synapse_db)
+        try:
+            yield SynapseData(conn, self.server_name, seed=1)
+        finally:
+            conn.close()
+
+    def options(self, **kw) -> ImportOptions:
+        return ImportOptions(synapse_config=[self.homeserver_yaml], mas_config=[self.mas_yaml], **kw)
+
+    def run(self, **kw) -> dict:
+        return run_import(self.options(**kw))
+
+    def mas(self, sql: str, params=None) -> list:
+        return self.pg.execute(sql, self.mas_db, params)
+
+    def mas_dump(self) -> str:
+        return self.pg.dump(self.mas_db)
+
+    def synapse_dump(self) -> str:
+        return self.pg.dump(self.synapse_db)
