@@ -19,8 +19,8 @@ from typing import Callable
 
 from . import mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from .db import conninfo_with_override, connect, describe
-from .errors import ConfigError, DataError, RefusedError
+from .db import conninfo_with_override, connect, describe, first_line, psycopg2
+from .errors import ConfigError, DatabaseError, DataError, RefusedError, Syn2masError
 from .mas_writer import MasWriter, run_pipe
 from .synapse_reader import IP_PATTERN, STAGES, SynapseReader
 
@@ -107,6 +107,20 @@ def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options
 
 
 def run_import(options: ImportOptions) -> dict:
+    """Runs the import; raises a Syn2masError (MAS left as it was) when it cannot complete."""
+    try:
+        return _run_import(options)
+    except Syn2masError:
+        raise
+    except Exception as exc:
+        if psycopg2 is not None and isinstance(exc, psycopg2.Error):
+            raise DatabaseError(
+                f"the import stopped on a database error, and MAS was left as it was: {first_line(exc)}"
+            ) from None
+        raise
+
+
+def _run_import(options: ImportOptions) -> dict:
     started = time.monotonic()
     run_at = datetime.now(timezone.utc)
     warnings: list = []

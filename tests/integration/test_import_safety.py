@@ -1,0 +1,364 @@
+"""Refusals, skips, atomicity, dry run and re-runs of the import, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from _syn2mas.errors import DatabaseError, DataError, RefusedError
+from _syn2mas.mas_writer import ADVISORY_LOCK_KEY
+from tests.support.pgcluster import wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def small_homeserver(env):
+    with env.populate() as s:
+        alice = s.user("alice", admin=True)
+        s.threepid(alice, "email", "alice@example.test")
+        s.login(alice, "PHONE", ip="192.0.2.1")
+        s.login(alice, "LAPTOP", with_refresh=True)
+        bob = s.user("bob")
+        s.login(bob, "BOBDEV")
+        sso = s.user("sso", password_hash=None)
+        s.external_id(sso, "oidc-google", "sub-1")
+
+
+def bulk_homeserver(env, users: int):
+    """Many users, fast (plain SQL), so that an import takes long enough to be interrupted."""
+    env.pg.execute(f"""
+        INSERT INTO users (name, password_hash, creation_ts, admin, is_guest, deactivated)
+        SELECT '@user' || i || ':{env.server_name}', '$2b$12$' || md5(i::text), 1700000000 + i, 0, 0, 0
+        FROM generate_series(1, {users}) i;
+        INSERT INTO devices (user_id, device_id, display_name, last_seen, ip, user_agent)
+        SELECT '@user' || i || ':{env.server_name}', 'DEV' || i, 'Device ' || i, 1700000000000 + i,
+               '10.0.' || (i % 250) || '.' || (i % 200), 'Agent/' || i
+        FROM generate_series(1, {users}) i;
+        INSERT INTO access_tokens (id, user_id, device_id, token, last_validated)
+        SELECT i, '@user' || i || ':{env.server_name}', 'DEV' || i, 'syt_' || md5(i::text) || i, 1700000000000 + i
+        FROM generate_series(1, {users}) i;
+        ANALYZE;""", env.synapse_db)
+
+
+# -- refusals: nothing is written -------------------------------------------------------------
+
+def test_users_of_another_server_name_stop_the_import_before_any_write(env):
+    small_homeserver(env)
+    with env.populate() as s:
+        s.user("mallory", server_name="other.example")
+    before = env.mas_dump()
+    with pytest.raises(DataError) as err:
+        env.run()
+    assert "1 user(s)" in str(err.value) and "@mallory:other.example" in str(err.value)
+    assert "server_name" in str(err.value)
+    assert env.mas_dump() == before
+
+
+def test_a_mas_database_holding_data_is_refused_naming_the_table(env):
+    small_homeserver(env)
+    env.mas("INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'someone', now())")
+    with pytest.raises(RefusedError, match=r"not empty: rows found in users"):
+        env.run()
+
+
+def test_data_in_a_table_pointing_at_users_is_refused_too(env):
+    small_homeserver(env)
+    env.mas("ALTER TABLE user_sessions DROP CONSTRAINT user_sessions_user_id_fkey")
+    env.mas("INSERT INTO user_sessions (user_session_id, user_id, created_at) "
+            "VALUES (gen_random_uuid(), gen_random_uuid(), now())")
+    env.mas("ALTER TABLE user_sessions ADD CONSTRAINT user_sessions_user_id_fkey FOREIGN KEY (user_id) "
+            "REFERENCES users(user_id) NOT VALID")
+    with pytest.raises(RefusedError, match=r"rows found in user_sessions"):
+        env.run()
+
+
+def test_mas_homeserver_must_equal_synapse_server_name(env):
+    env.write_configs(mas_extra={"matrix": {"homeserver": "wrong.example", "secret": "x"}})
+    with pytest.raises(RefusedError, match=r"matrix.homeserver is 'wrong.example'.*'example.test'"):
+        env.run()
+
+
+def test_unmapped_sso_provider_is_an_error_naming_it_unless_skipped(env):
+    small_homeserver(env)
+    with env.populate() as s:
+        s.external_id("@bob:example.test", "saml", "bob-saml")
+    before = env.mas_dump()
+    with pytest.raises(DataError, match=r"saml \(1 link\)"):
+        env.run()
+    assert env.mas_dump() == before
+    result = env.run(skip_unmapped_providers=True)
+    assert result["counts"]["upstream_links"]["migrated"] == 1
+    assert result["counts"]["upstream_links"]["skipped_reasons"]["SSO provider not mapped to MAS"]["count"] == 1
+    assert any("saml" in w for w in result["warnings"])
+
+
+def test_explicit_provider_mapping_links_subjects_to_that_provider(env):
+    small_homeserver(env)
+    with env.populate() as s:
+        s.external_id("@bob:example.test", "saml", "bob-saml")
+    from tests.support.migration_env import LEGACY_ID
+
+    result = env.run(upstream_provider_mapping=[f"saml:{LEGACY_ID}"])
+    assert result["counts"]["upstream_links"]["migrated"] == 2
+    assert env.mas("SELECT subject FROM upstream_oauth_links WHERE upstream_oauth_provider_id = %s",
+                   (LEGACY_ID,)) == [("bob-saml",)]
+
+
+def test_a_mapped_provider_missing_from_mas_database_stops_before_any_write(env):
+    small_homeserver(env)
+    env.mas("DELETE FROM upstream_oauth_providers")
+    before = env.mas_dump()
+    with pytest.raises(RefusedError) as err:
+        env.run()
+    assert "oidc-google" in str(err.value) and "mas-cli config sync" in str(err.value)
+    assert env.mas_dump() == before
+
+
+def test_running_synapse_refuses_the_real_import_naming_the_client_but_not_the_dry_run(env):
+    small_homeserver(env)
+    synapse = psycopg2.connect(env.pg.dsn(env.synapse_db, application_name="synapse_homeserver_main"))
+    try:
+        with pytest.raises(RefusedError, match=r"synapse_homeserver_main \(pid \d+"):
+            env.run()
+        result = env.run(dry_run=True)
+        assert result["counts"]["users"]["migrated"] == 3
+        assert any("synapse_homeserver_main" in w for w in result["warnings"])
+    finally:
+        synapse.close()
+    assert env.run()["changed"] is True
+
+
+def test_a_second_concurrent_import_is_refused_at_once(env):
+    small_homeserver(env)
+    holder = env.pg.connect(env.mas_db)
+    holder.cursor().execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    try:
+        started = time.monotonic()
+        with pytest.raises(RefusedError, match="another syn2mas import is already running"):
+            env.run()
+        assert time.monotonic() - started < 10
+    finally:
+        holder.close()
+    assert env.run()["changed"] is True
+
+
+def test_an_unmigrated_database_is_not_taken_for_mas(env):
+    env.mas("DROP TABLE _sqlx_migrations")
+    with pytest.raises(RefusedError, match=r"no _sqlx_migrations table.*mas-cli database migrate"):
+        env.run()
+
+
+def test_an_unknown_mas_schema_is_refused_naming_what_differs(env):
+    env.mas("ALTER TABLE compat_sessions ADD COLUMN tenant text NOT NULL")
+    env.mas("ALTER TABLE user_passwords DROP COLUMN version")
+    with pytest.raises(RefusedError) as err:
+        env.run()
+    assert "compat_sessions.tenant is new and required" in str(err.value)
+    assert "user_passwords.version is missing" in str(err.value)
+
+
+def test_a_mas_schema_older_than_1_0_is_refused(env):
+    env.mas("DELETE FROM _sqlx_migrations WHERE version > 20250101000000")
+    with pytest.raises(RefusedError, match=r"older than MAS 1.0.0.*upgrade MAS"):
+        env.run()
+
+
+# -- skips: counted and reported, never a crash ---------------------------------------------
+
+def test_rows_without_user_or_device_and_overlong_values_are_skipped_and_counted(env):
+    small_homeserver(env)
+    with env.populate() as s:
+        ghost = "@ghost:example.test"  # rows whose user row is gone
+        s.threepid(ghost, "email", "ghost@example.test")
+        s.device(ghost, "GHOSTDEV")
+        s.access_token(ghost, "GHOSTDEV")
+        s.external_id(ghost, "oidc-google", "ghost-sub")
+        s.access_token("@alice:example.test", "DELETEDDEV")  # token whose device was deleted
+        s.threepid("@bob:example.test", "email", "b" * 2500 + "@example.test")
+        s.access_token("@bob:example.test", "BOBDEV", token="syt_" + "x" * 3000)
+    result = env.run()
+    counts = result["counts"]
+    missing = "user missing from the users table"
+    assert counts["emails"]["skipped_reasons"][missing] == {"count": 1, "examples": ["@ghost:example.test ghost@example.test"]}
+    assert counts["device_sessions"]["skipped_reasons"][missing]["count"] == 1
+    assert counts["access_tokens"]["skipped_reasons"][missing]["count"] == 1
+    assert counts["upstream_links"]["skipped_reasons"][missing]["count"] == 1
+    assert counts["access_tokens"]["skipped_reasons"]["device gone"]["count"] == 1
+    assert counts["emails"]["skipped_reasons"]["value longer than 2000 bytes"]["count"] == 1
+    assert counts["access_tokens"]["skipped_reasons"]["value longer than 2000 bytes"]["count"] == 1
+    assert env.mas("SELECT count(*) FROM compat_access_tokens") == [(3,)]
+
+
+def test_ip_addresses_in_every_form_postgres_accepts_are_kept(env):
+    good = ["192.0.2.1", "0.0.0.0", "255.255.255.255", "::1", "::", "2001:db8::1", "fe80::1:2:3:4",
+            "2001:0db8:0000:0000:0000:0000:0000:0001", "::ffff:192.0.2.1", "64:ff9b::192.0.2.33",
+            "1:2:3:4:5:6:7::", "0:0:0:0:0:0:192.0.2.1"]
+    bad = ["256.1.1.1", "1.2.3", "1.2.3.4:8080", "fe80::1%eth0", "1:2:3:4:5:6:7:8:9", "::ffff:999.1.1.1",
+           "hello", "01.2.3.4", "12345::"]
+    with env.populate() as s:
+        user = s.user("alice")
+        for i, ip in enumerate(good + bad):
+            s.device(user, f"D{i}", ip=ip)
+    result = env.run()
+    kept = {row[0]: row[1] for row in env.mas("SELECT device_id, host(last_active_ip) FROM compat_sessions")}
+    for i, ip in enumerate(good):
+        assert kept[f"D{i}"] is not None, ip
+    for i, ip in enumerate(bad, start=len(good)):
+        assert kept[f"D{i}"] is None, ip
+    assert result["counts"]["device_sessions"]["fixed"] == {"invalid IP address stored as unknown": len(bad)}
+
+
+# -- atomicity ---------------------------------------------------------------------------------
+
+def test_a_failure_in_the_middle_leaves_mas_as_it_was_and_the_next_run_works(env):
+    small_homeserver(env)
+    # Make the device stage (after users, passwords, emails, links were loaded) fail.
+    env.mas("ALTER TABLE compat_sessions ADD CONSTRAINT test_no_boom CHECK (human_name IS DISTINCT FROM 'boom')")
+    with env.populate() as s:
+        s.device("@bob:example.test", "BOOMDEV", display_name="boom")
+    before = env.mas_dump()
+    with pytest.raises(DatabaseError, match="MAS was left as it was"):
+        env.run()
+    assert env.mas_dump() == before
+    env.mas("ALTER TABLE compat_sessions DROP CONSTRAINT test_no_boom")
+    assert env.run()["counts"]["device_sessions"]["migrated"] == 4
+
+
+def test_a_constraint_broken_by_the_data_fails_the_rebuild_and_nothing_is_kept(make_env):
+    from tests.support.migration_env import GOOGLE_ID
+
+    # Two Synapse providers mapped onto one MAS provider, with the same subject: MAS's unique
+    # (provider, subject) cannot hold, which only the rebuild at the end finds out.
+    env = make_env()
+    with env.populate() as s:
+        a = s.user("a", password_hash=None)
+        b = s.user("b", password_hash=None)
+        s.external_id(a, "oidc-google", "same-subject")
+        s.external_id(b, "oidc", "same-subject")
+    before = env.mas_dump()
+    with pytest.raises(DataError) as err:
+        env.run(upstream_provider_mapping=[f"oidc:{GOOGLE_ID}"])
+    assert "upstream_oauth_links_subject_unique" in str(err.value)
+    assert "Nothing was written to MAS" in str(err.value)
+    assert env.mas_dump() == before
+
+
+def cli(env, *args, **kw):
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "bin", "syn2mas"), "--command", "migrate",
+         "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile", env.mas_yaml, *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def importer_backend(env):
+    rows = env.pg.execute(
+        "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
+        "AND query LIKE 'COPY%%'", params=(env.mas_db,))
+    return rows[0] if rows else None
+
+
+def wait_until_no_importer(env):
+    assert wait_for(lambda: not env.pg.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas'",
+        params=(env.mas_db,)), timeout=20)
+
+
+def test_killing_the_importer_mid_load_leaves_mas_as_it_was(env):
+    bulk_homeserver(env, 150_000)
+    before = env.mas_dump()
+    proc = cli(env)
+    try:
+        assert wait_for(lambda: importer_backend(env) or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, "the import finished before it could be interrupted"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_until_no_importer(env)
+    assert env.mas_dump() == before
+    rerun = cli(env)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert env.mas("SELECT count(*) FROM users") == [(150_000,)]
+
+
+def test_losing_the_mas_connection_mid_load_leaves_mas_as_it_was(env):
+    bulk_homeserver(env, 150_000)
+    before = env.mas_dump()
+    proc = cli(env)
+    backend = wait_for(lambda: importer_backend(env) or proc.poll() is not None, timeout=60)
+    assert proc.poll() is None
+    env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend[0],))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    lines = [line for line in err.splitlines() if line.startswith("syn2mas: error:")]
+    assert len(lines) == 1 and "MAS was left as it was" in lines[0]
+    assert "Traceback" not in err
+    wait_until_no_importer(env)
+    assert env.mas_dump() == before
+
+
+# -- dry run, re-run, Synapse untouched --------------------------------------------------------
+
+def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byte(env):
+    small_homeserver(env)
+    mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
+    dry = env.run(dry_run=True)
+    assert env.mas_dump() == mas_before
+    assert env.synapse_dump() == synapse_before
+    real = env.run()
+    strip = lambda counts: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in counts.items()}  # noqa: E731
+    assert strip(dry["counts"]) == strip(real["counts"])
+    assert dry["dry_run"] is True and real["dry_run"] is False
+    assert env.mas("SELECT count(*) FROM users") == [(3,)]
+
+
+def test_a_second_run_reports_no_change_and_touches_nothing(env):
+    small_homeserver(env)
+    first = env.run()
+    after_first = env.mas_dump()
+    second = env.run()
+    assert second["changed"] is False and second["already_imported"] is True
+    assert second["counts"]["users"]["migrated"] == first["counts"]["users"]["migrated"]
+    assert env.mas_dump() == after_first
+    # Synapse moved on since: the re-run still changes nothing but says so.
+    with env.populate() as s:
+        s.user("latecomer")
+    third = env.run()
+    assert third["changed"] is False
+    assert any("does not merge" in w for w in third["warnings"])
+
+
+def test_the_import_never_writes_to_synapse(env):
+    small_homeserver(env)
+    before = env.synapse_dump()
+    env.run()
+    assert env.synapse_dump() == before
+
+
+def test_synapse_writes_during_the_snapshot_are_blocked_not_lost(env):
+    """A real import locks Synapse's tables in SHARE mode: a late write waits for the snapshot."""
+    bulk_homeserver(env, 60_000)
+    result = {}
+
+    def importer():
+        result["r"] = env.run()
+
+    thread = threading.Thread(target=importer)
+    thread.start()
+    assert wait_for(lambda: importer_backend(env) or not thread.is_alive(), timeout=60)
+    writer = env.pg.connect(env.synapse_db)
+    writer.cursor().execute("SET lock_timeout = '100ms'")
+    with pytest.raises(psycopg2.errors.LockNotAvailable):
+        writer.cursor().execute("INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 1)")
+    writer.close()
+    thread.join(timeout=300)
+    assert result["r"]["counts"]["users"]["migrated"] == 60_000
