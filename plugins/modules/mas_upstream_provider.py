@@ -1,0 +1,277 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mas_upstream_provider
+short_description: Turn Synapse's OIDC providers into MAS upstream providers
+version_added: 0.1.0
+description:
+  - Converts Synapse's C(oidc_providers) entries (and the legacy C(oidc_config)) into entries of
+    C(upstream_oauth2.providers) in the configuration file of Matrix Authentication Service (MAS).
+  - Each MAS entry gets C(synapse_idp_id) set to what Synapse stored for its users
+    (C(oidc-<idp_id>), or C(oidc) for the legacy section), so the import links users to it.
+  - Issuer and discovery or explicit endpoints, client id, client secret (inline or C(client_secret_file)),
+    token endpoint auth method, scopes, PKCE, userinfo use, back-channel logout and the user mapping
+    templates (as C(claims_imports)) are converted.
+  - Synapse options MAS has no equivalent for are reported as warnings, never silently dropped.
+  - Provider ids are ULIDs and stable. An entry with the same C(synapse_idp_id) keeps its id and the
+    keys this module does not manage; a new entry gets a fresh id once.
+  - Users must register the returned O(ignore:redirect_uri) at each IdP, since Synapse's callback
+    C(/_synapse/client/oidc/callback) stops working when MAS takes over.
+author:
+  - syn2mas maintainers
+extends_documentation_fragment:
+  - matrix.syn2mas.config_edit
+options:
+  path:
+    description:
+      - MAS's configuration file (C(config.yaml)). It must exist.
+    type: path
+    required: true
+  synapse_config:
+    description:
+      - Synapse's configuration files, in the order Synapse loads them (a later file replaces whole
+        top-level keys of an earlier one).
+      - Required with O(state=present), and with O(state=absent) when O(synapse_idp_id) is not set.
+    type: list
+    elements: path
+  synapse_idp_id:
+    description:
+      - The one provider to manage, as MAS's C(synapse_idp_id) (C(oidc-google), C(oidc)) or as Synapse's
+        C(idp_id) (C(google)).
+      - When not set, all of Synapse's OIDC providers are managed. A legacy C(oidc_config) that Synapse
+        ignores (not C(enabled: true)) is then skipped with a warning.
+    type: str
+  state:
+    description:
+      - V(present) adds or updates the MAS entries, V(absent) removes them.
+    type: str
+    choices: [present, absent]
+    default: present
+  public_base:
+    description:
+      - MAS's public URL, used to build the returned redirect URIs.
+      - Defaults to C(http.public_base) of the MAS configuration.
+    type: str
+seealso:
+  - module: matrix.syn2mas.synapse_auth_delegation
+  - module: matrix.syn2mas.mas_synapse_link
+  - name: MAS documentation on upstream providers
+    description: Configuring upstream OAuth 2.0 / OIDC providers in MAS.
+    link: https://element-hq.github.io/matrix-authentication-service/setup/sso.html
+'''
+
+EXAMPLES = r'''
+- name: Configure every Synapse OIDC provider in MAS
+  matrix.syn2mas.mas_upstream_provider:
+    path: /etc/mas/config.yaml
+    synapse_config:
+      - /etc/matrix-synapse/homeserver.yaml
+      - /etc/matrix-synapse/conf.d/oidc.yaml
+    backup: true
+  register: mas_providers
+
+- name: Show the redirect URIs to register at the IdPs
+  ansible.builtin.debug:
+    msg: "{{ item.synapse_idp_id }}: {{ item.redirect_uri }}"
+  loop: "{{ mas_providers.providers }}"
+
+- name: Manage only the Google provider
+  matrix.syn2mas.mas_upstream_provider:
+    path: /etc/mas/config.yaml
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    synapse_idp_id: oidc-google
+
+- name: Remove the MAS entry of a provider
+  matrix.syn2mas.mas_upstream_provider:
+    path: /etc/mas/config.yaml
+    synapse_idp_id: oidc-google
+    state: absent
+'''
+
+RETURN = r'''
+providers:
+  description: The providers handled, in the order of the Synapse configuration.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    synapse_idp_id:
+      description: The C(auth_provider) Synapse stored for the provider's users.
+      type: str
+      sample: oidc-google
+    id:
+      description: The MAS provider id (a ULID). Empty when an absent provider was not configured.
+      type: str
+      sample: 01JDR8N1QZ5F1T6GQ4B6V5S7XK
+    action:
+      description: V(added), V(updated), V(unchanged), V(removed) or V(absent) (nothing to remove).
+      type: str
+      sample: added
+    human_name:
+      description: The name shown on MAS's login page.
+      type: str
+      sample: Google
+    issuer:
+      description: The provider's issuer.
+      type: str
+      sample: https://accounts.google.com/
+    redirect_uri:
+      description:
+        - MAS's callback for this provider, to register at the IdP. Null when MAS's public URL is unknown
+          (set O(public_base) or C(http.public_base)).
+      type: str
+      sample: https://auth.example.com/upstream/callback/01JDR8N1QZ5F1T6GQ4B6V5S7XK
+    source:
+      description: Where the provider is in Synapse's configuration.
+      type: str
+      sample: "/etc/matrix-synapse/homeserver.yaml: oidc_providers[0]"
+    warnings:
+      description: Synapse options of this provider that were not converted, and why.
+      type: list
+      elements: str
+redirect_uris:
+  description: Map of C(synapse_idp_id) to the redirect URI to register at that IdP.
+  returned: always
+  type: dict
+  sample: {"oidc-google": "https://auth.example.com/upstream/callback/01JDR8N1QZ5F1T6GQ4B6V5S7XK"}
+backup_file:
+  description: The backup copy, when O(backup=true) and the file changed.
+  returned: changed and backup requested
+  type: str
+  sample: /etc/mas/config.yaml.2025-01-31@12:00:00~
+'''
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
+        HAS_YAML, YAML_IMPORT_ERROR, load_synapse_config,
+    )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
+        apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
+    )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
+        HAS_RUAMEL, RUAMEL_IMPORT_ERROR, YamlDocument, commit, plain,
+    )
+    LIB_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover
+    LIB_IMPORT_ERROR = traceback.format_exc()
+
+
+def run(module):
+    params = module.params
+    path = params["path"]
+    doc = YamlDocument.load(path)
+    result = {"changed": False, "providers": [], "redirect_uris": {}}
+    conversion_warnings = []
+    secrets = []
+    wanted = params["synapse_idp_id"]
+
+    synapse = None
+    selected = []
+    if params["synapse_config"]:
+        synapse = load_synapse_config(params["synapse_config"])
+    if params["state"] == "present" or wanted is None:
+        if synapse is None:
+            module.fail_json(msg="synapse_config is required with state=present, or to remove all providers")
+        selected = select_providers(synapse, wanted)
+        if wanted is None:
+            kept = []
+            for provider in selected:
+                if provider.source.endswith("oidc_config") and provider.config.get("enabled") is not True:
+                    conversion_warnings.append(
+                        f"{provider.source}: skipped: Synapse ignores oidc_config unless `enabled: true` (select it "
+                        "with synapse_idp_id if users are still linked to it)")
+                    continue
+                kept.append(provider)
+            selected = kept
+        for provider in selected:
+            for key in ("client_secret",):
+                if provider.config.get(key):
+                    secrets.append(str(provider.config[key]))
+
+    if params["state"] == "present":
+        converted = [convert_provider(p) for p in selected]
+        changes = apply_providers(doc.data, converted, path)
+        by_id = {c.synapse_idp_id: c for c in converted}
+    else:
+        if wanted is not None and synapse is None:
+            ids = [wanted]
+            section = doc.data.get("upstream_oauth2") or {}
+            known = [str(p.get("synapse_idp_id")) for p in (section.get("providers") or []) if isinstance(p, dict)]
+            if wanted not in known and ("oidc-" + wanted) in known:
+                ids = ["oidc-" + wanted]
+        else:
+            ids = [p.auth_provider for p in selected]
+        changes = remove_providers(doc.data, ids, path)
+        by_id = {}
+
+    http = doc.data.get("http") or {}
+    public_base = params["public_base"] or (http.get("public_base") if isinstance(http, dict) else None)
+    for change in changes:
+        converted = by_id.get(change.synapse_idp_id)
+        entry = plain(change.entry) if change.entry is not None else {}
+        item = {
+            "synapse_idp_id": change.synapse_idp_id,
+            "id": change.id,
+            "action": change.action,
+            "human_name": entry.get("human_name"),
+            "issuer": entry.get("issuer"),
+            "redirect_uri": redirect_uri(public_base, change.id) if change.id and change.action != "removed" else None,
+            "source": converted.source if converted else None,
+            "warnings": list(converted.warnings) if converted else [],
+        }
+        if entry.get("client_secret"):
+            secrets.append(str(entry["client_secret"]))
+        result["providers"].append(item)
+        if item["redirect_uri"]:
+            result["redirect_uris"][change.synapse_idp_id] = item["redirect_uri"]
+        conversion_warnings.extend(item["warnings"])
+    if params["state"] == "present" and result["providers"] and not public_base:
+        conversion_warnings.append(f"{path}: http.public_base is not set: cannot tell the redirect URIs (pass public_base)")
+
+    result.update(commit(doc, doc.render(), module.check_mode, backup=params["backup"], secrets=secrets,
+                         want_diff=module._diff))
+    for warning in conversion_warnings:
+        module.warn(warning)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            synapse_config=dict(type="list", elements="path"),
+            synapse_idp_id=dict(type="str"),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            public_base=dict(type="str"),
+            backup=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    if LIB_IMPORT_ERROR is not None:
+        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=LIB_IMPORT_ERROR)
+    if not HAS_RUAMEL:
+        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=RUAMEL_IMPORT_ERROR)
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    try:
+        result = run(module)
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: synapse_auth_delegation
+short_description: Make Synapse delegate authentication to MAS
+version_added: 0.1.0
+description:
+  - Rewrites Synapse's C(homeserver.yaml) so that Matrix Authentication Service (MAS) handles logins.
+  - Adds C(matrix_authentication_service) (C(enabled), C(endpoint), C(secret) or C(secret_path)). For
+    Synapse older than 1.136.0 it writes the equivalent C(experimental_features.msc3861) block instead.
+    From 1.136.0 an old C(msc3861) block is removed (Synapse 1.157.0 and later refuse it).
+  - Turns off or removes every setting Synapse refuses to start with under MAS, and reports each one
+    in RV(changes) - password login (C(password_config.enabled)), C(enable_registration),
+    C(user_consent), C(oidc_providers), C(oidc_config), C(saml2_config), C(cas_config), C(jwt_config),
+    C(password_providers), C(enable_registration_captcha), C(login_via_existing_session),
+    C(refresh_token_lifetime), C(nonrefreshable_access_token_lifetime), C(session_lifetime) and
+    C(enable_3pid_changes). Switches are set to C(false) (C(password_config.pepper) and the SSO
+    sections' other settings stay); C(user_consent), C(oidc_providers), C(password_providers) and the
+    lifetimes are removed.
+  - With O(override_path), C(homeserver.yaml) is left untouched and all of this goes into one override
+    file instead, to be loaded after the other configuration files. Synapse merges files by top-level
+    key only, so a changed section (for example C(password_config)) is copied whole into the override,
+    and a removed one is set to null.
+author:
+  - syn2mas maintainers
+extends_documentation_fragment:
+  - matrix.syn2mas.config_edit
+options:
+  path:
+    description:
+      - Synapse's main configuration file, C(homeserver.yaml). It is rewritten unless O(override_path) is set.
+    type: path
+    required: true
+  extra_config_paths:
+    description:
+      - Further Synapse configuration files loaded after O(path) (for example the files of a C(conf.d)
+        directory), in Synapse's order. They are read, never written.
+      - Without O(override_path), a setting that must change but lives in one of them makes the module fail
+        with the file's name.
+    type: list
+    elements: path
+    default: []
+  override_path:
+    description:
+      - Write the changes to this file instead of O(path) (the conf.d mode). Synapse must load it last,
+        for example as C(conf.d/zz-mas.yaml) or with a final C(--config-path).
+      - Created with mode C(0600) when new (it may hold secrets); Synapse's user must be able to read it.
+    type: path
+  endpoint:
+    description:
+      - The URL where Synapse reaches MAS (an internal URL is fine). It must serve MAS's C(discovery) and
+        C(oauth) resources.
+    type: str
+    required: true
+  secret:
+    description:
+      - The secret shared with MAS (MAS's C(matrix.secret)), written inline.
+      - With the C(msc3861) form it is the C(admin_token).
+    type: str
+  secret_path:
+    description:
+      - A file holding the shared secret, read by Synapse at start-up (instead of O(secret)).
+      - With the C(msc3861) form it is the C(admin_token_path).
+    type: path
+  synapse_version:
+    description:
+      - The Synapse version the configuration is for, for example C(1.163.2). It decides between
+        C(matrix_authentication_service) (1.136.0 and later) and C(experimental_features.msc3861).
+      - When not set, it is detected by running O(synapse_python).
+    type: str
+  synapse_python:
+    description:
+      - The Python interpreter Synapse runs with, to detect its version.
+      - Defaults to C(/opt/venvs/matrix-synapse/bin/python) when it exists (the packages of
+        packages.matrix.org), otherwise the interpreter running this module.
+    type: path
+  issuer:
+    description:
+      - C(msc3861) form only (Synapse older than 1.136.0). MAS's issuer, its public URL.
+    type: str
+  client_id:
+    description:
+      - C(msc3861) form only. The id of Synapse's client in MAS's C(clients) section.
+    type: str
+    default: 0000000000000000000SYNAPSE
+  client_auth_method:
+    description:
+      - C(msc3861) form only. How Synapse authenticates to MAS.
+    type: str
+    default: client_secret_basic
+    choices: [client_secret_basic, client_secret_post]
+  client_secret:
+    description:
+      - C(msc3861) form only. The secret of Synapse's client in MAS's C(clients) section.
+    type: str
+  client_secret_path:
+    description:
+      - C(msc3861) form only. A file holding O(client_secret).
+    type: path
+  account_management_url:
+    description:
+      - C(msc3861) form only. The URL of MAS's account page.
+    type: str
+  introspection_endpoint:
+    description:
+      - C(msc3861) form only. MAS's introspection endpoint, to bypass a reverse proxy.
+    type: str
+seealso:
+  - module: matrix.syn2mas.mas_synapse_link
+  - module: matrix.syn2mas.mas_upstream_provider
+  - name: Synapse configuration manual, matrix_authentication_service
+    description: The section this module writes.
+    link: https://element-hq.github.io/synapse/latest/usage/configuration/config_documentation.html#matrix_authentication_service
+'''
+
+EXAMPLES = r'''
+- name: Delegate authentication to MAS in homeserver.yaml
+  matrix.syn2mas.synapse_auth_delegation:
+    path: /etc/matrix-synapse/homeserver.yaml
+    endpoint: http://localhost:8080/
+    secret_path: /etc/matrix-synapse/mas_secret
+    synapse_version: 1.163.2
+    backup: true
+  register: delegation
+
+- name: Show what was turned off
+  ansible.builtin.debug:
+    var: delegation.changes
+
+- name: Leave homeserver.yaml alone, write a conf.d override instead
+  matrix.syn2mas.synapse_auth_delegation:
+    path: /etc/matrix-synapse/homeserver.yaml
+    extra_config_paths:
+      - /etc/matrix-synapse/conf.d/server_name.yaml
+    override_path: /etc/matrix-synapse/conf.d/zz-mas.yaml
+    endpoint: http://localhost:8080/
+    secret: "{{ mas_shared_secret }}"
+'''
+
+RETURN = r'''
+path:
+  description: The file written (or that would be written in check mode).
+  returned: always
+  type: str
+  sample: /etc/matrix-synapse/homeserver.yaml
+mode:
+  description: V(in_place) (homeserver.yaml rewritten) or V(override) (override file written).
+  returned: always
+  type: str
+  sample: in_place
+synapse_version:
+  description: The Synapse version the configuration was written for.
+  returned: always
+  type: str
+  sample: 1.163.2
+config_form:
+  description: V(matrix_authentication_service) or V(experimental_features.msc3861).
+  returned: always
+  type: str
+  sample: matrix_authentication_service
+changes:
+  description: Each setting added, turned off or removed, with the reason. Empty when nothing was needed.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    key:
+      description: The setting, as a dotted path.
+      type: str
+      sample: password_config.enabled
+    action:
+      description: V(set), V(disabled) or V(removed).
+      type: str
+      sample: disabled
+    reason:
+      description: Why.
+      type: str
+backup_file:
+  description: The backup copy, when O(backup=true) and the file changed.
+  returned: changed and backup requested
+  type: str
+  sample: /etc/matrix-synapse/homeserver.yaml.2025-01-31@12:00:00~
+'''
+
+import os
+import sys
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
+        HAS_YAML, YAML_IMPORT_ERROR, load_synapse_config,
+    )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
+        DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, detect_synapse_version,
+        new_override_document, override_values, plan_delegation,
+    )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
+        HAS_RUAMEL, RUAMEL_IMPORT_ERROR, YamlDocument, commit,
+    )
+    LIB_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover
+    LIB_IMPORT_ERROR = traceback.format_exc()
+
+DEBIAN_SYNAPSE_PYTHON = "/opt/venvs/matrix-synapse/bin/python"
+
+
+def run(module):
+    params = module.params
+    path = params["path"]
+    override = params["override_path"]
+    files = [path] + list(params["extra_config_paths"] or [])
+    if override:
+        files = [f for f in files if os.path.realpath(f) != os.path.realpath(override)]
+    synapse = load_synapse_config(files)
+
+    version = params["synapse_version"]
+    if not version:
+        python = params["synapse_python"]
+        if not python:
+            python = DEBIAN_SYNAPSE_PYTHON if os.path.exists(DEBIAN_SYNAPSE_PYTHON) else sys.executable
+        version = detect_synapse_version(python)
+
+    settings = DelegationSettings(
+        endpoint=params["endpoint"], secret=params["secret"], secret_path=params["secret_path"],
+        synapse_version=version, issuer=params["issuer"], client_id=params["client_id"],
+        client_auth_method=params["client_auth_method"], client_secret=params["client_secret"],
+        client_secret_path=params["client_secret_path"],
+        account_management_url=params["account_management_url"],
+        introspection_endpoint=params["introspection_endpoint"],
+    )
+    plan = plan_delegation(synapse.raw, settings, synapse.where)
+    if override:
+        doc = new_override_document(override)
+        apply_as_override(doc, override_values(synapse.raw, plan))
+    else:
+        doc = YamlDocument.load(path, default_style=(2, 4, 2))
+        apply_in_place(doc, plan, synapse)
+
+    result = {
+        "path": doc.path,
+        "mode": "override" if override else "in_place",
+        "synapse_version": version,
+        "config_form": plan.config_form,
+        "changes": [edit.report() for edit in plan.edits],
+    }
+    result.update(commit(doc, doc.render(), module.check_mode, backup=params["backup"],
+                         secrets=delegation_secrets(synapse.raw, settings), want_diff=module._diff))
+    for warning in plan.warnings:
+        module.warn(warning)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            extra_config_paths=dict(type="list", elements="path", default=[]),
+            override_path=dict(type="path"),
+            endpoint=dict(type="str", required=True),
+            secret=dict(type="str", no_log=True),
+            secret_path=dict(type="path"),
+            synapse_version=dict(type="str"),
+            synapse_python=dict(type="path"),
+            issuer=dict(type="str"),
+            client_id=dict(type="str", default="0000000000000000000SYNAPSE"),
+            client_auth_method=dict(type="str", default="client_secret_basic",
+                                    choices=["client_secret_basic", "client_secret_post"]),
+            client_secret=dict(type="str", no_log=True),
+            client_secret_path=dict(type="path"),
+            account_management_url=dict(type="str"),
+            introspection_endpoint=dict(type="str"),
+            backup=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[["secret", "secret_path"], ["client_secret", "client_secret_path"]],
+        required_one_of=[["secret", "secret_path"]],
+        supports_check_mode=True,
+    )
+    if LIB_IMPORT_ERROR is not None:
+        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=LIB_IMPORT_ERROR)
+    if not HAS_RUAMEL:
+        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=RUAMEL_IMPORT_ERROR)
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    try:
+        result = run(module)
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
