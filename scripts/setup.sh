@@ -11,6 +11,13 @@ cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 # Synapse releases whose real schema the tests create: the newest we test and the oldest we support.
 SYNAPSE_VERSIONS=${SYNAPSE_VERSIONS:-"1.163.2 1.136.0"}
+# Pins a release needs beyond its own requirements: Synapse 1.136 fails to import with
+# prometheus-client 0.24 and newer (element-hq/synapse#19375).
+synapse_extra_pins() {
+  case "$1" in
+    1.136.*) echo "prometheus-client==0.23.1" ;;
+  esac
+}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -57,12 +64,14 @@ chmod 0755 .venv/bin/syn2mas
 # 5. One virtualenv per Synapse release: the tests create the real Synapse schema with it.
 for v in $SYNAPSE_VERSIONS; do
   venv=".venv-synapse/$v"
-  if ! stamp_ok "$venv/.stamp" "$v"; then
+  pins=$(synapse_extra_pins "$v")
+  if ! stamp_ok "$venv/.stamp" "$v $pins"; then
     log "installing matrix-synapse $v into $venv"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse==$v" psycopg2-binary==2.9.13
-    echo "$v" > "$venv/.stamp"
+    # shellcheck disable=SC2086 # $pins is a list of requirement specifiers
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse==$v" psycopg2-binary==2.9.13 $pins
+    echo "$v $pins" > "$venv/.stamp"
   fi
 done
 log "ready: . .venv/bin/activate"
