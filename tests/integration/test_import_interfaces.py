@@ -1,0 +1,146 @@
+"""The two ways operators run the import: `syn2mas --command migrate` and the syn2mas_import module."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+
+
+def homeserver(env):
+    with env.populate() as s:
+        alice = s.user("alice")
+        s.threepid(alice, "email", "alice@example.test")
+        s.login(alice, "PHONE")
+        sso = s.user("sso", password_hash=None)
+        s.external_id(sso, "oidc-google", "sub")
+        s.user("bridge", appservice_id="irc")
+
+
+def syn2mas(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_migrate_dry_run_then_real_then_nothing_to_do(env):
+    homeserver(env)
+    common = ["--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile", env.mas_yaml]
+    dry = syn2mas(*common, "--dryRun")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.startswith("Dry run (rolled back, nothing kept): example.test into MAS 1.22.0")
+    assert "skipped 1: appservice user (not migrated) (e.g. @bridge:example.test)" in dry.stdout
+    assert env.mas("SELECT count(*) FROM users") == [(0,)]
+    # progress per stage goes to stderr
+    assert "users: 2 rows in" in dry.stderr
+
+    real = syn2mas(*common, "--dryRun", "false")
+    assert real.returncode == 0, real.stderr
+    assert real.stdout.startswith("Import committed: example.test")
+    assert env.mas("SELECT count(*) FROM users") == [(2,)]
+
+    again = syn2mas("migrate", "--synapseConfigFile=" + env.homeserver_yaml, "--masConfigFile=" + env.mas_yaml,
+                    "--output", "json")
+    assert again.returncode == 0
+    result = json.loads(again.stdout)
+    assert result["already_imported"] is True and result["changed"] is False
+    assert result["counts"]["users"]["migrated"] == 2
+
+
+def test_cli_failure_is_one_clear_line_and_non_zero(env):
+    homeserver(env)
+    env.write_configs(mas_extra={"matrix": {"homeserver": "elsewhere.example"}})
+    run = syn2mas("--command", "migrate", "--synapseConfigFile", env.homeserver_yaml,
+                  "--masConfigFile", env.mas_yaml)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0
+    assert run.stderr.startswith("syn2mas: error: ") and "matrix.homeserver" in run.stderr
+    missing = syn2mas("--command", "migrate", "--synapseConfigFile", "/nonexistent/homeserver.yaml",
+                      "--masConfigFile", env.mas_yaml)
+    assert missing.returncode == 1
+    assert missing.stderr == "syn2mas: error: /nonexistent/homeserver.yaml: file not found\n"
+
+
+def test_cli_upstream_provider_mapping_flag(env):
+    from tests.support.migration_env import LEGACY_ID
+
+    homeserver(env)
+    with env.populate() as s:
+        s.external_id("@alice:example.test", "cas", "alice-cas")
+    common = ["--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile", env.mas_yaml]
+    refused = syn2mas(*common)
+    assert refused.returncode == 1 and "cas (1 link)" in refused.stderr
+    ok = syn2mas(*common, "--upstreamProviderMapping", f"cas:{LEGACY_ID}")
+    assert ok.returncode == 0, ok.stderr
+    assert env.mas("SELECT subject FROM upstream_oauth_links WHERE upstream_oauth_provider_id = %s",
+                   (LEGACY_ID,)) == [("alice-cas",)]
+
+
+def test_cli_secrets_never_printed(env, tmp_path):
+    homeserver(env)
+    env.pg.execute("ALTER USER postgres PASSWORD 'Sup3rS3cretPw'")
+    mas = yaml.safe_load(open(env.mas_yaml))
+    mas["database"] = {"uri": f"postgresql://postgres:Sup3rS3cretPw@localhost:1/{env.mas_db}"}
+    with open(env.mas_yaml, "w") as handle:
+        yaml.safe_dump(mas, handle)
+    run = syn2mas("--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile",
+                  env.mas_yaml)
+    assert run.returncode == 1
+    assert "cannot connect to the MAS database (host=localhost port=1" in run.stderr
+    assert "Sup3rS3cretPw" not in run.stderr + run.stdout
+
+
+def playbook(env, tmp_path, *extra, check=False):
+    book = tmp_path / "play.yml"
+    book.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "tasks": [{"name": "import", "matrix.syn2mas.syn2mas_import": {
+            "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}, "register": "r"},
+            {"name": "show", "ansible.builtin.copy": {"content": "{{ r | to_json }}",
+                                                       "dest": str(tmp_path / "result.json")},
+             "check_mode": False, "changed_when": False}],
+    }]))
+    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", f"ansible_python_interpreter={VENV_PYTHON}", str(book), *extra]
+    if check:
+        cmd.append("--check")
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = json.loads((tmp_path / "result.json").read_text()) if (tmp_path / "result.json").exists() else None
+    return run, result
+
+
+def test_module_check_mode_then_real_then_idempotent(env, tmp_path):
+    homeserver(env)
+    mas_before = env.mas_dump()
+    run, result = playbook(env, tmp_path, check=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert result["dry_run"] is True and result["changed"] is True
+    assert result["counts"]["users"]["migrated"] == 2
+    assert env.mas_dump() == mas_before
+
+    run, result = playbook(env, tmp_path)
+    assert run.returncode == 0, run.stdout
+    assert result["changed"] is True and result["dry_run"] is False
+    assert result["mas_schema"]["release"] == "1.22.0"
+    assert env.mas("SELECT username FROM users ORDER BY 1") == [("alice",), ("sso",)]
+
+    run, result = playbook(env, tmp_path)
+    assert run.returncode == 0
+    assert result["changed"] is False and result["already_imported"] is True
+    assert "changed=0" in run.stdout.replace(" ", "")
+
+
+def test_module_failure_message_and_no_secret_in_verbose_output(env, tmp_path):
+    homeserver(env)
+    with env.populate() as s:
+        s.user("mallory", server_name="other.example")
+    run, _ = playbook(env, tmp_path, "-vvv")
+    assert run.returncode == 2
+    assert "@mallory:other.example" in run.stdout
+    assert "shared-secret" not in run.stdout + run.stderr
