@@ -1,0 +1,223 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: syn2mas_advisor
+short_description: Find every blocker and every needed action before moving Synapse onto MAS
+version_added: 0.1.0
+description:
+  - Reads Synapse's and Matrix Authentication Service's configuration files and databases and reports what
+    would make the migration fail or make users lose access, with the remedy for each finding.
+  - Runs the checks of C(mas-cli syn2mas check) and of the older TypeScript advisor, plus more (users of
+    another server name, rows whose user or device is gone, a running Synapse, Synapse's schema version,
+    MAS's schema and emptiness, the version-1 password scheme's C(unicode_normalization) and pepper,
+    SSO links of CAS, SAML or removed providers, C(experimental_features.msc3861), appservice users...).
+  - Each finding has a severity (C(ERROR) blocks the migration, C(WARN) needs an action, C(INFO)), a stable
+    check id, a message with the numbers, where it was found and the remedy.
+  - Never writes to either database (Synapse is read in a read-only snapshot, MAS in read-only transactions),
+    so it is safe on a live homeserver and always reports C(changed=false).
+  - Without O(mas_config), the checks of MAS's config and database are reported as not run.
+extends_documentation_fragment:
+  - matrix.syn2mas.syn2mas
+options:
+  for_real_import:
+    description:
+      - Advise right before the real import. Other clients connected to Synapse's (or MAS's) database, that is
+        a running Synapse (or MAS), are then an C(ERROR) instead of an C(INFO).
+    type: bool
+    default: false
+  fail_on:
+    description:
+      - When the task fails.
+      - V(error) fails when there is at least one C(ERROR) finding, V(warning) also on C(WARN) findings,
+        V(never) only reports.
+    type: str
+    choices: [error, warning, never]
+    default: error
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it runs the same way in check mode.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+seealso:
+  - module: matrix.syn2mas.syn2mas_import
+author:
+  - syn2mas maintainers
+"""
+
+EXAMPLES = r"""
+- name: Advise days before the migration (Synapse keeps running)
+  matrix.syn2mas.syn2mas_advisor:
+    synapse_config:
+      - /etc/matrix-synapse/homeserver.yaml
+      - /etc/matrix-synapse/conf.d/database.yaml
+    mas_config:
+      - /etc/mas/config.yaml
+  register: syn2mas_advice
+
+- name: Show what needs doing
+  ansible.builtin.debug:
+    msg: "{{ syn2mas_advice.errors + syn2mas_advice.warnings }}"
+
+- name: Gate the real import on a clean advice, warnings included
+  matrix.syn2mas.syn2mas_advisor:
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    mas_config: [/etc/mas/config.yaml]
+    for_real_import: true
+    fail_on: warning
+
+- name: Only report, for a fleet-wide survey
+  matrix.syn2mas.syn2mas_advisor:
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    fail_on: never
+  register: syn2mas_survey
+"""
+
+RETURN = r"""
+findings:
+  description: Every finding, ERROR first, then WARN, then INFO.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    severity:
+      description: C(ERROR) (blocks the migration), C(WARN) (needs an action) or C(INFO).
+      type: str
+      sample: ERROR
+    check:
+      description: The stable id of the check.
+      type: str
+      sample: mas_password_unicode_normalization
+    message:
+      description: What was found, with the numbers and a few examples.
+      type: str
+    where:
+      description: Where it was found (a file and key, or a database table).
+      type: str
+      sample: "/etc/mas/config.yaml: passwords.schemes[0].unicode_normalization"
+    remedy:
+      description: How to fix it.
+      type: str
+  sample:
+    - severity: WARN
+      check: registration_enabled
+      message: "open registration is enabled (enable_registration: true)"
+      where: "/etc/matrix-synapse/homeserver.yaml: enable_registration"
+      remedy: At the switch to MAS, remove enable_registration from homeserver.yaml...
+summary:
+  description: Counts per severity (C(errors), C(warnings), C(info)), the checks not run and why (C(not_run)),
+    and what the import would carry over (C(users), C(passwords), C(devices), C(access_tokens),
+    C(refresh_tokens), C(counts) per stage), the Synapse schema version and the MAS schema release.
+  returned: always
+  type: dict
+  sample:
+    errors: 0
+    warnings: 1
+    info: 2
+    not_run: [{check: mas_schema, reason: "no MAS config given (--masConfigFile / mas_config)"}]
+    users: 1234
+    devices: 2345
+errors:
+  description: "The ERROR findings, one line each (C(check: message [where] -> remedy))."
+  returned: always
+  type: list
+  elements: str
+warnings_found:
+  description:
+    - "The WARN findings, one line each (C(check: message [where] -> remedy))."
+    - They are also shown as Ansible warnings; this key keeps them in the registered result, which Ansible's own
+      C(warnings) key does not.
+  returned: always
+  type: list
+  elements: str
+exit_code:
+  description: The C(syn2mas --command advisor) exit code of the same result (0 clean, 10 errors, 11 warnings only).
+  returned: always
+  type: int
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import (
+        AdvisorOptions, exit_code, format_finding, run_advisor,
+    )
+except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two above
+    ADVISOR_IMPORT_ERROR = traceback.format_exc()
+else:
+    ADVISOR_IMPORT_ERROR = None
+
+
+def _line(finding):
+    # format_finding without the leading severity: the list says it.
+    return format_finding(finding).split(" ", 1)[1]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            synapse_config=dict(type="list", elements="path", required=True),
+            mas_config=dict(type="list", elements="path", default=[]),
+            synapse_database_uri=dict(type="str", no_log=True),
+            mas_database_uri=dict(type="str", no_log=True),
+            upstream_provider_mapping=dict(type="list", elements="str", default=[]),
+            for_real_import=dict(type="bool", default=False),
+            fail_on=dict(type="str", choices=["error", "warning", "never"], default="error"),
+        ),
+        supports_check_mode=True,
+    )
+    if not _db.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
+    if not _config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    if ADVISOR_IMPORT_ERROR:
+        module.fail_json(msg="the syn2mas library failed to load", exception=ADVISOR_IMPORT_ERROR)
+
+    params = module.params
+    # Read-only: the same run in check mode and outside it.
+    advice = run_advisor(AdvisorOptions(
+        synapse_config=params["synapse_config"],
+        mas_config=params["mas_config"],
+        synapse_database_uri=params["synapse_database_uri"],
+        mas_database_uri=params["mas_database_uri"],
+        upstream_provider_mapping=params["upstream_provider_mapping"],
+        for_real_import=params["for_real_import"],
+    ))
+    errors = [_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
+    warnings = [_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
+    result = dict(
+        changed=False,
+        findings=advice["findings"],
+        summary=advice["summary"],
+        errors=errors,
+        exit_code=exit_code(advice),
+    )
+    for warning in warnings:
+        module.warn(warning)
+    # Under its own key as well: Ansible takes a result's `warnings` out of the registered result.
+    result["warnings_found"] = warnings
+
+    fail_on = params["fail_on"]
+    if (fail_on in ("error", "warning") and errors) or (fail_on == "warning" and warnings):
+        counted = f"{len(errors)} error(s)" + (f" and {len(warnings)} warning(s)" if fail_on == "warning" else "")
+        first = (errors or warnings)[0]
+        module.fail_json(msg=f"the migration advisor found {counted} (fail_on={fail_on}); first: {first}", **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
