@@ -184,3 +184,24 @@ def test_mas_schema_is_restored_exactly_after_the_import(env):
     env.run()
     assert schema() == before
     assert len(before) > 40
+
+
+def test_text_with_copy_escapes_control_characters_and_unicode_survives_verbatim(env):
+    """Values travel in COPY's text format: backslashes, \\N, tabs and newlines must not be reinterpreted.
+
+    (PostgreSQL text cannot hold NUL bytes, so Synapse's tables never contain them.)
+    """
+    names = ["\\N", "tab\there", "new\nline\r\n", "back\\slash\\", "\x01\x1f\x7f ctrl", "Zoë 😀 ‮rtl",
+             "x" * 10000]
+    with env.populate() as s:
+        user = s.user("alice")
+        for i, name in enumerate(names):
+            s.device(user, f"D{i}", display_name=name, user_agent=name)
+        s.device(user, "NULLNAME", display_name=None)
+    env.run()
+    got = dict(env.mas("SELECT device_id, human_name FROM compat_sessions"))
+    for i, name in enumerate(names):
+        assert got[f"D{i}"] == name
+    assert got["NULLNAME"] is None
+    agents = dict(env.mas("SELECT device_id, user_agent FROM compat_sessions"))
+    assert agents["D0"] == "\\N"
