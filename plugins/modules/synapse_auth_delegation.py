@@ -151,7 +151,7 @@ path:
   returned: always
   type: str
   sample: /etc/matrix-synapse/homeserver.yaml
-mode:
+edit_mode:
   description: V(in_place) (homeserver.yaml rewritten) or V(override) (override file written).
   returned: always
   type: str
@@ -249,7 +249,7 @@ def run(module):
 
     result = {
         "path": doc.path,
-        "mode": "override" if override else "in_place",
+        "edit_mode": "override" if override else "in_place",
         "synapse_version": version,
         "config_form": plan.config_form,
         "changes": [edit.report() for edit in plan.edits],

@@ -1,0 +1,61 @@
+"""Runs modules of this checkout for real: a small playbook in a temporary directory, run by
+`ansible-playbook` from the repository root (so ansible.cfg maps matrix.syn2mas to the checkout).
+Each task's registered result is saved as JSON next to the playbook."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_runs = itertools.count()
+
+
+@dataclass
+class PlaybookRun:
+    rc: int
+    stdout: str
+    results: list
+
+    @property
+    def result(self) -> dict:
+        return self.results[0]
+
+
+def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, verbose: bool = True) -> PlaybookRun:
+    n = next(_runs)
+    workdir = tmp_path / f"play-{n}"
+    workdir.mkdir()
+    play_tasks = []
+    for i, task in enumerate(tasks):
+        play_tasks.append({**task, "register": f"result_{i}", "ignore_errors": True})
+        play_tasks.append({
+            "name": f"save result {i}",
+            "ansible.builtin.copy": {"content": "{{ result_%d | to_json }}" % i, "dest": str(workdir / f"{i}.json")},
+            "check_mode": False, "diff": False, "no_log": True,
+        })
+    playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks,
+                 "vars": {"ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python")}}]
+    path = workdir / "playbook.yml"
+    path.write_text(yaml.safe_dump(playbook, sort_keys=False))
+    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbose:
+        cmd.append("-v")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    results = []
+    for i in range(len(tasks)):
+        out = workdir / f"{i}.json"
+        if not out.exists():
+            raise AssertionError(f"task {i} left no result; ansible-playbook said:\n{proc.stdout}\n{proc.stderr}")
+        results.append(json.loads(out.read_text()))
+    return PlaybookRun(rc=proc.returncode, stdout=proc.stdout + proc.stderr, results=results)
