@@ -18,7 +18,7 @@ description:
   - Sets C(matrix.homeserver) to Synapse's C(server_name), C(matrix.endpoint) (where MAS reaches
     Synapse) and the secret shared with Synapse (C(matrix.secret) or C(matrix.secret_file)).
   - Makes password scheme version 1 verify the hashes Synapse wrote - C(bcrypt) with
-    C(unicode_normalization: true) (Synapse NFKC-normalises passwords, so non-ASCII passwords would
+    C(unicode_normalization) on (Synapse NFKC-normalises passwords, so non-ASCII passwords would
     fail without it) and C(secret) set to Synapse's C(password_config.pepper) (or C(secret_file)).
     C(cost) follows Synapse's C(bcrypt_rounds) when that is set.
   - Adds version 2 with C(argon2id) unless a higher version exists, so hashes are upgraded when users

@@ -23,7 +23,7 @@ description:
   - Synapse options MAS has no equivalent for are reported as warnings, never silently dropped.
   - Provider ids are ULIDs and stable. An entry with the same C(synapse_idp_id) keeps its id and the
     keys this module does not manage; a new entry gets a fresh id once.
-  - Users must register the returned O(ignore:redirect_uri) at each IdP, since Synapse's callback
+  - Users must register the returned RV(providers[].redirect_uri) at each IdP, since Synapse's callback
     C(/_synapse/client/oidc/callback) stops working when MAS takes over.
 author:
   - syn2mas maintainers
@@ -47,7 +47,7 @@ options:
       - The one provider to manage, as MAS's C(synapse_idp_id) (C(oidc-google), C(oidc)) or as Synapse's
         C(idp_id) (C(google)).
       - When not set, all of Synapse's OIDC providers are managed. A legacy C(oidc_config) that Synapse
-        ignores (not C(enabled: true)) is then skipped with a warning.
+        ignores (its C(enabled) is not true) is then skipped with a warning.
     type: str
   state:
     description:
