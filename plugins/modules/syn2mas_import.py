@@ -15,8 +15,8 @@ description:
   - Copies users, password hashes, email addresses and other third-party ids, SSO subject mappings, devices
     (as compatibility sessions), access tokens and refresh tokens from Synapse's PostgreSQL database into a
     fresh Matrix Authentication Service database, so no user has to log in again.
-  - Reads Synapse in one read-only snapshot and never writes to it. Writes MAS in one transaction: a failed or
-    interrupted import leaves MAS as it was.
+  - Reads Synapse in one read-only snapshot and never writes to it. Writes MAS in one transaction, so a failed
+    or interrupted import leaves MAS as it was.
   - Refuses to run while other clients (a running Synapse) are connected to Synapse's database, while another
     import runs, or when MAS's database already holds other data.
   - Re-running after a successful import changes nothing and reports C(changed=false).
@@ -39,15 +39,17 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Runs the full import inside a transaction that is rolled back.
+    description: Runs the full import inside a transaction that is rolled back, and reports its counts.
   diff_mode:
     support: none
+    description: The import changes database rows, not files; it reports counts instead of a diff.
   idempotent:
     support: full
+    description: A second run after a successful import changes nothing and reports RV(ignore:changed=false).
 seealso:
   - module: matrix.syn2mas.syn2mas_advisor
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 """
 
 EXAMPLES = r"""

@@ -388,7 +388,7 @@ def parse_provider_id(text: str) -> uuid.UUID:
 def format_ulid(value: uuid.UUID) -> str:
     number = value.int
     chars = []
-    for _ in range(26):
+    for _position in range(26):
         chars.append(_CROCKFORD[number & 31])
         number >>= 5
     return "".join(reversed(chars))
@@ -425,4 +425,3 @@ def provider_mapping(mas: MasConfig | None, explicit=None) -> dict:
             raise ConfigError(f"upstream provider mapping {item!r}: {exc}") from None
         mapping[auth_provider] = ProviderLink(auth_provider, parsed, f"upstream provider mapping {item!r}")
     return mapping
-

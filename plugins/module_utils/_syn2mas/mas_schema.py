@@ -147,7 +147,7 @@ def detect(conn) -> MasSchema:
         raise RefusedError(
             f"the MAS schema (latest migration {latest}, MAS {release}) differs from what this import "
             f"writes: {'; '.join(problems)}. Upgrade the matrix.syn2mas collection, or use a supported MAS "
-            f"release ({', '.join(r for _, r in KNOWN_RELEASES)} are tested)"
+            f"release ({', '.join(release for _version, release in KNOWN_RELEASES)} are tested)"
         )
     schema = MasSchema(latest_migration=latest, migrations=count, release=release, columns=columns)
     if latest > KNOWN_RELEASES[-1][0]:

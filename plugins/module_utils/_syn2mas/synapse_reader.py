@@ -230,7 +230,7 @@ STAGES = (
             "created_at": _ts(SESSION_MS),
             "is_synapse_admin": "u.admin <> 0",
             "last_active_at": _ts("d.last_seen"),
-            "last_active_ip": f"CASE WHEN d.ip ~* %(ip_pattern)s THEN d.ip END",
+            "last_active_ip": "CASE WHEN d.ip ~* %(ip_pattern)s THEN d.ip END",
             "user_agent": "d.user_agent",
             "human_name": "d.display_name",
         },
