@@ -65,13 +65,33 @@ chmod 0755 .venv/bin/syn2mas
 for v in $SYNAPSE_VERSIONS; do
   venv=".venv-synapse/$v"
   pins=$(synapse_extra_pins "$v")
-  if ! stamp_ok "$venv/.stamp" "$v $pins"; then
+  # The oidc extra, so that test homeservers can start with OIDC providers configured.
+  if ! stamp_ok "$venv/.stamp" "$v oidc $pins"; then
     log "installing matrix-synapse $v into $venv"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
     # shellcheck disable=SC2086 # $pins is a list of requirement specifiers
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse==$v" psycopg2-binary==2.9.13 $pins
-    echo "$v $pins" > "$venv/.stamp"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse[oidc]==$v" psycopg2-binary==2.9.13 $pins
+    echo "$v oidc $pins" > "$venv/.stamp"
   fi
 done
+# 6. (runbook e2e tests) Synapse's OIDC extra in each Synapse virtualenv, so the test homeservers can
+#    start with oidc_providers configured.
+for v in $SYNAPSE_VERSIONS; do
+  venv=".venv-synapse/$v"
+  if ! stamp_ok "$venv/.oidc.stamp" "$v oidc"; then
+    log "installing matrix-synapse[oidc] $v's extra into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse[oidc]==$v"
+    echo "$v oidc" > "$venv/.oidc.stamp"
+  fi
+done
+
+# 7. (runbook e2e tests) Debian's nginx, the real web server serving each test homeserver's
+#    .well-known. Only the binary is used: the tests run it on loopback with their own config.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  log "installing nginx from Debian's packages"
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
+fi
+
 log "ready: . .venv/bin/activate"

@@ -362,3 +362,10 @@ def test_synapse_writes_during_the_snapshot_are_blocked_not_lost(env):
     writer.close()
     thread.join(timeout=300)
     assert result["r"]["counts"]["users"]["migrated"] == 60_000
+
+
+def test_a_synapse_schema_older_than_1_136_is_refused(env):
+    small_homeserver(env)
+    env.pg.execute("UPDATE schema_version SET version = 88", env.synapse_db)
+    with pytest.raises(RefusedError, match=r"schema version 88, older than Synapse 1.136 \(version 92\)"):
+        env.run()

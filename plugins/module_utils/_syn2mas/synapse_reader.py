@@ -22,6 +22,10 @@ from .errors import DatabaseError, RefusedError
 # cannot write to them while the snapshot is read.
 SYNAPSE_TABLES = ("users", "user_threepids", "user_external_ids", "devices", "access_tokens", "refresh_tokens")
 
+# Synapse 1.136, the oldest release supported, has database schema version 92.
+OLDEST_SCHEMA_VERSION = 92
+OLDEST_SYNAPSE = "1.136"
+
 # A btree index entry must fit in about a third of a page (2704 bytes); longer values in an
 # indexed MAS column would make the index rebuild fail, so such rows are skipped and counted.
 MAX_INDEXED_BYTES = 2000
@@ -348,6 +352,13 @@ class SynapseReader:
                 raise RefusedError(
                     f"Synapse's database lacks the table(s) {', '.join(missing)}: is this the database "
                     "of a Synapse 1.136 or newer?"
+                )
+            version = self.schema_version()
+            if version is not None and version < OLDEST_SCHEMA_VERSION:
+                raise RefusedError(
+                    f"Synapse's database has schema version {version}, older than Synapse {OLDEST_SYNAPSE} "
+                    f"(version {OLDEST_SCHEMA_VERSION}): upgrade Synapse to {OLDEST_SYNAPSE} or newer and start it "
+                    "once, then migrate"
                 )
             if lock:
                 try:
