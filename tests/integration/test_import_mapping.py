@@ -168,8 +168,10 @@ def test_every_kind_of_row_lands_where_mas_expects_it(make_env, synapse_version,
     assert result["counts"]["deviceless_sessions"]["migrated"] == 1
 
 
-def test_mas_schema_is_restored_exactly_after_the_import(env):
+@pytest.mark.parametrize("mas_variant", list(mas_schema.VARIANTS))
+def test_mas_schema_is_restored_exactly_after_the_import(make_env, mas_variant):
     """Constraints and indexes are dropped for the load and rebuilt: the schema must be the same."""
+    env = make_env(mas_variant=mas_variant)
     def schema():
         return env.mas("""
             SELECT 'c', conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
