@@ -1,0 +1,168 @@
+"""The advisor's two front ends, run for real: the `syn2mas` command and the syn2mas_advisor module."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+
+import yaml
+
+from test_advisor_checks import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV = os.path.join(ROOT, ".venv", "bin")
+
+
+def configure(env, **synapse_changes):
+    synapse = copy.deepcopy(CLEAN_SYNAPSE)
+    synapse.update(synapse_changes)
+    env.write_configs(synapse, copy.deepcopy(CLEAN_MAS))
+
+
+def syn2mas(*args):
+    return subprocess.run([os.path.join(VENV, "syn2mas"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+def test_cli_exit_codes_human_and_json_output(env):
+    clean_data(env)
+    documented = ["--command=advisor", f"--synapseConfigFile={env.homeserver_yaml}",
+                  f"--masConfigFile={env.mas_yaml}"]
+
+    configure(env)
+    run = syn2mas(*documented)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert run.stdout.endswith("\n") and len(lines) == 1  # INFO hidden: only the summary line
+    assert lines[0].startswith("Summary: 0 errors, 0 warnings, 1 info (shown with --verbose)")
+
+    verbose = syn2mas(*documented, "--verbose")
+    assert verbose.returncode == 0
+    assert verbose.stdout.splitlines()[0].startswith("INFO migration_counts: the import will carry over 3 users")
+
+    configure(env, enable_registration=True)
+    run = syn2mas(*documented)
+    assert run.returncode == 11, run.stdout + run.stderr
+    first = run.stdout.splitlines()[0]
+    assert first.startswith("WARN registration_enabled: open registration is enabled")
+    assert f"[{env.homeserver_yaml}: enable_registration] -> " in first
+
+    configure(env, enable_registration=True, allow_guest_access=True)
+    run = syn2mas("advisor", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile", env.mas_yaml)
+    assert run.returncode == 10, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("ERROR guest_access_enabled: ")
+    assert lines[1].startswith("WARN registration_enabled: ")
+    assert "1 error, 1 warning" in lines[-1] and "blocked" in lines[-1]
+
+    run = syn2mas(*documented, "--output", "json")
+    assert run.returncode == 10
+    result = json.loads(run.stdout)
+    assert set(result) == {"findings", "summary"}
+    for finding in result["findings"]:
+        assert set(finding) == {"severity", "check", "message", "where", "remedy"}
+    assert [f["check"] for f in result["findings"] if f["severity"] != "INFO"] == [
+        "guest_access_enabled", "registration_enabled"]
+    assert (result["summary"]["errors"], result["summary"]["warnings"], result["summary"]["users"]) == (1, 1, 3)
+
+
+def test_cli_without_mas_config_reports_the_mas_checks_as_not_run(env):
+    clean_data(env)
+    configure(env)
+    run = syn2mas("--command=advisor", f"--synapseConfigFile={env.homeserver_yaml}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "checks not run (no MAS config given" in run.stdout
+
+
+def test_cli_unreadable_config_is_a_finding_not_a_crash(tmp_path):
+    run = syn2mas("--command=advisor", f"--synapseConfigFile={tmp_path / 'nope.yaml'}", "--output", "json")
+    assert run.returncode == 10, run.stderr
+    result = json.loads(run.stdout)
+    assert result["findings"][0]["check"] == "synapse_config_invalid"
+    assert "file not found" in result["findings"][0]["message"]
+    assert "Traceback" not in run.stderr
+
+
+# -- the module -------------------------------------------------------------------------------
+
+PLAYBOOK = [{
+    "hosts": "localhost", "gather_facts": False,
+    "tasks": [
+        {"name": f"advise, fail_on {fail_on}", "matrix.syn2mas.syn2mas_advisor": {
+            "synapse_config": "{{ synapse_config }}", "mas_config": "{{ mas_config }}",
+            "for_real_import": "{{ for_real_import | default(false) }}", "fail_on": fail_on},
+         "register": f"r_{fail_on}", "ignore_errors": True}
+        for fail_on in ("error", "warning", "never")
+    ] + [
+        {"name": "save", "ansible.builtin.copy": {
+            "content": "{{ {'error': r_error, 'warning': r_warning, 'never': r_never} | to_json }}",
+            "dest": "{{ result_file }}"}, "check_mode": False, "changed_when": False},
+    ],
+}]
+
+
+def playbook(env, tmp_path, *extra, **variables):
+    book = tmp_path / "advise.yml"
+    book.write_text(yaml.safe_dump(PLAYBOOK, sort_keys=False))
+    result_file = tmp_path / "result.json"
+    if result_file.exists():
+        result_file.unlink()
+    extra_vars = {"synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml],
+                  "result_file": str(result_file), "ansible_python_interpreter": os.path.join(VENV, "python"),
+                  **variables}
+    cmd = [os.path.join(VENV, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", json.dumps(extra_vars), str(book), *extra]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    assert result_file.exists(), run.stdout + run.stderr
+    return run, json.loads(result_file.read_text())
+
+
+def test_module_clean_run_and_check_mode_change_nothing(env, tmp_path):
+    clean_data(env)
+    configure(env)
+    before = env.synapse_dump(), env.mas_dump()
+    for extra in ((), ("--check",)):
+        run, results = playbook(env, tmp_path, *extra)
+        assert run.returncode == 0, run.stdout + run.stderr
+        for fail_on, result in results.items():
+            assert result["changed"] is False and not result.get("failed"), (fail_on, result)
+            assert result["errors"] == [] and result["warnings_found"] == []
+            assert result["exit_code"] == 0
+            assert [f["check"] for f in result["findings"]] == ["migration_counts"]
+            assert result["summary"]["users"] == 3 and result["summary"]["not_run"] == []
+    assert "changed=0" in run.stdout.replace(" ", "")
+    assert (env.synapse_dump(), env.mas_dump()) == before
+
+
+def test_module_fail_on_gates_errors_and_warnings(env, tmp_path):
+    clean_data(env)
+    configure(env, enable_registration=True)
+    run, results = playbook(env, tmp_path, "--check")
+    assert results["error"].get("failed") is not True
+    assert results["warning"]["failed"] is True
+    assert "1 error(s)" not in results["warning"]["msg"] and "0 error(s) and 1 warning(s)" in results["warning"]["msg"]
+    assert "fail_on=warning" in results["warning"]["msg"]
+    assert results["never"].get("failed") is not True
+    for result in results.values():
+        assert result["changed"] is False
+        assert result["warnings_found"][0].startswith("registration_enabled: open registration is enabled")
+        assert result["exit_code"] == 11
+    assert "[WARNING]: registration_enabled: open registration" in run.stdout + run.stderr
+
+    # A running Synapse is fine days before, an ERROR right before the real import.
+    conn = env.pg.connect(env.synapse_db, application_name="synapse_main")
+    try:
+        configure(env)
+        run, results = playbook(env, tmp_path, for_real_import=True)
+    finally:
+        conn.close()
+    assert results["error"]["failed"] is True and results["warning"]["failed"] is True
+    assert results["never"].get("failed") is not True
+    assert "synapse_running" in results["error"]["msg"] and "synapse_main" in results["error"]["msg"]
+    assert results["never"]["errors"][0].startswith("synapse_running: 1 other client connected")
+    assert results["never"]["summary"]["for_real_import"] is True
