@@ -392,6 +392,10 @@ FIRES = [
     ("synapse_config_invalid", ERROR, _missing_file),
     ("synapse_config_invalid", ERROR, _no_server_name),
     ("synapse_database_config", ERROR, _sqlite),
+    ("synapse_database_config", ERROR, lambda c: c.synapse.update(database={
+        "name": "psycopg2", "args": {"database": c.env.synapse_db, "dbname": c.env.synapse_db}})),
+    ("synapse_database_config", ERROR, lambda c: c.synapse.update(database=None, databases={
+        "state": {"name": "psycopg2", "data_stores": ["state"], "args": {"dbname": "x"}}})),
     ("registration_enabled", WARN, lambda c: c.synapse.update(enable_registration=True)),
     ("registration_captcha", WARN, lambda c: c.synapse.update(enable_registration_captcha=True)),
     ("user_consent", WARN, _consent),
