@@ -1,0 +1,229 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: syn2mas_backup
+short_description: Verified backups of Synapse's and MAS's databases and configuration, and their restore
+version_added: 0.1.0
+description:
+  - With O(state=present), dumps Synapse's and MAS's databases with C(pg_dump) (custom format) and copies the
+    given files (C(homeserver.yaml), MAS's C(config.yaml), the C(.well-known) document...) into
+    O(dest)/O(run_id), writes a C(manifest.json) with the sha256 and size of every file, and verifies the
+    result (checksums, and C(pg_restore --list) on each dump) before it is renamed into place. Every file is
+    C(0600), the directories C(0700).
+  - The backup of a run is made once; running again with the same O(run_id) only verifies it
+    (C(changed=false)). Older backups beyond O(keep) are removed.
+  - With O(state=restored), puts the files of the backup at O(dest)/O(run_id) (or O(path)) back where they were
+    (a file absent at backup time is removed), and restores the databases listed in O(restore_databases) from
+    their dumps (C(pg_restore --clean --single-transaction)).
+  - Database passwords reach C(pg_dump) and C(pg_restore) through the environment, never the command line.
+options:
+  state:
+    description: V(present) makes (or verifies) the backup; V(restored) restores from it.
+    type: str
+    choices: [present, restored]
+    default: present
+  dest:
+    description: The directory holding one sub-directory per run.
+    type: path
+    required: true
+  run_id:
+    description: The name of this run's backup directory (the runbook uses a UTC timestamp, sortable).
+    type: str
+    required: true
+  synapse_config:
+    description: Synapse's configuration files; they name its database and are copied into the backup.
+    type: list
+    elements: path
+    default: []
+  mas_config:
+    description: MAS's configuration files; they name its database and are copied into the backup.
+    type: list
+    elements: path
+    default: []
+  synapse_database_uri:
+    description: A PostgreSQL URI replacing the database of O(synapse_config).
+    type: str
+  mas_database_uri:
+    description: A PostgreSQL URI replacing the database of O(mas_config).
+    type: str
+  extra_files:
+    description: More files to keep (and restore). A file that does not exist is recorded as absent.
+    type: list
+    elements: path
+    default: []
+  keep:
+    description: How many backups to keep in O(dest), this one included. V(0) keeps all.
+    type: int
+    default: 5
+  restore_files:
+    description: With O(state=restored), restore the files.
+    type: bool
+    default: true
+  restore_databases:
+    description: With O(state=restored), the databases to restore from their dumps.
+    type: list
+    elements: str
+    choices: [synapse, mas]
+    default: []
+  pg_bindir:
+    description: Where C(pg_dump) and C(pg_restore) are; by default they are looked up on PATH.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would be backed up or restored; writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details: A backup is made once per O(run_id). Restoring files is idempotent; restoring a database is not.
+author:
+  - syn2mas maintainers
+"""
+
+EXAMPLES = r"""
+- name: Back up both databases and both configs before the switch
+  matrix.syn2mas.syn2mas_backup:
+    dest: /var/backups/syn2mas
+    run_id: "20260101T120000Z"
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    mas_config: [/etc/mas/config.yaml]
+    extra_files: [/var/www/html/.well-known/matrix/client]
+    keep: 3
+  register: backup
+
+- name: Put the configuration back and empty MAS again
+  matrix.syn2mas.syn2mas_backup:
+    state: restored
+    dest: /var/backups/syn2mas
+    run_id: "20260101T120000Z"
+    mas_config: [/etc/mas/config.yaml]
+    restore_databases: [mas]
+"""
+
+RETURN = r"""
+path:
+  description: The backup directory of this run.
+  returned: always
+  type: str
+verified:
+  description: Whether every file matches the manifest and every dump lists with pg_restore.
+  returned: always
+  type: bool
+files:
+  description: The files kept (state=present).
+  returned: always
+  type: list
+  elements: str
+databases:
+  description: The databases dumped (state=present).
+  returned: always
+  type: list
+  elements: str
+removed:
+  description: Older backups removed by O(keep) (or that would be, in check mode).
+  returned: state=present
+  type: list
+  elements: str
+restored_files:
+  description: The files that were (or would be) put back.
+  returned: state=restored
+  type: list
+  elements: str
+restored_databases:
+  description: The databases restored.
+  returned: state=restored
+  type: list
+  elements: str
+manifest:
+  description: The manifest (paths, checksums, sizes, modes; no content).
+  returned: when verified
+  type: dict
+"""
+
+import os
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+except ImportError:  # pragma: no cover
+    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+else:
+    RUNBOOK_IMPORT_ERROR = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["present", "restored"], default="present"),
+            dest=dict(type="path", required=True),
+            run_id=dict(type="str", required=True),
+            synapse_config=dict(type="list", elements="path", default=[]),
+            mas_config=dict(type="list", elements="path", default=[]),
+            synapse_database_uri=dict(type="str", no_log=True),
+            mas_database_uri=dict(type="str", no_log=True),
+            extra_files=dict(type="list", elements="path", default=[]),
+            keep=dict(type="int", default=5),
+            restore_files=dict(type="bool", default=True),
+            restore_databases=dict(type="list", elements="str", choices=["synapse", "mas"], default=[]),
+            pg_bindir=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    if not _db.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
+    if not _config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    if RUNBOOK_IMPORT_ERROR:
+        module.fail_json(msg="the syn2mas library failed to load", exception=RUNBOOK_IMPORT_ERROR)
+    p = module.params
+    run_id = p["run_id"]
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        module.fail_json(msg=f"run_id {run_id!r} must be a plain directory name")
+    try:
+        if p["state"] == "present":
+            targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
+                                                p["mas_database_uri"])
+            files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
+            result = _runbook.make_backup(p["dest"], run_id, targets, files, p["pg_bindir"], p["keep"],
+                                          module.check_mode)
+        else:
+            path = os.path.join(p["dest"], run_id)
+            check = _runbook.verify_backup(path, p["pg_bindir"])
+            if not check["verified"]:
+                module.fail_json(msg=f"cannot restore from {path}: {'; '.join(check['problems'])}", path=path,
+                                 verified=False)
+            result = dict(changed=False, path=path, verified=True, manifest=check["manifest"], restored_files=[],
+                          restored_databases=[])
+            if p["restore_files"]:
+                result["restored_files"] = _runbook.restore_files(path, module.check_mode)
+            if p["restore_databases"]:
+                targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
+                                                    p["mas_database_uri"])
+                for name in p["restore_databases"]:
+                    if name not in targets:
+                        module.fail_json(msg=f"restoring the {name} database needs its config or URI", **result)
+                    if not module.check_mode:
+                        _runbook.restore_database(path, name, targets[name], p["pg_bindir"])
+                    result["restored_databases"].append(name)
+            result["changed"] = bool(result["restored_files"] or result["restored_databases"])
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

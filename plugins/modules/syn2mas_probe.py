@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: syn2mas_probe
+short_description: Check that Synapse's and MAS's databases answer, how big they are and who is connected
+version_added: 0.1.0
+description:
+  - Connects to the databases named by Synapse's and MAS's configuration files and reports, for each, whether
+    it answers, its size and the other clients connected to it (a running Synapse, its workers).
+  - Optionally waits until no other client is left on Synapse's database, which is how the runbook knows
+    Synapse and all its workers have really stopped.
+  - Optionally reports the free space where the backup goes, and whether MAS's database holds a row for every
+    upstream provider MAS's configuration defines (what C(mas-cli config sync) writes).
+  - Only reads; reports C(changed=false).
+options:
+  synapse_config:
+    description: Synapse's configuration files, merged as Synapse merges them.
+    type: list
+    elements: path
+    default: []
+  mas_config:
+    description: MAS's configuration files.
+    type: list
+    elements: path
+    default: []
+  synapse_database_uri:
+    description: A PostgreSQL URI replacing the database of O(synapse_config).
+    type: str
+  mas_database_uri:
+    description: A PostgreSQL URI replacing the database of O(mas_config).
+    type: str
+  wait_synapse_idle:
+    description: Wait until no other client is connected to Synapse's database (at most O(timeout) seconds).
+    type: bool
+    default: false
+  timeout:
+    description: Seconds to wait with O(wait_synapse_idle).
+    type: int
+    default: 120
+  space_path:
+    description: A directory (it may not exist yet) whose file system's free space is reported.
+    type: path
+  check_providers:
+    description: Report the upstream providers of O(mas_config) that MAS's database has no row for.
+    type: bool
+    default: false
+  fail_on_unreachable:
+    description: Fail when a database does not answer, or (with O(wait_synapse_idle)) clients are left.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+author:
+  - syn2mas maintainers
+"""
+
+EXAMPLES = r"""
+- name: Both databases answer, and the backup fits
+  matrix.syn2mas.syn2mas_probe:
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    mas_config: [/etc/mas/config.yaml]
+    space_path: /var/backups/syn2mas
+  register: probe
+
+- name: Wait until Synapse and its workers have left the database
+  matrix.syn2mas.syn2mas_probe:
+    synapse_config: [/etc/matrix-synapse/homeserver.yaml]
+    wait_synapse_idle: true
+    timeout: 120
+"""
+
+RETURN = r"""
+synapse:
+  description: Synapse's database - C(reachable), C(database) (host, port, name; never a password), C(error),
+    C(size_bytes), C(server_version), C(other_clients) (pid, application_name, user, client, state).
+  returned: when synapse_config or synapse_database_uri is given
+  type: dict
+mas:
+  description: The same for MAS's database.
+  returned: when mas_config or mas_database_uri is given
+  type: dict
+free_bytes:
+  description: Free bytes at O(space_path) (or its nearest existing parent).
+  returned: when space_path is given
+  type: int
+databases_bytes:
+  description: The sum of the sizes of the databases that answered.
+  returned: always
+  type: int
+providers:
+  description: C(configured) (count) and C(missing) (id and synapse_idp_id of each provider without a row).
+  returned: when check_providers is true
+  type: dict
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+except ImportError:  # pragma: no cover
+    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+else:
+    RUNBOOK_IMPORT_ERROR = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            synapse_config=dict(type="list", elements="path", default=[]),
+            mas_config=dict(type="list", elements="path", default=[]),
+            synapse_database_uri=dict(type="str", no_log=True),
+            mas_database_uri=dict(type="str", no_log=True),
+            wait_synapse_idle=dict(type="bool", default=False),
+            timeout=dict(type="int", default=120),
+            space_path=dict(type="path"),
+            check_providers=dict(type="bool", default=False),
+            fail_on_unreachable=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    if not _db.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
+    if not _config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    if RUNBOOK_IMPORT_ERROR:
+        module.fail_json(msg="the syn2mas library failed to load", exception=RUNBOOK_IMPORT_ERROR)
+    p = module.params
+    result = dict(changed=False, databases_bytes=0)
+    try:
+        targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
+                                            p["mas_database_uri"])
+        problems = []
+        for name, conninfo in targets.items():
+            what = "Synapse" if name == "synapse" else "MAS"
+            if name == "synapse" and p["wait_synapse_idle"]:
+                info = _runbook.wait_idle(conninfo, what, p["timeout"])
+                if info["reachable"] and info["other_clients"]:
+                    listing = "; ".join(f"pid {c['pid']} {c['application_name'] or 'unnamed'} from {c['client']}"
+                                        for c in info["other_clients"])
+                    problems.append(f"clients are still connected to Synapse's database after {p['timeout']}s: "
+                                    f"{listing}")
+            else:
+                info = _runbook.probe_database(conninfo, what)
+            result[name] = info
+            if not info["reachable"]:
+                problems.append(info["error"])
+            else:
+                result["databases_bytes"] += info["size_bytes"] or 0
+        if p["space_path"]:
+            result["free_bytes"], result["space_checked_at"] = _runbook.free_bytes(p["space_path"])
+        if p["check_providers"]:
+            if "mas" not in targets or not p["mas_config"]:
+                module.fail_json(msg="check_providers needs mas_config", **result)
+            if result["mas"]["reachable"]:
+                result["providers"] = _runbook.mas_provider_rows(targets["mas"], p["mas_config"])
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc), **result)
+    if problems and p["fail_on_unreachable"]:
+        module.fail_json(msg="; ".join(problems), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

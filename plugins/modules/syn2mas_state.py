@@ -1,0 +1,166 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: syn2mas_state
+short_description: The per-host record of the migration - legacy, migrated, delegated
+version_added: 0.1.0
+description:
+  - Reads, and moves forward or back, a small JSON record on the Synapse host saying where its migration
+    stands, with the history of every change. The runbook uses it to make a second run a no-op and to refuse
+    steps that would lose data.
+  - C(legacy) (Synapse authenticates users itself), C(migrated) (the import is committed in MAS) and
+    C(delegated) (Synapse delegates to MAS). Accepted changes are legacy to migrated, migrated to delegated,
+    and back to legacy from either (a rollback). Staying in a state changes nothing.
+  - With O(mas_config), also reports what MAS's database says (RV(mas_activity)), and refuses to go to
+    C(migrated) again when users have logged in through MAS since the import, unless O(force).
+options:
+  path:
+    description: The state file. Created with mode C(0600) (its directory C(0700)) on the first change.
+    type: path
+    default: /var/lib/syn2mas/state.json
+  state:
+    description: The state to move to. When not set, the record is only read.
+    type: str
+    choices: [legacy, migrated, delegated]
+  mas_config:
+    description: MAS's configuration files, to read MAS's database.
+    type: list
+    elements: path
+    default: []
+  mas_database_uri:
+    description: A PostgreSQL URI replacing the database of O(mas_config).
+    type: str
+  run_id:
+    description: The run making the change, kept in the history.
+    type: str
+  details:
+    description: Facts to keep with the change (backup path, counts...). Never put secrets here.
+    type: dict
+    default: {}
+  force:
+    description: Accept going to C(migrated) although users logged in through MAS since the import.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+    description: Checks the change (refusing an illegal one) without writing it.
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+author:
+  - syn2mas maintainers
+"""
+
+EXAMPLES = r"""
+- name: Where does this host stand?
+  matrix.syn2mas.syn2mas_state:
+    path: /var/lib/syn2mas/state.json
+  register: migration_state
+
+- name: Record the import (refused if users already logged in through MAS after an earlier import)
+  matrix.syn2mas.syn2mas_state:
+    state: migrated
+    mas_config: [/etc/mas/config.yaml]
+    details:
+      backup: /var/backups/syn2mas/20260101T120000Z
+"""
+
+RETURN = r"""
+state:
+  description: The state after the task (what it would be, in check mode).
+  returned: always
+  type: str
+  sample: delegated
+previous_state:
+  description: The state before the task.
+  returned: always
+  type: str
+history:
+  description: Every change, oldest first (from, to, at, run_id, details).
+  returned: always
+  type: list
+  elements: dict
+record:
+  description: The details kept so far, merged.
+  returned: always
+  type: dict
+mas_activity:
+  description: C(imported), C(imported_at), C(users), C(browser_sessions), C(oauth2_sessions),
+    C(compat_sessions_since_import), C(passwords_since_import), C(logins_since_import).
+  returned: when mas_config or mas_database_uri is given and MAS's database answers
+  type: dict
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+
+try:
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+except ImportError:  # pragma: no cover
+    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+else:
+    RUNBOOK_IMPORT_ERROR = None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", default="/var/lib/syn2mas/state.json"),
+            state=dict(type="str", choices=list(("legacy", "migrated", "delegated"))),
+            mas_config=dict(type="list", elements="path", default=[]),
+            mas_database_uri=dict(type="str", no_log=True),
+            run_id=dict(type="str"),
+            details=dict(type="dict", default={}),
+            force=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    if RUNBOOK_IMPORT_ERROR:
+        module.fail_json(msg="the syn2mas library failed to load", exception=RUNBOOK_IMPORT_ERROR)
+    p = module.params
+    if (p["mas_config"] or p["mas_database_uri"]) and not _db.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
+    if p["mas_config"] and not _config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    try:
+        current = _runbook.read_state(p["path"])
+        result = dict(changed=False, state=current["state"], previous_state=current["state"],
+                      history=current["history"], record=current["record"])
+        activity = None
+        if p["mas_config"] or p["mas_database_uri"]:
+            targets = _runbook.database_targets(mas_config=p["mas_config"], mas_database_uri=p["mas_database_uri"])
+            activity = _runbook.mas_activity(targets["mas"])
+            result["mas_activity"] = activity
+        wanted = p["state"]
+        if wanted is not None and wanted != current["state"]:
+            _runbook.check_transition(current["state"], wanted, activity, p["force"])
+            result.update(changed=True, state=wanted)
+            if module._diff:
+                result["diff"] = {"before": f"state: {current['state']}\n", "after": f"state: {wanted}\n",
+                                  "before_header": p["path"], "after_header": p["path"]}
+            if not module.check_mode:
+                data = _runbook.write_state(p["path"], current, wanted, p["run_id"], p["details"])
+                result.update(history=data["history"], record=data["record"])
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc))
+    except (OSError, ValueError) as exc:
+        module.fail_json(msg=f"{p['path']}: {exc}")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
