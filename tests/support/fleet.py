@@ -1,0 +1,103 @@
+"""A fleet of real homeservers on this machine for the runbook playbooks: N Synapse servers (own port,
+config dir, databases in one test cluster), their MAS databases, nginx serving each .well-known, and
+an inventory with the local connection and operator-given start/stop commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+from . import homeservers, pgcluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
+
+
+class Fleet:
+    def __init__(self, names=("hs1", "hs2", "hs3"), versions=None, pg=None):
+        self.own_pg = pg is None
+        self.pg = pg or pgcluster.start_cluster()
+        self.base = tempfile.mkdtemp(prefix="syn2mas-fleet-")
+        versions = versions or {}
+        self.hosts = {n: homeservers.Homeserver(self.pg, n, self.base, **({"synapse_version": versions[n]}
+                                                                            if n in versions else {}))
+                      for n in names}
+        self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
+        self.inventory = os.path.join(self.base, "inventory.yml")
+        self.report_dir = os.path.join(self.base, "reports")
+        self.expected: dict = {}
+
+    def setup(self) -> "Fleet":
+        for hs in self.hosts.values():
+            hs.create()
+        for hs in self.hosts.values():
+            hs.start()
+        for name, hs in self.hosts.items():
+            self.expected[name] = hs.populate()
+        self.nginx.start()
+        self.write_inventory()
+        return self
+
+    def host_vars(self, hs: homeservers.Homeserver) -> dict:
+        return {
+            "syn2mas_synapse_config": [hs.homeserver_yaml],
+            "syn2mas_mas_config": [hs.mas_yaml],
+            "syn2mas_mas_secret": homeservers.MAS_SHARED_SECRET,
+            "syn2mas_mas_endpoint": "http://127.0.0.1:9/",  # no MAS here: Synapse only calls it on auth requests
+            "syn2mas_synapse_endpoint": f"{hs.base_url}/",
+            "syn2mas_synapse_health_url": f"{hs.base_url}/health",
+            "syn2mas_synapse_python": hs.python,
+            "syn2mas_well_known_path": hs.well_known,
+            "syn2mas_well_known_url": hs.well_known_url,
+            "syn2mas_backup_dir": os.path.join(hs.dir, "backups"),
+            "syn2mas_state_file": os.path.join(hs.dir, "state", "state.json"),
+            "synapse_service_manager": "command",
+            "synapse_service_start_command": hs.start_command,
+            "synapse_service_stop_command": hs.stop_command,
+            "synapse_service_start_timeout": 90,
+            "synapse_service_stop_timeout": 60,
+        }
+
+    def write_inventory(self, overrides: dict | None = None) -> None:
+        overrides = overrides or {}
+        inventory = {"all": {
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": VENV_PYTHON,
+                     "syn2mas_report_dir": self.report_dir},
+            "children": {"synapse": {"hosts": {
+                name: {**self.host_vars(hs), **overrides.get(name, {})} for name, hs in self.hosts.items()}}},
+        }}
+        with open(self.inventory, "w") as handle:
+            yaml.safe_dump(inventory, handle, sort_keys=False)
+
+    def playbook(self, name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        cmd = [PLAYBOOK, "-i", self.inventory, os.path.join(ROOT, "playbooks", name), *args]
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
+                   PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+
+    def teardown(self) -> None:
+        for hs in self.hosts.values():
+            try:
+                hs.stop()
+            except Exception:  # pragma: no cover - best effort
+                pass
+        self.nginx.stop()
+        if self.own_pg:
+            self.pg.stop()
+
+
+if __name__ == "__main__":  # manual debugging: python -m tests.support.fleet (Ctrl-C tears it down)
+    sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
+    fleet = Fleet().setup()
+    print(fleet.inventory, flush=True)
+    try:
+        import time
+        while True:
+            time.sleep(3600)
+    finally:
+        fleet.teardown()
