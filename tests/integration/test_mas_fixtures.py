@@ -153,8 +153,8 @@ def test_mas_db_is_empty_and_takes_providers(pg, mas_db):
     rows = _query(pg, mas_db, """SELECT upstream_oauth_provider_id, issuer, human_name, claims_imports
                                    FROM upstream_oauth_providers ORDER BY issuer""")
     assert rows == [
-        (str(first), "https://idp.example.test", None, {}),
-        (str(second), "https://other.example.test", "Other", {"localpart": {"action": "require"}}),
+        (first, "https://idp.example.test", None, {}),
+        (second, "https://other.example.test", "Other", {"localpart": {"action": "require"}}),
     ]
     # A link to the provider can now be written, as the import does.
     _query(pg, mas_db, """INSERT INTO upstream_oauth_links
