@@ -1,0 +1,242 @@
+"""The runbook end to end, on real parts: three Synapse homeservers (real matrix-synapse, two releases)
+on loopback ports, populated through Synapse's HTTP API, their databases and fresh MAS databases in one
+test PostgreSQL cluster, nginx serving each .well-known, and the collection's playbooks run by
+ansible-playbook against an inventory with the local connection.
+
+The steps depend on each other and run in order (one module-scoped fleet):
+check mode changes nothing -> a real run where hs2 fails mid-run (its MAS database becomes unreachable
+once Synapse is stopped) is rolled back and stops the waves -> the fixed fleet migrates -> a second run
+changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from tests.support import homeservers
+from tests.support.fleet import Fleet
+
+pytestmark = pytest.mark.timeout(1500)
+
+SECRETS = [homeservers.DB_PASSWORD, homeservers.MAS_SHARED_SECRET, homeservers.PEPPER,
+           homeservers.OIDC_CLIENT_SECRET, *homeservers.PASSWORDS.values()]
+WAVE_ORDER = ("hs1", "hs2", "hs3")
+
+
+@pytest.fixture(scope="module")
+def fleet(pg):
+    fleet = Fleet(names=WAVE_ORDER, versions={"hs3": "1.136.0"}, pg=pg)
+    try:
+        fleet.setup()
+        yield fleet
+    finally:
+        fleet.teardown()
+        for hs in fleet.hosts.values():
+            for name in (hs.synapse_db, hs.mas_db, hs.mas_db + "_gone"):
+                pg.drop_database(name)
+
+
+def snapshot(fleet: Fleet) -> dict:
+    """Every file under each homeserver's directory (configs, web root, state, backups) by hash, plus a
+    dump of each database and the running Synapse's pid."""
+    state = {}
+    for name, hs in fleet.hosts.items():
+        files = {}
+        for path in sorted(glob.glob(os.path.join(hs.dir, "**"), recursive=True)):
+            if os.path.isfile(path) and not path.endswith((".log", ".pid")) and "/media/" not in path:
+                with open(path, "rb") as handle:
+                    files[os.path.relpath(path, hs.dir)] = hashlib.sha256(handle.read()).hexdigest()
+        state[name] = {"files": files, "pid": hs.pid(),
+                       "mas": fleet.pg.dump(hs.mas_db), "synapse_users": fleet.pg.execute(
+                           "SELECT name, password_hash, deactivated FROM users ORDER BY name", hs.synapse_db)}
+    return state
+
+
+def recap(stdout: str) -> dict:
+    found = {}
+    for host, ok, changed, failed in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+"
+                                                r"failed=(\d+)", stdout, re.M):
+        found[host] = {"ok": int(ok), "changed": int(changed), "failed": int(failed)}
+    return found
+
+
+def latest_report(fleet: Fleet, name: str = "migrate") -> dict:
+    paths = sorted(glob.glob(os.path.join(fleet.report_dir, "*", f"{name}.json")), key=os.path.getmtime)
+    with open(paths[-1]) as handle:
+        return json.load(handle)
+
+
+def mas_counts(fleet: Fleet, hs) -> dict:
+    rows = fleet.pg.execute("""
+        SELECT 'users', count(*) FROM users UNION ALL
+        SELECT 'deactivated', count(*) FROM users WHERE deactivated_at IS NOT NULL UNION ALL
+        SELECT 'passwords', count(*) FROM user_passwords UNION ALL
+        SELECT 'links', count(*) FROM upstream_oauth_links UNION ALL
+        SELECT 'sessions', count(*) FROM compat_sessions UNION ALL
+        SELECT 'tokens', count(*) FROM compat_access_tokens""", hs.mas_db)
+    return dict(rows)
+
+
+def test_1_check_mode_changes_nothing(fleet):
+    before = snapshot(fleet)
+    run = fleet.playbook("migrate.yml", "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr
+    after = snapshot(fleet)
+    assert after == before
+    out = run.stdout
+    # Every file diff: homeserver.yaml, MAS's config, .well-known (secrets redacted).
+    for hs in fleet.hosts.values():
+        assert f"--- before: {hs.homeserver_yaml}" in out or hs.homeserver_yaml in out
+        assert hs.well_known in out
+    assert "+matrix_authentication_service:" in out
+    assert "org.matrix.msc2965.authentication" in out
+    assert "algorithm: bcrypt" in out
+    # The import's dry-run counts, from the real (rolled back) import.
+    assert out.count("Dry run: users 5, passwords 3") == 3, out
+    assert "would stop Synapse" in out
+    for hs in fleet.hosts.values():
+        assert hs.healthy()
+    report = latest_report(fleet)
+    assert report["check_mode"] is True
+    assert {h: e["outcome"] for h, e in report["hosts"].items()} == {
+        h: "would migrate (check mode)" for h in WAVE_ORDER}
+
+
+def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
+    hs2 = fleet.hosts["hs2"]
+    # Once hs2's Synapse is stopped, its MAS database becomes unreachable (renamed away).
+    sabotage = (f"{hs2.stop_command} && {fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} "
+                f"-U postgres -d postgres -c 'ALTER DATABASE \"{hs2.mas_db}\" RENAME TO \"{hs2.mas_db}_gone\"'")
+    fleet.write_inventory({"hs2": {"synapse_service_stop_command": sabotage}})
+    hs2_config = open(hs2.homeserver_yaml).read()
+    hs3_before = snapshot(fleet)["hs3"]
+    try:
+        run = fleet.playbook("migrate.yml")
+    finally:
+        fleet.write_inventory()
+    assert run.returncode != 0
+    stats = recap(run.stdout)
+    assert stats["hs2"]["failed"] == 1
+    assert stats["hs1"]["failed"] == 0
+    # The later wave (hs3) never started: hs3 is untouched.
+    assert "hs3" not in stats or stats["hs3"]["changed"] == 0
+    assert snapshot(fleet)["hs3"] == hs3_before
+    # hs2 is back on a working legacy Synapse with its old config, and logins work.
+    assert open(hs2.homeserver_yaml).read() == hs2_config
+    assert hs2.healthy()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    assert json.load(open(os.path.join(hs2.dir, "state", "state.json")))["state"] == "legacy"
+    # hs1 (the canary) migrated.
+    assert json.load(open(os.path.join(fleet.hosts["hs1"].dir, "state", "state.json")))["state"] == "delegated"
+    report = latest_report(fleet)
+    assert report["hosts"]["hs1"]["outcome"] == "migrated"
+    assert report["hosts"]["hs2"]["outcome"] == "failed"
+    assert report["hosts"]["hs2"]["rolled_back"] is True
+    assert "cannot connect to the MAS database" in report["hosts"]["hs2"]["error"]
+    assert report["hosts"]["hs3"]["outcome"] == "not run"
+    md = open(glob.glob(os.path.join(fleet.report_dir, report["run_id"], "migrate.md"))[0]).read()
+    assert "| hs2 | failed |" in md
+    # Put hs2's MAS database back for the next run.
+    fleet.pg.execute(f'ALTER DATABASE "{hs2.mas_db}_gone" RENAME TO "{hs2.mas_db}"')
+
+
+def test_3_migration_of_the_fleet(fleet):
+    run = fleet.playbook("migrate.yml", "-vvv")
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
+    # No secret in any task output of a -vvv run.
+    for secret in SECRETS:
+        assert secret not in run.stdout and secret not in run.stderr, f"secret {secret[:6]}... leaked"
+    stats = recap(run.stdout)
+    assert stats["hs1"]["changed"] == 0  # already delegated in the previous run
+    assert stats["hs2"]["changed"] > 0 and stats["hs3"]["changed"] > 0
+    for name, hs in fleet.hosts.items():
+        assert hs.healthy(), hs.log_tail()
+        config = yaml.safe_load(open(hs.homeserver_yaml))
+        assert config["matrix_authentication_service"]["enabled"] is True
+        assert config["password_config"]["enabled"] is False
+        assert "oidc_providers" not in config
+        mas = yaml.safe_load(open(hs.mas_yaml))
+        v1 = [s for s in mas["passwords"]["schemes"] if s["version"] == 1][0]
+        assert v1["algorithm"] == "bcrypt" and v1["unicode_normalization"] is True
+        assert v1["secret"] == homeservers.PEPPER
+        expected = fleet.expected[name]
+        assert mas_counts(fleet, hs) == {"users": expected["users"], "deactivated": 1,
+                                         "passwords": expected["passwords"], "links": expected["sso_links"],
+                                         "sessions": expected["devices"], "tokens": expected["devices"]}
+        # Legacy login is gone from Synapse (it delegates to MAS now).
+        status, _ = hs.login("alice", homeservers.PASSWORDS["alice"])
+        assert status != 200
+        # The .well-known served over HTTP has the MAS keys and the old ones.
+        status, served = homeservers.http("GET", hs.well_known_url)
+        assert status == 200
+        assert served["org.matrix.msc2965.authentication"] == {
+            "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
+        assert served["m.homeserver"] == {"base_url": f"https://matrix.{hs.server_name}"}
+        assert served["io.element.e2ee"] == {"default": True}
+        state = json.load(open(os.path.join(hs.dir, "state", "state.json")))
+        assert state["state"] == "delegated"
+        backup = state["record"]["backup"]
+        for path in glob.glob(os.path.join(backup, "**"), recursive=True):
+            if os.path.isfile(path):
+                assert os.stat(path).st_mode & 0o777 == 0o600
+    report = latest_report(fleet)
+    for name in WAVE_ORDER:
+        entry = report["hosts"][name]
+        assert entry["state"] == "delegated"
+    assert report["hosts"]["hs2"]["outcome"] == "migrated"
+    assert report["hosts"]["hs2"]["counts"]["users"] == 5
+    assert report["hosts"]["hs2"]["backup_path"]
+    assert report["hosts"]["hs1"]["outcome"] == "already delegated"
+
+
+def test_4_second_run_changes_nothing(fleet):
+    before = snapshot(fleet)
+    run = fleet.playbook("migrate.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    stats = recap(run.stdout)
+    assert all(s["changed"] == 0 for s in stats.values()), stats
+    after = snapshot(fleet)
+    assert after == before
+
+
+def test_5_reimport_after_mas_logins_is_refused(fleet):
+    hs1 = fleet.hosts["hs1"]
+    # A user logs in through MAS (a browser session appears), then the operator rolls back keeping MAS...
+    user_id = fleet.pg.execute("SELECT user_id FROM users WHERE username = 'alice'", hs1.mas_db)[0][0]
+    fleet.pg.execute("INSERT INTO user_sessions (user_session_id, user_id, created_at) "
+                     "VALUES (gen_random_uuid(), %s, now())", hs1.mas_db, (user_id,))
+    run = fleet.playbook("rollback.yml", "-l", "hs1")
+    assert run.returncode == 0, run.stdout[-6000:]
+    # ...emptying MAS is refused now, and migrating again is refused by the preflight.
+    run = fleet.playbook("rollback.yml", "-l", "hs1", "-e", "rollback_mas_database=empty")
+    assert run.returncode != 0
+    run = fleet.playbook("migrate.yml", "-l", "hs1")
+    assert run.returncode != 0
+    assert "users logged in through MAS since the import" in run.stdout
+    assert hs1.healthy()
+
+
+def test_6_rollback_brings_legacy_logins_back(fleet):
+    run = fleet.playbook("rollback.yml", "-e", "rollback_mas_database=empty", "-e", "rollback_force=true")
+    assert run.returncode == 0, run.stdout[-6000:]
+    for name, hs in fleet.hosts.items():
+        assert hs.healthy(), hs.log_tail()
+        config = yaml.safe_load(open(hs.homeserver_yaml))
+        assert "matrix_authentication_service" not in config
+        assert config["password_config"]["enabled"] is True
+        for who in ("alice", "bob", "admin"):
+            status, body = hs.login(who, homeservers.PASSWORDS[who])
+            assert status == 200, (name, who, body)
+        status, served = homeservers.http("GET", hs.well_known_url)
+        assert "org.matrix.msc2965.authentication" not in served
+        assert json.load(open(os.path.join(hs.dir, "state", "state.json")))["state"] == "legacy"
+        # MAS's database is back to its pre-import content (emptied).
+        assert mas_counts(fleet, hs)["users"] == 0
