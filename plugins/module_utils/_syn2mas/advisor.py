@@ -958,11 +958,13 @@ class _Advisor:
             self.skip(MAS_DB, "MAS's database is unreachable")
             return
         try:
+            # Every transaction of this session is READ ONLY, so nothing here can write to MAS (the
+            # settings themselves are made outside any transaction).
+            conn.autocommit = True
             with conn.cursor() as cur:
-                # Every transaction of this session is READ ONLY: nothing here can write to MAS.
                 cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
                 cur.execute("SET lock_timeout = %s", (LOCK_TIMEOUT,))
-            conn.commit()
+            conn.autocommit = False
             self._mas_checks(conn)
         except _PG_ERRORS as exc:
             self.add(ERROR, "mas_database_unreachable", f"reading MAS's database failed: {first_line(exc)}",
