@@ -72,3 +72,8 @@ def test_summary_lists_skips_with_reasons_and_fixes():
     assert "      skipped 1: appservice user (not migrated) (e.g. @b:x)" in text
     assert "      2: invalid IP address stored as unknown" in text
     assert text.endswith("WARN something to know")
+
+
+def test_advisor_for_real_import_flag():
+    assert build_parser().parse_args(["advisor", "--forRealImport"]).forRealImport is True
+    assert build_parser().parse_args(["advisor"]).forRealImport is False

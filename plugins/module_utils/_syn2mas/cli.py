@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PostgreSQL URI of MAS's database, instead of config.yaml's database section")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--verbose", action="store_true", help="advisor: also show INFO findings")
+    parser.add_argument("--forRealImport", nargs="?", const=True, default=False, type=_bool, metavar="true|false",
+                        help="advisor: judge as right before the real import (a running Synapse is then an ERROR)")
     return parser
 
 
@@ -151,7 +153,7 @@ def run_advisor(args, out, err) -> int:
     result = advisor.run_advisor(advisor.AdvisorOptions(
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
-        upstream_provider_mapping=args.upstreamProviderMapping,
+        upstream_provider_mapping=args.upstreamProviderMapping, for_real_import=args.forRealImport,
     ))
     if args.output == "json":
         out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
