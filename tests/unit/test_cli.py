@@ -77,3 +77,9 @@ def test_summary_lists_skips_with_reasons_and_fixes():
 def test_advisor_for_real_import_flag():
     assert build_parser().parse_args(["advisor", "--forRealImport"]).forRealImport is True
     assert build_parser().parse_args(["advisor"]).forRealImport is False
+
+
+def test_progress_before_the_stage_total_is_known():
+    out = Terminal()
+    Progress(out)({"stage": "devices", "rows": 300, "total": None, "elapsed": 1.0})
+    assert "devices: 300 rows, 300 rows/s" in out.getvalue()

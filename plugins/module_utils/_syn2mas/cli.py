@@ -87,8 +87,9 @@ class Progress:
             return
         self._last = now
         percent = f" ({100 * rows / total:.0f}%)" if total else ""
-        eta = f", ETA {(total - rows) / rate:.0f}s" if rate > 0 and total > rows else ""
-        self._line(f"{stage}: {rows:,}/{total:,} rows{percent}, {rate:,.0f} rows/s{eta}")
+        eta = f", ETA {(total - rows) / rate:.0f}s" if rate > 0 and total and total > rows else ""
+        of_total = f"/{total:,}" if total else ""
+        self._line(f"{stage}: {rows:,}{of_total} rows{percent}, {rate:,.0f} rows/s{eta}")
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.live:

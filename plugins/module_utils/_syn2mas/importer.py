@@ -12,6 +12,7 @@ dry run. Any error before the commit leaves MAS as it was.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,6 +54,50 @@ class StageReport:
     def as_dict(self) -> dict:
         return {"migrated": self.migrated, "skipped": self.skipped, "skipped_reasons": self.skipped_reasons,
                 "fixed": self.fixed, "seconds": round(self.seconds, 3)}
+
+
+class StageCounter(threading.Thread):
+    """Counts, stage after stage, the rows each stage migrates, skips (why) and repairs."""
+
+    def __init__(self, reader: SynapseReader, params: dict):
+        super().__init__(name="synapse-counter", daemon=True)
+        self.reader = reader
+        self.params = params
+        self.reports: dict = {}
+        self.error: BaseException | None = None
+        self.ready = {stage.name: threading.Event() for stage in STAGES}
+
+    def run(self) -> None:
+        try:
+            for stage in STAGES:
+                self.reports[stage.name] = self._count(stage)
+                self.ready[stage.name].set()
+        except BaseException as exc:  # handed to the importer, which raises it
+            self.error = exc
+            for event in self.ready.values():
+                event.set()
+
+    def _count(self, stage) -> StageReport:
+        report = StageReport()
+        for reason, n, first, last, fixed in self.reader.stage_counts(stage, self.params):
+            if reason is None:
+                report.migrated += n
+                if fixed:
+                    report.fixed[stage.fixed_label] = fixed
+            elif stage.report_skips:
+                report.skipped += n
+                report.skipped_reasons[reason] = {
+                    "count": n, "examples": sorted({e for e in (first, last) if e is not None})}
+        return report
+
+    def report(self, stage, wait: bool = True) -> StageReport | None:
+        if wait:
+            self.ready[stage.name].wait()
+        if self.error is not None:
+            if not wait:
+                return None
+            raise self.error
+        return self.reports.get(stage.name)
 
 
 def _event(options: ImportOptions, **event) -> None:
@@ -128,7 +173,7 @@ def _run_import(options: ImportOptions) -> dict:
 
     mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
     writer = MasWriter(mas_conn)
-    synapse_conn = None
+    synapse_conn = counter_conn = None
     try:
         writer.try_lock()
         schema = mas_schema.detect(mas_conn)
@@ -185,35 +230,34 @@ def _run_import(options: ImportOptions) -> dict:
             "map_ids": [str(link.provider_id) for link in links.values()],
             "ip_pattern": IP_PATTERN,
         }
-        reports = {}
-        for stage in STAGES:
-            report = reports.setdefault(stage.name, StageReport())
-            for reason, n, first, last, fixed in reader.stage_counts(stage, params):
-                if reason is None:
-                    report.migrated += n
-                    if fixed:
-                        report.fixed[stage.fixed_label] = fixed
-                elif stage.report_skips:
-                    report.skipped += n
-                    report.skipped_reasons[reason] = {
-                        "count": n, "examples": sorted({e for e in (first, last) if e is not None})}
+        # What each stage migrates and skips is counted on a second connection reading the same
+        # snapshot, while the rows stream: the counts check the load and fill the report.
+        counter_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+        counter_reader = SynapseReader(counter_conn, server_name)
+        counter_reader.attach_snapshot(reader.export_snapshot())
+        counter = StageCounter(counter_reader, params)
+        counter.start()
 
         writer.begin(options.maintenance_work_mem)
         writer.drop_constraints_and_indexes()
+        reports = {}
         for stage in STAGES:
-            report = reports[stage.name]
             columns = schema.target_columns(stage.table)
             stage_started = time.monotonic()
 
-            def on_rows(rows, _stage=stage, _total=report.migrated, _t=stage_started):
-                _event(options, stage=_stage.name, rows=rows, total=_total, elapsed=time.monotonic() - _t)
+            def on_rows(rows, _stage=stage, _t=stage_started):
+                report = counter.report(_stage, wait=False)
+                _event(options, stage=_stage.name, rows=rows, total=report.migrated if report else None,
+                       elapsed=time.monotonic() - _t)
 
             written, _pipe = run_pipe(
                 lambda pipe, _s=stage, _c=columns: reader.copy_stage(_s, _c, params, pipe),
                 lambda pipe, _s=stage, _c=columns: writer.copy_into(_s.table, _c, pipe),
                 on_rows=on_rows,
             )
-            report.seconds = time.monotonic() - stage_started
+            seconds = time.monotonic() - stage_started
+            report = reports[stage.name] = counter.report(stage)
+            report.seconds = seconds
             if written != report.migrated:
                 raise DataError(
                     f"stage {stage.name}: {written} rows were written but {report.migrated} were expected; "
@@ -249,8 +293,9 @@ def _run_import(options: ImportOptions) -> dict:
     finally:
         writer.unlock()
         mas_conn.close()
-        if synapse_conn is not None:
-            synapse_conn.close()
+        for conn in (synapse_conn, counter_conn):
+            if conn is not None:
+                conn.close()
 
 
 def _already_imported(result: dict, previous: dict, reader: SynapseReader, server_name: str, started: float) -> dict:

@@ -374,6 +374,19 @@ class SynapseReader:
                         + "): stop Synapse and its workers before the import"
                     ) from None
 
+    def export_snapshot(self) -> str:
+        """An id other sessions can use to read this very snapshot (see attach_snapshot)."""
+        with self.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            return cur.fetchone()[0]
+
+    def attach_snapshot(self, snapshot_id: str) -> None:
+        """Reads, on this connection, the snapshot another reader exported."""
+        self.conn.rollback()
+        with self.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
+
     def missing_tables(self, cur) -> list:
         cur.execute("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
                     "AND pg_table_is_visible(c.oid)", (list(SYNAPSE_TABLES),))
