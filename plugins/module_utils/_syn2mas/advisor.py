@@ -25,7 +25,7 @@ from .db import conninfo_with_override, connect, describe, first_line
 from .errors import ConfigError, RefusedError, Syn2masError
 from .mas_writer import ADVISORY_LOCK_KEY, MasWriter
 from .synapse_reader import (
-    IP_PATTERN, SKIP_APPSERVICE, SKIP_TOO_LONG, SKIP_USER_MISSING, STAGES, SynapseReader,
+    SKIP_APPSERVICE, SKIP_TOO_LONG, SKIP_USER_MISSING, STAGES, SynapseReader, stage_params,
 )
 
 try:  # only to recognise database errors; db.connect reports a missing psycopg2 itself
@@ -574,10 +574,7 @@ class _Advisor:
                      "these rows (leftovers of a renamed server) before the import")
 
         self.in_use = reader.auth_providers_in_use()
-        params = {
-            "salt": "", "run_ms": 0, "server_name": self.server_name, "ip_pattern": IP_PATTERN,
-            "map_providers": list(self.mapping), "map_ids": [str(link.provider_id) for link in self.mapping.values()],
-        }
+        params = stage_params(self.server_name, self.mapping)
         counts = {}
         for stage in STAGES:
             entry = counts.setdefault(stage.name, {"migrated": 0, "skipped": 0, "skipped_reasons": {}, "fixed": 0})

@@ -23,7 +23,7 @@ from .config import load_mas_config, load_synapse_config, provider_mapping
 from .db import conninfo_with_override, connect, describe, first_line, psycopg2
 from .errors import ConfigError, DatabaseError, DataError, RefusedError, Syn2masError
 from .mas_writer import MasWriter, run_pipe
-from .synapse_reader import IP_PATTERN, STAGES, SynapseReader
+from .synapse_reader import STAGES, SynapseReader, stage_params
 
 VERSION = "0.1.0"
 APPLICATION_NAME = "syn2mas"
@@ -222,14 +222,7 @@ def _run_import(options: ImportOptions) -> dict:
             )
         links = _plan_links(reader, mapping, writer, options, warnings)
 
-        params = {
-            "salt": secrets.token_hex(16),
-            "run_ms": int(run_at.timestamp() * 1000),
-            "server_name": server_name,
-            "map_providers": list(links),
-            "map_ids": [str(link.provider_id) for link in links.values()],
-            "ip_pattern": IP_PATTERN,
-        }
+        params = stage_params(server_name, links, salt=secrets.token_hex(16), run_ms=int(run_at.timestamp() * 1000))
         # What each stage migrates and skips is counted on a second connection reading the same
         # snapshot, while the rows stream: the counts check the load and fill the report.
         counter_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")

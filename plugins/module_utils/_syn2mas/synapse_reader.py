@@ -47,8 +47,11 @@ _IPV6 = "|".join((
     f"({_H}:){{1,4}}:{_IPV4}",
 ))
 # What PostgreSQL's inet accepts, restricted to the plain forms clients send: anything else
-# (ports, zone ids, junk) becomes NULL rather than failing the whole COPY.
-IP_PATTERN = f"^({_IPV4}|{_IPV6})$"
+# (ports, zone ids, junk) becomes NULL rather than failing the whole COPY. IPv4 is tried first
+# with a case-sensitive pattern: the IPv6 one is several times costlier per row.
+IPV4_PATTERN = f"^{_IPV4}$"
+IPV6_PATTERN = f"^({_IPV6})$"
+VALID_IP = "(d.ip ~ %(ipv4_pattern)s OR (strpos(d.ip, ':') > 0 AND d.ip ~* %(ipv6_pattern)s))"
 
 
 def _ulid(ts_ms: str, kind: str, key: str) -> str:
@@ -108,7 +111,7 @@ TOKEN_SKIP = USER_SKIP + f"""
     WHEN su.refresh_token_id IS NOT NULL THEN 'obsolete (refreshed, and the new token was used)'
     WHEN octet_length(at.token) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'"""
 
-INVALID_IP = "(d.ip IS NOT NULL AND d.ip NOT IN ('', '-') AND NOT d.ip ~* %(ip_pattern)s)"
+INVALID_IP = f"(d.ip IS NOT NULL AND d.ip NOT IN ('', '-') AND NOT {VALID_IP})"
 
 
 @dataclass
@@ -236,7 +239,7 @@ STAGES = (
             "created_at": _ts(SESSION_MS),
             "is_synapse_admin": "u.admin <> 0",
             "last_active_at": _ts("d.last_seen"),
-            "last_active_ip": "CASE WHEN d.ip ~* %(ip_pattern)s THEN d.ip END",
+            "last_active_ip": f"CASE WHEN {VALID_IP} THEN d.ip END",
             "user_agent": "d.user_agent",
             "human_name": "d.display_name",
         },
@@ -298,6 +301,16 @@ WHERE true""",
         },
     ),
 )
+
+
+def stage_params(server_name: str, links=None, salt: str = "", run_ms: int = 0) -> dict:
+    """The query parameters of the stages; `links` maps auth_provider -> ProviderLink."""
+    links = links or {}
+    return {
+        "salt": salt, "run_ms": run_ms, "server_name": server_name,
+        "map_providers": list(links), "map_ids": [str(link.provider_id) for link in links.values()],
+        "ipv4_pattern": IPV4_PATTERN, "ipv6_pattern": IPV6_PATTERN,
+    }
 
 
 @dataclass
