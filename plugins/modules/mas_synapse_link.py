@@ -25,7 +25,7 @@ description:
     log in. Other existing schemes are kept; a non-bcrypt scheme that had version 1 (MAS's default
     configuration has argon2id there) is renumbered to the next free version.
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 extends_documentation_fragment:
   - matrix.syn2mas.config_edit
 options:

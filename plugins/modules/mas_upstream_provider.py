@@ -26,7 +26,7 @@ description:
   - Users must register the returned RV(providers[].redirect_uri) at each IdP, since Synapse's callback
     C(/_synapse/client/oidc/callback) stops working when MAS takes over.
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 extends_documentation_fragment:
   - matrix.syn2mas.config_edit
 options:

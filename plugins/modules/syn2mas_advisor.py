@@ -46,12 +46,14 @@ attributes:
     description: The module only reads; it runs the same way in check mode.
   diff_mode:
     support: none
+    description: The module changes nothing, so there is no diff; it reports findings instead.
   idempotent:
     support: full
+    description: The module only reads and always reports RV(ignore:changed=false).
 seealso:
   - module: matrix.syn2mas.syn2mas_import
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 """
 
 EXAMPLES = r"""

@@ -30,7 +30,7 @@ description:
     key only, so a changed section (for example C(password_config)) is copied whole into the override,
     and a removed one is set to null.
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 extends_documentation_fragment:
   - matrix.syn2mas.config_edit
 options:

@@ -558,7 +558,7 @@ def case_for(change, request) -> Case:
 
 
 @pytest.mark.parametrize("check, severity, change", FIRES, ids=[
-    f"{c}-{s}-{i}" for i, (c, s, _) in enumerate(FIRES)])
+    f"{c}-{s}-{i}" for i, (c, s, _change) in enumerate(FIRES)])
 def test_check_fires(request, check, severity, change):
     case = case_for(change, request)
     change(case)
@@ -574,7 +574,7 @@ def test_check_fires(request, check, severity, change):
         assert advisor.exit_code(result) == 10
 
 
-@pytest.mark.parametrize("check, change", QUIET, ids=[f"{c}-{i}" for i, (c, _) in enumerate(QUIET)])
+@pytest.mark.parametrize("check, change", QUIET, ids=[f"{c}-{i}" for i, (c, _change) in enumerate(QUIET)])
 def test_check_stays_quiet(request, check, change):
     case = case_for(change, request)
     change(case)
@@ -583,8 +583,8 @@ def test_check_stays_quiet(request, check, change):
 
 
 def test_every_check_has_a_firing_and_a_quiet_test():
-    assert {c for c, _, _ in FIRES} == set(advisor.CHECKS)
-    assert {c for c, _ in QUIET} == set(advisor.CHECKS)
+    assert {c for c, _severity, _change in FIRES} == set(advisor.CHECKS)
+    assert {c for c, _change in QUIET} == set(advisor.CHECKS)
 
 
 # -- the clean pair, across the supported Synapse and MAS schemas ----------------------------
@@ -671,9 +671,9 @@ def test_without_a_mas_config_the_mas_side_is_reported_as_not_run(case):
     case.options["mas_config"] = []
     result = case.run()
     not_run = {item["check"]: item["reason"] for item in result["summary"]["not_run"]}
-    for check, (group, _) in advisor.CHECKS.items():
-        if group in (advisor.MAS_CONFIG, advisor.MAS_DB) and check not in ("mas_config_invalid",
-                                                                            "provider_mapping_invalid"):
+    for check, (group, _description) in advisor.CHECKS.items():
+        mas_side = group in (advisor.MAS_CONFIG, advisor.MAS_DB)
+        if mas_side and check not in ("mas_config_invalid", "provider_mapping_invalid"):
             assert "no MAS config given" in not_run.get(check, ""), check
     assert [f for f in result["findings"] if f["severity"] != INFO] == []
     assert "checks not run (no MAS config given" in advisor.format_human(result)

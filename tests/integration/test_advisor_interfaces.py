@@ -23,7 +23,7 @@ def configure(env, **synapse_changes):
 
 def syn2mas(*args):
     return subprocess.run([os.path.join(VENV, "syn2mas"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def playbook(env, tmp_path, *extra, **variables):
     cmd = [os.path.join(VENV, "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", json.dumps(extra_vars), str(book), *extra]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1"), check=False)
     assert result_file.exists(), run.stdout + run.stderr
     return run, json.loads(result_file.read_text())
 

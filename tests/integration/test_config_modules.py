@@ -136,7 +136,7 @@ def test_upstream_provider_check_mode_diff_then_apply_then_idempotent(tmp_path, 
     assert any("oidc_providers[0].idp_icon" in w for w in result["warnings"])
     assert any("idp_icon" in w for w in by_idp["oidc-dex"]["warnings"])
     written = mas.read_text()
-    assert written.startswith(MAS.split("passwords:")[0])  # untouched sections kept verbatim
+    assert written.startswith(MAS.split("passwords:", maxsplit=1)[0])  # untouched sections kept verbatim
     assert stat.S_IMODE(os.stat(mas).st_mode) == 0o600
     assert open(result["backup_file"]).read() == MAS
     providers = {p["synapse_idp_id"]: p for p in yaml.safe_load(written)["upstream_oauth2"]["providers"]}
@@ -203,7 +203,7 @@ def delegation_task(hs, **extra):
 
 
 def test_delegation_check_diff_apply_idempotent(tmp_path, files):
-    hs, _ = files
+    hs, _mas = files
     check = run_tasks(tmp_path, [delegation_task(hs)], check=True, diff=True)
     result = check.result
     assert result["changed"] is True and hs.read_text() == HOMESERVER
@@ -235,7 +235,7 @@ def test_delegation_check_diff_apply_idempotent(tmp_path, files):
 
 
 def test_delegation_override_mode_leaves_homeserver_yaml_alone(tmp_path, files):
-    hs, _ = files
+    hs, _mas = files
     override = tmp_path / "conf.d" / "zz-mas.yaml"
     override.parent.mkdir()
     run = run_tasks(tmp_path, [delegation_task(hs, override_path=str(override), secret=SHARED,
@@ -254,7 +254,7 @@ def test_delegation_override_mode_leaves_homeserver_yaml_alone(tmp_path, files):
 
 
 def test_delegation_errors(tmp_path, files):
-    hs, _ = files
+    hs, _mas = files
     hs.write_text("server_name: example.com\npassword_config: [not, a, mapping]\n")
     run = run_tasks(tmp_path, [delegation_task(hs),
                                delegation_task(tmp_path / "missing.yaml"),

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,7 +25,7 @@ def homeserver(env):
 
 def syn2mas(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *args],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_cli_migrate_dry_run_then_real_then_nothing_to_do(env):
@@ -103,14 +102,14 @@ def playbook(env, tmp_path, *extra, check=False):
         "tasks": [{"name": "import", "matrix.syn2mas.syn2mas_import": {
             "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}, "register": "r"},
             {"name": "show", "ansible.builtin.copy": {"content": "{{ r | to_json }}",
-                                                       "dest": str(tmp_path / "result.json")},
+                                                      "dest": str(tmp_path / "result.json")},
              "check_mode": False, "changed_when": False}],
     }]))
     cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", f"ansible_python_interpreter={VENV_PYTHON}", str(book), *extra]
     if check:
         cmd.append("--check")
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     result = json.loads((tmp_path / "result.json").read_text()) if (tmp_path / "result.json").exists() else None
     return run, result
 
@@ -140,7 +139,7 @@ def test_module_failure_message_and_no_secret_in_verbose_output(env, tmp_path):
     homeserver(env)
     with env.populate() as s:
         s.user("mallory", server_name="other.example")
-    run, _ = playbook(env, tmp_path, "-vvv")
+    run, _result = playbook(env, tmp_path, "-vvv")
     assert run.returncode == 2
     assert "@mallory:other.example" in run.stdout
     assert "shared-secret" not in run.stdout + run.stderr

@@ -62,7 +62,7 @@ def _referencing_tables(pg, db, targets):
           JOIN pg_class dst ON dst.oid = c.confrelid
          WHERE c.contype = 'f' AND dst.relnamespace = 'public'::regnamespace
            AND src.relnamespace = 'public'::regnamespace AND dst.relname = ANY(%s)""",
-                                          (list(targets),))}
+                                 (list(targets),))}
 
 
 def _migrations(pg, db):
@@ -112,7 +112,7 @@ def test_own_fixture_release_facts(pg, release):
     assert has_column("upstream_oauth_providers", "registration_token_required") is not old
     assert _has_trgm(pg, db) is not old
 
-    fk = dict((name, definition) for name, _, definition in _constraints(pg, db, "compat_sessions"))
+    fk = dict((name, definition) for name, _kind, definition in _constraints(pg, db, "compat_sessions"))
     assert fk["compat_sessions_user_session_id_fkey"].endswith(
         "REFERENCES user_sessions(user_session_id) ON DELETE SET NULL"
         if old else "REFERENCES user_sessions(user_session_id)")
@@ -120,8 +120,8 @@ def test_own_fixture_release_facts(pg, release):
     migrations = _migrations(pg, db)
     last, count = LAST_MIGRATION[release]
     assert len(migrations) == count and migrations[-1][0] == last
-    assert all(success for _, _, success in migrations)
-    assert (DROP_OLD_CONFIRMATION in {v for v, _, _ in migrations}) is not old
+    assert all(success for _version, _description, success in migrations)
+    assert (DROP_OLD_CONFIRMATION in {v for v, _description, _success in migrations}) is not old
 
     # The template is created once and reused.
     assert mas_schema.create_template(pg, f"own-{release}") == db

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -101,7 +100,7 @@ def wait_healthy(synapse: Synapse, base: str, timeout=90):
 
 
 def register(base: str, username: str, password: str):
-    _, body = http(base + "/_synapse/admin/v1/register")
+    _status, body = http(base + "/_synapse/admin/v1/register")
     nonce = json.loads(body)["nonce"]
     mac = hmac.new(REG_SECRET.encode(), b"\x00".join(
         [nonce.encode(), username.encode(), password.encode("utf8"), b"notadmin"]), hashlib.sha1).hexdigest()
@@ -207,7 +206,7 @@ def test_rewritten_config_starts_and_the_removals_matter(setup, pg, tmp_path):
     synapse = start(setup, [setup["original"]], "rewritten")
     try:
         wait_healthy(synapse, url)
-        status, _ = http(url + "/_matrix/client/v3/login")
+        status, _body = http(url + "/_matrix/client/v3/login")
         assert status == 404  # logins are MAS's now
     finally:
         synapse.stop()

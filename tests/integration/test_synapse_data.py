@@ -93,8 +93,8 @@ def test_user_encodings_and_overrides(pg, synapse_db, conn):
     assert (alice, foreign, raw) == ("@alice:example.com", "@eve:other.example", "not-an-mxid")
 
     rows = {r[0]: r[1:] for r in q(pg, synapse_db,
-            "SELECT name, password_hash, admin, deactivated, locked, is_guest, appservice_id, creation_ts "
-            "FROM users")}
+                                   "SELECT name, password_hash, admin, deactivated, locked, is_guest, appservice_id, creation_ts "
+                                   "FROM users")}
     assert rows[alice] == (PASSWORD_HASH, 0, 0, False, 0, None, 1_700_000_000)
     assert rows[boss][1:4] == (1, 0, True)
     assert rows[gone][:3] == (None, 0, 1)
@@ -143,8 +143,8 @@ def test_tokens_login_and_refresh(pg, synapse_db, conn):
     assert deviceless[0] == puppet[0] - 1
 
     at = {r[0]: r[1:] for r in q(pg, synapse_db,
-          "SELECT id, user_id, device_id, valid_until_ms, last_validated, refresh_token_id, used, puppets_user_id "
-          "FROM access_tokens")}
+                                 "SELECT id, user_id, device_id, valid_until_ms, last_validated, refresh_token_id, used, puppets_user_id "
+                                 "FROM access_tokens")}
     assert at[plain.access_token_id] == (carol, "CAROLDEV01", None, FIXED_NOW_MS, None, False, None)
     assert at[fresh.access_token_id][2:] == (FIXED_NOW_MS + 300_000, FIXED_NOW_MS, fresh.refresh_token_id, False, None)
     assert at[refreshed.access_token_id][4:6] == (refreshed.refresh_token_id, True)

@@ -141,5 +141,5 @@ def insert_upstream_provider(conn, provider_id: uuid.UUID, issuer: str = "https:
                 value = json.dumps(value)
             params.append(value)
         names = ", ".join(f'"{name}"' for name in values)
-        placeholders = ", ".join("%s" for _ in values)
+        placeholders = ", ".join("%s" for _name in values)
         cur.execute(f"INSERT INTO upstream_oauth_providers ({names}) VALUES ({placeholders})", params)

@@ -167,11 +167,11 @@ class SynapseData:
         return f"@{localpart}:{server_name or self.server_name}"
 
     def random_letters(self, n: int) -> str:
-        return "".join(self.rng.choice(string.ascii_letters) for _ in range(n))
+        return "".join(self.rng.choice(string.ascii_letters) for _index in range(n))
 
     def new_device_id(self) -> str:
         """Like Synapse: 10 random upper-case letters."""
-        return "".join(self.rng.choice(string.ascii_uppercase) for _ in range(10))
+        return "".join(self.rng.choice(string.ascii_uppercase) for _index in range(10))
 
     def new_access_token(self, user_id: str) -> str:
         return make_token("syt", localpart_of(user_id), self.random_letters(20))
@@ -261,7 +261,7 @@ class SynapseData:
         """The hidden devices Synapse adds when a user uploads cross-signing keys."""
         ids = []
         for key_type in ("master", "self_signing", "user_signing"):
-            pubkey = _unpadded_b64(bytes(self.rng.getrandbits(8) for _ in range(32)))
+            pubkey = _unpadded_b64(bytes(self.rng.getrandbits(8) for _index in range(32)))
             ids.append(self.device(user_id, pubkey, display_name=f"{key_type} signing key", hidden=True))
         return ids
 
@@ -596,8 +596,8 @@ def generate(conn, n_users: int, seed: int = 0, server_name: str = "bench.exampl
     as_cut = RATES["appservice"]
     guest_cut = as_cut + RATES["guest"]
     deact_cut = guest_cut + RATES["deactivated"]
-    clients = [ua for _, ua in _CLIENTS]
-    names = [name for name, _ in _CLIENTS]
+    clients = [ua for _name, ua in _CLIENTS]
+    names = [name for name, _ua in _CLIENTS]
 
     def pick(options: list[str], salt: int, key: str) -> str:
         arr = "ARRAY[" + ", ".join("'" + o.replace("'", "''") + "'" for o in options) + "]"
@@ -660,7 +660,7 @@ def generate(conn, n_users: int, seed: int = 0, server_name: str = "bench.exampl
     FROM _gen_users ORDER BY u
     """
 
-    sql_threepids = f"""
+    sql_threepids = """
     INSERT INTO user_threepids (user_id, medium, address, validated_at, added_at)
     SELECT name, 'email', localpart || '@example.org', creation_ts * 1000 + 60000, creation_ts * 1000
       FROM _gen_users WHERE has_email

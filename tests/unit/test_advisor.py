@@ -29,7 +29,7 @@ def test_exit_codes_follow_mas_cli(severities, code):
 
 def test_human_output_one_line_per_finding_info_only_when_verbose():
     res = result("ERROR", "WARN", "INFO", not_run=[("mas_schema", "no MAS config given"),
-                                                 ("mas_not_empty", "no MAS config given")])
+                                                   ("mas_not_empty", "no MAS config given")])
     text = format_human(res)
     lines = text.splitlines()
     assert text.endswith("\n")

@@ -73,7 +73,7 @@ def test_default_mas_config_gets_bcrypt_v1_and_keeps_argon2id_as_v2(tmp_path):
 def test_existing_schemes_are_kept(tmp_path):
     text = ("matrix: {homeserver: x, secret: s, endpoint: 'http://s/'}\npasswords:\n  schemes:\n"
             "  - {version: 1, algorithm: bcrypt}\n  - {version: 3, algorithm: argon2id, secret: other}\n")
-    doc, _ = linked(tmp_path, text)
+    doc, _result = linked(tmp_path, text)
     schemes = yaml.safe_load(doc.render())["passwords"]["schemes"]
     assert schemes == [{"version": 1, "algorithm": "bcrypt", "unicode_normalization": True},
                        {"version": 3, "algorithm": "argon2id", "secret": "other"}]
@@ -82,7 +82,7 @@ def test_existing_schemes_are_kept(tmp_path):
 def test_pepper_file_must_hold_exactly_the_pepper(tmp_path):
     good = tmp_path / "pepper"
     good.write_bytes(b"pep")
-    doc, _ = linked(tmp_path, synapse={"password_config": {"pepper": "pep"}}, pepper_file=str(good))
+    doc, _result = linked(tmp_path, synapse={"password_config": {"pepper": "pep"}}, pepper_file=str(good))
     v1 = yaml.safe_load(doc.render())["passwords"]["schemes"][0]
     assert v1["secret_file"] == str(good) and "secret" not in v1
     newline = tmp_path / "pepper-nl"
@@ -107,8 +107,8 @@ def test_errors_and_warnings(tmp_path):
         linked(tmp_path, "matrix: {secret: s}\n")
     with pytest.raises(ConfigError, match=r"passwords.schemes: version 1 appears twice"):
         linked(tmp_path, "matrix: {secret: s, endpoint: http://s/}\npasswords:\n  schemes: [{version: 1}, {version: 1}]\n")
-    _, result = linked(tmp_path, "matrix: {secret: s}\n", synapse={"public_baseurl": "https://m/",
-                                                                   "password_config": {"pepper": ""}})
+    _doc, result = linked(tmp_path, "matrix: {secret: s}\n", synapse={"public_baseurl": "https://m/",
+                                                                      "password_config": {"pepper": ""}})
     assert any("/_synapse/mas" in w for w in result.warnings)
     assert any("empty string" in w for w in result.warnings)
 
@@ -117,7 +117,7 @@ def test_errors_and_warnings(tmp_path):
 @pytest.mark.parametrize("pepper", ["", "a-pepper-with-ümlauts"])
 def test_synapse_hashes_verify_with_the_written_scheme(tmp_path, password, pepper):
     synapse_cfg = {"password_config": {"pepper": pepper}} if pepper else {}
-    doc, _ = linked(tmp_path, synapse=synapse_cfg, secret="s")
+    doc, _result = linked(tmp_path, synapse=synapse_cfg, secret="s")
     (v1,) = [s for s in yaml.safe_load(doc.render())["passwords"]["schemes"] if s["version"] == 1]
     hashed = synapse_hash(password, pepper)
     assert verify_password(v1, password, hashed)
@@ -130,7 +130,7 @@ def test_synapse_hashes_verify_with_the_written_scheme(tmp_path, password, peppe
 
 
 def test_long_passwords_verify_like_synapse_truncates_them(tmp_path):
-    doc, _ = linked(tmp_path, synapse={"password_config": {"pepper": "pep"}}, secret="s")
+    doc, _result = linked(tmp_path, synapse={"password_config": {"pepper": "pep"}}, secret="s")
     v1 = yaml.safe_load(doc.render())["passwords"]["schemes"][0]
     password = "ä" * 50  # 100 bytes in UTF-8
     assert verify_password(v1, password, synapse_hash(password, "pep"))

@@ -191,12 +191,13 @@ class _Advisor:
     # -- plumbing --------------------------------------------------------------------------
 
     def add(self, severity: str, check: str, message: str, where: str, remedy: str) -> None:
-        assert check in CHECKS, check
+        if check not in CHECKS:
+            raise AssertionError(check)
         self.findings.append({"severity": severity, "check": check, "message": message, "where": where,
                               "remedy": remedy})
 
     def skip(self, group_or_checks, reason: str) -> None:
-        checks = [c for c, (g, _) in CHECKS.items() if g == group_or_checks] \
+        checks = [c for c, (g, _description) in CHECKS.items() if g == group_or_checks] \
             if isinstance(group_or_checks, str) else list(group_or_checks)
         fired = {f["check"] for f in self.findings}
         for check in checks:
@@ -989,7 +990,7 @@ class _Advisor:
         conn.rollback()
         if clients:
             importing = any(row[3] for row in clients)
-            listing = "; ".join(f"{name or 'unnamed client'} (pid {pid}, from {addr})" for pid, name, addr, _ in clients)
+            listing = "; ".join(f"{name or 'unnamed client'} (pid {pid}, from {addr})" for pid, name, addr, _importing in clients)
             message = f"{_plural(len(clients), 'other client')} connected to MAS's database: {listing}"
             if importing:
                 message += " (one of them is a syn2mas import running right now)"

@@ -267,8 +267,8 @@ class YamlDocument:
             if self._dump_key(self._pristine, key, style) == self._dump_key(self.data, key, style):
                 emit(span)
                 return
-            _, trailing = _split_trailing(span)
-            content, _ = _split_trailing(self._dump_key(self.data, key, style))
+            _span_content, trailing = _split_trailing(span)
+            content, _new_trailing = _split_trailing(self._dump_key(self.data, key, style))
             emit(content + trailing)
             return
         content, trailing = _split_trailing(self._dump_key(self.data, key, self.style))
