@@ -76,7 +76,7 @@ class Fleet:
 
     def playbook(self, name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
         cmd = [PLAYBOOK, "-i", self.inventory, os.path.join(ROOT, "playbooks", name), *args]
-        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0",
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_PIPELINING="1",
                    PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
 
