@@ -30,11 +30,16 @@ stamp_ok() {  # stamp_ok FILE CONTENT: true when FILE already holds CONTENT
   [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
 }
 
-# 1. PostgreSQL server binaries (initdb, pg_ctl, pg_dump) and the pg_trgm extension MAS needs.
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  log "installing the PostgreSQL server from Debian's packages"
+# 1. Debian packages: the PostgreSQL server binaries (initdb, pg_ctl, pg_dump) with the pg_trgm
+#    extension MAS needs, and nginx, the real web server serving the test homeservers' .well-known
+#    (the tests run it on loopback with their own config; only the binary is used).
+packages=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql postgresql-contrib)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+if [ ${#packages[@]} -gt 0 ]; then
+  log "installing ${packages[*]} from Debian's packages"
   as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql postgresql-contrib
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
 fi
 
 # 2. The main virtualenv with the pinned packages.
@@ -75,23 +80,4 @@ for v in $SYNAPSE_VERSIONS; do
     echo "$v oidc $pins" > "$venv/.stamp"
   fi
 done
-# 6. (runbook e2e tests) Synapse's OIDC extra in each Synapse virtualenv, so the test homeservers can
-#    start with oidc_providers configured.
-for v in $SYNAPSE_VERSIONS; do
-  venv=".venv-synapse/$v"
-  if ! stamp_ok "$venv/.oidc.stamp" "$v oidc"; then
-    log "installing matrix-synapse[oidc] $v's extra into $venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check "matrix-synapse[oidc]==$v"
-    echo "$v oidc" > "$venv/.oidc.stamp"
-  fi
-done
-
-# 7. (runbook e2e tests) Debian's nginx, the real web server serving each test homeserver's
-#    .well-known. Only the binary is used: the tests run it on loopback with their own config.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  log "installing nginx from Debian's packages"
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx
-fi
-
 log "ready: . .venv/bin/activate"
