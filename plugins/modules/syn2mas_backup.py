@@ -19,7 +19,7 @@ description:
     C(0600), the directories C(0700).
   - The backup of a run is made once; running again with the same O(run_id) only verifies it
     (C(changed=false)). Older backups beyond O(keep) are removed.
-  - With O(state=restored), puts the files of the backup at O(dest)/O(run_id) (or O(path)) back where they were
+  - With O(state=restored), puts the files of the backup at O(dest)/O(run_id) back where they were
     (a file absent at backup time is removed), and restores the databases listed in O(restore_databases) from
     their dumps (C(pg_restore --clean --single-transaction)).
   - Database passwords reach C(pg_dump) and C(pg_restore) through the environment, never the command line.
@@ -81,11 +81,13 @@ attributes:
     description: Reports what would be backed up or restored; writes nothing.
   diff_mode:
     support: none
+    description: Backups are new files, not edits of existing ones; the result names them.
   idempotent:
     support: partial
+    description: A verified backup of the same run is not made again.
     details: A backup is made once per O(run_id). Restoring files is idempotent; restoring a database is not.
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 """
 
 EXAMPLES = r"""

@@ -61,10 +61,12 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: It only reads; there is nothing to diff.
   idempotent:
     support: full
+    description: It only reads and always reports RV(ignore:changed=false).
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 """
 
 EXAMPLES = r"""

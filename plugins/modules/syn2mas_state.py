@@ -54,10 +54,12 @@ attributes:
     description: Checks the change (refusing an illegal one) without writing it.
   diff_mode:
     support: full
+    description: The state record is reported as RV(ignore:diff) before and after when it changes.
   idempotent:
     support: full
+    description: Recording the state a host already has changes nothing.
 author:
-  - syn2mas maintainers
+  - syn2mas maintainers (@matrix-syn2mas)
 """
 
 EXAMPLES = r"""

@@ -184,7 +184,7 @@ def test_3_migration_of_the_fleet(fleet):
                                          "passwords": expected["passwords"], "links": expected["sso_links"],
                                          "sessions": expected["devices"], "tokens": expected["devices"]}
         # Legacy login is gone from Synapse (it delegates to MAS now).
-        status, _ = hs.login("alice", homeservers.PASSWORDS["alice"])
+        status, _body = hs.login("alice", homeservers.PASSWORDS["alice"])
         assert status != 200
         # The .well-known served over HTTP has the MAS keys and the old ones.
         status, served = homeservers.http("GET", hs.well_known_url)

@@ -24,9 +24,10 @@ class Fleet:
         self.pg = pg or pgcluster.start_cluster()
         self.base = tempfile.mkdtemp(prefix="syn2mas-fleet-")
         versions = versions or {}
-        self.hosts = {n: homeservers.Homeserver(self.pg, n, self.base, **({"synapse_version": versions[n]}
-                                                                            if n in versions else {}))
-                      for n in names}
+        self.hosts = {}
+        for n in names:
+            extra = {"synapse_version": versions[n]} if n in versions else {}
+            self.hosts[n] = homeservers.Homeserver(self.pg, n, self.base, **extra)
         self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
         self.inventory = os.path.join(self.base, "inventory.yml")
         self.report_dir = os.path.join(self.base, "reports")
@@ -78,7 +79,7 @@ class Fleet:
         cmd = [PLAYBOOK, "-i", self.inventory, os.path.join(ROOT, "playbooks", name), *args]
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_PIPELINING="1",
                    PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
     def teardown(self) -> None:
         for hs in self.hosts.values():

@@ -189,7 +189,7 @@ class Homeserver:
             return None
 
     def start(self, timeout: float = 90.0) -> None:
-        proc = subprocess.run(self.start_command, shell=True, capture_output=True, text=True)
+        proc = subprocess.run(self.start_command, shell=True, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{self.name}: start failed: {proc.stdout}{proc.stderr}")
         self.wait_healthy(timeout)
@@ -240,8 +240,8 @@ class Homeserver:
         assert status == 200, body
         nonce = body["nonce"]
         mac_hex = hmac.new(f"regsecret-{self.name}-Pp91".encode(), digestmod=hashlib.sha1)
-        mac_hex.update(b"\x00".join(p.encode() for p in (nonce, localpart, password,
-                                                          "admin" if admin else "notadmin")))
+        fields = (nonce, localpart, password, "admin" if admin else "notadmin")
+        mac_hex.update(b"\x00".join(p.encode() for p in fields))
         status, body = http("POST", url, {"nonce": nonce, "username": localpart, "password": password,
                                           "admin": admin, "mac": mac_hex.hexdigest()})
         assert status == 200, body

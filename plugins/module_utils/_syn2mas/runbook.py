@@ -168,7 +168,7 @@ def _pg_env_and_dbname(conninfo: dict) -> tuple:
 
 
 def _run(argv: list, env: dict, secrets: list, what: str) -> str:
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         err = redact((proc.stderr or proc.stdout or "").strip(), secrets)
         raise DatabaseError(f"{what} failed (exit {proc.returncode}): {err[-2000:]}")
@@ -210,7 +210,8 @@ def verify_backup(path: str, bindir: str | None = None) -> dict:
     for entry in manifest.get("databases", []):
         stored = os.path.join(path, entry["stored_as"])
         if os.path.isfile(stored):
-            proc = subprocess.run([_bin(bindir, "pg_restore"), "--list", stored], capture_output=True, text=True)
+            proc = subprocess.run([_bin(bindir, "pg_restore"), "--list", stored], capture_output=True, text=True,
+                                  check=False)
             if proc.returncode != 0:
                 problems.append(f"{stored}: pg_restore --list failed: {proc.stderr.strip()[-500:]}")
             elif "TABLE DATA" not in proc.stdout and "TABLE " not in proc.stdout:
