@@ -151,18 +151,20 @@ backup_file:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import require_libraries
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
-        HAS_YAML, YAML_IMPORT_ERROR, load_synapse_config,
+        load_synapse_config,
     )
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
         apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
     )
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
-        HAS_RUAMEL, RUAMEL_IMPORT_ERROR, YamlDocument, commit, plain,
+        YamlDocument, commit, plain,
     )
     LIB_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
@@ -260,12 +262,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if LIB_IMPORT_ERROR is not None:
-        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=LIB_IMPORT_ERROR)
-    if not HAS_RUAMEL:
-        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=RUAMEL_IMPORT_ERROR)
-    if not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
     try:
         result = run(module)
     except Syn2masError as exc:

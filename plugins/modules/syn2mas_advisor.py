@@ -149,10 +149,10 @@ exit_code:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
+
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import (
@@ -172,22 +172,13 @@ def _line(finding):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            synapse_config=dict(type="list", elements="path", required=True),
-            mas_config=dict(type="list", elements="path", default=[]),
-            synapse_database_uri=dict(type="str", no_log=True),
-            mas_database_uri=dict(type="str", no_log=True),
-            upstream_provider_mapping=dict(type="list", elements="str", default=[]),
+            **database_options(),
             for_real_import=dict(type="bool", default=False),
             fail_on=dict(type="str", choices=["error", "warning", "never"], default="error"),
         ),
         supports_check_mode=True,
     )
-    if not _db.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
-    if not _config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
-    if ADVISOR_IMPORT_ERROR:
-        module.fail_json(msg="the syn2mas library failed to load", exception=ADVISOR_IMPORT_ERROR)
+    require_libraries(module, ADVISOR_IMPORT_ERROR, psycopg2=True)
 
     params = module.params
     # Read-only: the same run in check mode and outside it. What it finds (unreadable configs and

@@ -153,10 +153,10 @@ manifest:
 import os
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
+
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 
 try:
@@ -173,10 +173,7 @@ def main():
             state=dict(type="str", choices=["present", "restored"], default="present"),
             dest=dict(type="path", required=True),
             run_id=dict(type="str", required=True),
-            synapse_config=dict(type="list", elements="path", default=[]),
-            mas_config=dict(type="list", elements="path", default=[]),
-            synapse_database_uri=dict(type="str", no_log=True),
-            mas_database_uri=dict(type="str", no_log=True),
+            **database_options(synapse_required=False, mapping=False),
             extra_files=dict(type="list", elements="path", default=[]),
             keep=dict(type="int", default=5),
             restore_files=dict(type="bool", default=True),
@@ -185,12 +182,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not _db.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
-    if not _config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
-    if RUNBOOK_IMPORT_ERROR:
-        module.fail_json(msg="the syn2mas library failed to load", exception=RUNBOOK_IMPORT_ERROR)
+    require_libraries(module, RUNBOOK_IMPORT_ERROR, psycopg2=True)
     p = module.params
     run_id = p["run_id"]
     if not run_id or "/" in run_id or run_id.startswith("."):

@@ -119,10 +119,10 @@ warnings_found:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
+
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 
 try:
@@ -136,23 +136,14 @@ else:
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            synapse_config=dict(type="list", elements="path", required=True),
-            mas_config=dict(type="list", elements="path", default=[]),
-            synapse_database_uri=dict(type="str", no_log=True),
-            mas_database_uri=dict(type="str", no_log=True),
-            upstream_provider_mapping=dict(type="list", elements="str", default=[]),
+            **database_options(),
             dry_run=dict(type="bool", default=False),
             skip_unmapped_providers=dict(type="bool", default=False),
         ),
         required_one_of=[("mas_config", "mas_database_uri")],
         supports_check_mode=True,
     )
-    if not _db.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
-    if not _config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
-    if IMPORTER_IMPORT_ERROR:
-        module.fail_json(msg="the syn2mas library failed to load", exception=IMPORTER_IMPORT_ERROR)
+    require_libraries(module, IMPORTER_IMPORT_ERROR, psycopg2=True)
 
     params = module.params
     options = ImportOptions(

@@ -104,10 +104,10 @@ mas_activity:
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import require_libraries
+
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 
 try:
@@ -131,13 +131,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if RUNBOOK_IMPORT_ERROR:
-        module.fail_json(msg="the syn2mas library failed to load", exception=RUNBOOK_IMPORT_ERROR)
     p = module.params
-    if (p["mas_config"] or p["mas_database_uri"]) and not _db.HAS_PSYCOPG2:
-        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
-    if p["mas_config"] and not _config.HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    # The database (and so psycopg2) is needed only to look for MAS logins since the import.
+    require_libraries(module, RUNBOOK_IMPORT_ERROR, psycopg2=bool(p["mas_config"] or p["mas_database_uri"]))
     try:
         current = _runbook.read_state(p["path"])
         result = dict(changed=False, state=current["state"], previous_state=current["state"],

@@ -194,11 +194,13 @@ import os
 import sys
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import require_libraries
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
-        HAS_YAML, YAML_IMPORT_ERROR, load_synapse_config,
+        load_synapse_config,
     )
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
@@ -206,7 +208,7 @@ try:
         new_override_document, override_values, plan_delegation,
     )
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
-        HAS_RUAMEL, RUAMEL_IMPORT_ERROR, YamlDocument, commit,
+        YamlDocument, commit,
     )
     LIB_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover
@@ -286,12 +288,7 @@ def main():
         required_one_of=[["secret", "secret_path"]],
         supports_check_mode=True,
     )
-    if LIB_IMPORT_ERROR is not None:
-        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=LIB_IMPORT_ERROR)
-    if not HAS_RUAMEL:
-        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=RUAMEL_IMPORT_ERROR)
-    if not HAS_YAML:
-        module.fail_json(msg=missing_required_lib("PyYAML"), exception=YAML_IMPORT_ERROR)
+    require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
     try:
         result = run(module)
     except Syn2masError as exc:

@@ -1,0 +1,42 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the matrix.syn2mas collection: what its modules share as Ansible adapters of the
+# migration library (options, dependency checks). It can change at any time.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit as _yaml_edit
+
+
+def database_options(synapse_required=True, mapping=True):
+    """The configuration files and database overrides (doc fragment matrix.syn2mas.syn2mas)."""
+    options = dict(
+        synapse_config=dict(type="list", elements="path", required=True) if synapse_required
+        else dict(type="list", elements="path", default=[]),
+        mas_config=dict(type="list", elements="path", default=[]),
+        synapse_database_uri=dict(type="str", no_log=True),
+        mas_database_uri=dict(type="str", no_log=True),
+    )
+    if mapping:
+        options["upstream_provider_mapping"] = dict(type="list", elements="str", default=[])
+    return options
+
+
+def require_libraries(module, library_error=None, psycopg2=False, ruamel=False):
+    """Fails the module, naming the missing Python package, when a dependency is not installed."""
+    if library_error:
+        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=library_error)
+    if psycopg2 and not _db.HAS_PSYCOPG2:
+        module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
+    if not _config.HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
+    if ruamel and not _yaml_edit.HAS_RUAMEL:
+        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit.RUAMEL_IMPORT_ERROR)
