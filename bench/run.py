@@ -1,7 +1,7 @@
 """The import benchmark: speed and peak memory of the real import and the dry run, side by side
 with the raw-copy floor, at N users.
 
-    .venv/bin/python bench/run.py [N ...] [--seed S] [--profile] [--keep] [--no-plot]
+    .venv/bin/python bench/run.py [N ...] [--seed S] [--repeat R] [--profile] [--keep] [--no-plot]
 
 (or `scripts/bench.sh [N ...]`, `make bench N=...`, which also install the bench's own packages).
 For each N, on one throwaway PostgreSQL cluster:
@@ -19,11 +19,12 @@ For each N, on one throwaway PostgreSQL cluster:
    each is streamed with `COPY (SELECT cols FROM staged) TO STDOUT` into `COPY table (cols) FROM
    STDIN` of a scratch database made from the same MAS template, whose indexes and PK/UNIQUE/FK
    constraints were dropped (the set the import drops), and those are then rebuilt with the
-   import's maintenance_work_mem. The COPY is done three ways (psql | psql; one process relaying
-   through an OS pipe; the import's own thread/queue pipe) and the fastest counts, per table. The floor is what moving these bytes between two
-   databases of this cluster and indexing them costs, with no computation at all: the import's
-   own work on top of it (the joins and the id hashing on the Synapse side, the count queries, the
-   Python pipe) is what the ratio import / floor shows;
+   import's maintenance_work_mem in the transaction of the last load, as the import does. The COPY
+   is done three ways (psql | psql; one process relaying through an OS pipe; the import's own
+   thread/queue pipe) and the fastest counts, per table. The floor is what moving these bytes
+   between two databases of this cluster and indexing them costs, with no computation at all: the
+   import's own work on top of it (the joins and the id hashing on the Synapse side, the counts,
+   the checks, the command's start-up) is what the ratio import / floor shows;
 5. with --profile, where the import's time goes on the Synapse side: each stage's count query and
    its SELECT alone (streamed to nowhere), at the session's default work_mem and at 256MB.
 
