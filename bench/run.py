@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -839,6 +840,8 @@ def main(argv=None) -> int:
     global PGOPTIONS
     PGOPTIONS = args.pgoptions
 
+    # A plain `kill` still stops the cluster and drops the work directory (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     cluster = pgcluster.start_cluster(prefix="syn2mas-bench-")
     log(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
     records = []
