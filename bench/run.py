@@ -468,7 +468,7 @@ def profile_synapse_side(cluster, synapse_db: str, mas_db: str) -> dict:
     conn = cluster.connect(mas_db, autocommit=False)
     schema = lib_schema.detect(conn)
     conn.close()
-    params = stage_params(SERVER_NAME, salt=secrets.token_hex(16), run_ms=int(time.time() * 1000))
+    params = stage_params(SERVER_NAME, seed=secrets.randbits(62), run_ms=int(time.time() * 1000))
     params.update(map_providers=list(PROVIDERS), map_ids=[str(p) for p in PROVIDERS.values()])
     out = {}
     conn = cluster.connect(synapse_db, autocommit=False)
@@ -757,6 +757,48 @@ def format_summary(records: list) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(records: list) -> str:
+    """The README's tables (summary per size, entities of the largest size) from result records."""
+    lines = ["| users | rows written | import s (median; range) | dry run s | floor s | import / floor | rows/s "
+             "| peak RSS MB (import, dry run) |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: r["n_users"]):
+        imp = r["import"]
+        runs = imp.get("wall_seconds_all") or [imp["wall_seconds"]]
+        lines.append(f"| {r['n_users']:,} | {r['totals']['rows']:,} | {imp['wall_seconds']:.2f} "
+                     f"({min(runs):.2f}-{max(runs):.2f}) | {r['dry_run']['wall_seconds']:.2f} "
+                     f"| {r['floor']['total_seconds']:.2f} | {r['ratios']['import_over_floor']:.2f}x "
+                     f"| {r['totals']['import_rows_per_second']:,} | {imp['peak_rss_mb']:.1f}, "
+                     f"{r['dry_run']['peak_rss_mb']:.1f} |")
+    big = max(records, key=lambda r: r["n_users"])
+    imp, floor = big["import"], big["floor"]
+    lines += ["", f"Per entity at {big['n_users']:,} users:", "",
+              "| MAS table | rows | MB | import s | rows/s | floor s | rows/s | import / floor |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in big["entities"]:
+        name = e["entity"] + (f" ({len(e['stages'])} stages)" if len(e["stages"]) > 1 else "")
+        lines.append(f"| {name} | {e['rows']:,} | {e['bytes'] / 1e6:.1f} | {e['import_seconds']:.2f} "
+                     f"| {_rate(e['rows'], e['import_seconds'])} | {e['floor_seconds']:.2f} "
+                     f"| {_rate(e['rows'], e['floor_seconds'])} | {_fmt_ratio(e['ratio'])} |")
+    rows, nbytes = big["totals"]["rows"], big["totals"]["bytes"]
+    copy_imp = sum(e["import_seconds"] for e in big["entities"])
+    lines += [
+        f"| *all COPY stages* | {rows:,} | {nbytes / 1e6:.1f} | {copy_imp:.2f} | {_rate(rows, copy_imp)} "
+        f"| {floor['copy_seconds']:.2f} | {_rate(rows, floor['copy_seconds'])} "
+        f"| {_fmt_ratio(big['ratios']['import_copy_over_floor_copy'])} |",
+        f"| *index/constraint build* | | | {imp['stage_seconds'].get('rebuild', 0.0):.2f} | | "
+        f"{floor['build_seconds']:.2f} | | {_fmt_ratio(big['ratios']['import_rebuild_over_floor_build'])} |",
+        f"| *before the stages (checks)* | | | {imp['before_stages_seconds']:.2f} | | | | |",
+        f"| *process start-up and exit* | | | {imp['startup_seconds']:.2f} | | | | |",
+        f"| **total, end to end** | {rows:,} | {nbytes / 1e6:.1f} | **{imp['wall_seconds']:.2f}** "
+        f"| {_rate(rows, imp['wall_seconds'])} | **{floor['total_seconds']:.2f}** "
+        f"| {_rate(rows, floor['total_seconds'])} | **{_fmt_ratio(big['ratios']['import_over_floor'])}** |",
+    ]
+    lines += ["", "| target | measured | |", "|---|---|---|"]
+    lines += [f"| {target} | {measured} | {'holds' if holds else 'missed'} |"
+              for target, measured, holds in check_targets(records)]
+    return "\n".join(lines)
+
+
 def append_results(path: str, records: list) -> None:
     existing = []
     if os.path.exists(path):
@@ -835,7 +877,13 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=RESULTS_JSON, help="results file to append to")
     parser.add_argument("--plot", default=PLOT_PNG, help="plot to redraw from the results file")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--markdown", action="store_true",
+                        help="run nothing: print the README's tables from the newest record of each size in --results")
     args = parser.parse_args(argv)
+    if args.markdown:
+        with open(args.results) as handle:
+            print(format_markdown(latest_by_size(json.load(handle))))
+        return 0
     sizes = args.sizes or [10_000, 100_000]
     global PGOPTIONS
     PGOPTIONS = args.pgoptions

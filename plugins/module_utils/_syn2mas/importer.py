@@ -12,7 +12,6 @@ dry run. Any error before the commit leaves MAS as it was.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from . import mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
 from .db import conninfo_with_override, connect, describe, first_line, psycopg2
 from .errors import ConfigError, DatabaseError, DataError, RefusedError, Syn2masError
-from .mas_writer import MasWriter, run_pipe
+from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
 
 VERSION = "0.1.0"
@@ -56,48 +55,16 @@ class StageReport:
                 "fixed": self.fixed, "seconds": round(self.seconds, 3)}
 
 
-class StageCounter(threading.Thread):
-    """Counts, stage after stage, the rows each stage migrates, skips (why) and repairs."""
-
-    def __init__(self, reader: SynapseReader, params: dict):
-        super().__init__(name="synapse-counter", daemon=True)
-        self.reader = reader
-        self.params = params
-        self.reports: dict = {}
-        self.error: BaseException | None = None
-        self.ready = {stage.name: threading.Event() for stage in STAGES}
-
-    def run(self) -> None:
-        try:
-            for stage in STAGES:
-                self.reports[stage.name] = self._count(stage)
-                self.ready[stage.name].set()
-        except BaseException as exc:  # handed to the importer, which raises it
-            self.error = exc
-            for event in self.ready.values():
-                event.set()
-
-    def _count(self, stage) -> StageReport:
-        report = StageReport()
-        for reason, n, first, last, fixed in self.reader.stage_counts(stage, self.params):
-            if reason is None:
-                report.migrated += n
-                if fixed:
-                    report.fixed[stage.fixed_label] = fixed
-            elif stage.report_skips:
-                report.skipped += n
-                report.skipped_reasons[reason] = {
-                    "count": n, "examples": sorted({e for e in (first, last) if e is not None})}
-        return report
-
-    def report(self, stage, wait: bool = True) -> StageReport | None:
-        if wait:
-            self.ready[stage.name].wait()
-        if self.error is not None:
-            if not wait:
-                return None
-            raise self.error
-        return self.reports.get(stage.name)
+def stage_report(stage, pipe, seconds: float) -> StageReport:
+    """What a stage's pipe saw: rows migrated, repaired, and skipped with reasons and examples."""
+    report = StageReport(migrated=pipe.rows, seconds=seconds)
+    if pipe.repaired:
+        report.fixed[stage.fixed_label] = pipe.repaired
+    if stage.report_skips:
+        for reason, (count, first, last) in sorted(pipe.skipped.items()):
+            report.skipped += count
+            report.skipped_reasons[reason] = {"count": count, "examples": sorted({first, last})}
+    return report
 
 
 def _event(options: ImportOptions, **event) -> None:
@@ -173,7 +140,7 @@ def _run_import(options: ImportOptions) -> dict:
 
     mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
     writer = MasWriter(mas_conn)
-    synapse_conn = counter_conn = None
+    synapse_conn = None
     try:
         writer.try_lock()
         schema = mas_schema.detect(mas_conn)
@@ -222,15 +189,8 @@ def _run_import(options: ImportOptions) -> dict:
             )
         links = _plan_links(reader, mapping, writer, options, warnings)
 
-        params = stage_params(server_name, links, salt=secrets.token_hex(16), run_ms=int(run_at.timestamp() * 1000))
-        # What each stage migrates and skips is counted on a second connection reading the same
-        # snapshot, while the rows stream: the counts check the load and fill the report.
-        counter_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
-        counter_reader = SynapseReader(counter_conn, server_name)
-        counter_reader.attach_snapshot(reader.export_snapshot())
-        counter = StageCounter(counter_reader, params)
-        counter.start()
-
+        params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
+        estimates = reader.estimated_rows()
         writer.begin(options.maintenance_work_mem)
         writer.drop_constraints_and_indexes()
         reports = {}
@@ -239,24 +199,21 @@ def _run_import(options: ImportOptions) -> dict:
             stage_started = time.monotonic()
 
             def on_rows(rows, _stage=stage, _t=stage_started):
-                report = counter.report(_stage, wait=False)
-                _event(options, stage=_stage.name, rows=rows, total=report.migrated if report else None,
+                # The total is the planner's estimate of the source table (exact counts cost a pass).
+                _event(options, stage=_stage.name, rows=rows, total=estimates.get(_stage.source_table),
                        elapsed=time.monotonic() - _t)
 
-            written, _pipe = run_pipe(
+            written, pipe = run_pipe(
                 lambda pipe, _s=stage, _c=columns: reader.copy_stage(_s, _c, params, pipe),
                 lambda pipe, _s=stage, _c=columns: writer.copy_into(_s.table, _c, pipe),
-                on_rows=on_rows,
+                pipe=StatusRowPipe(on_rows=on_rows),
             )
-            seconds = time.monotonic() - stage_started
-            report = reports[stage.name] = counter.report(stage)
-            report.seconds = seconds
-            if written != report.migrated:
+            report = reports[stage.name] = stage_report(stage, pipe, time.monotonic() - stage_started)
+            if written != pipe.rows:
                 raise DataError(
-                    f"stage {stage.name}: {written} rows were written but {report.migrated} were expected; "
-                    "nothing was written to MAS"
+                    f"stage {stage.name}: MAS took {written} rows but {pipe.rows} were sent; nothing was written to MAS"
                 )
-            _event(options, stage=stage.name, rows=written, total=report.migrated, elapsed=report.seconds, done=True)
+            _event(options, stage=stage.name, rows=written, total=written, elapsed=report.seconds, done=True)
 
         rebuild_started = time.monotonic()
         writer.rebuild(on_step=lambda name, i, n: _event(options, stage="rebuild", message=name, rows=i, total=n,
@@ -286,9 +243,8 @@ def _run_import(options: ImportOptions) -> dict:
     finally:
         writer.unlock()
         mas_conn.close()
-        for conn in (synapse_conn, counter_conn):
-            if conn is not None:
-                conn.close()
+        if synapse_conn is not None:
+            synapse_conn.close()
 
 
 def _already_imported(result: dict, previous: dict, reader: SynapseReader, server_name: str, started: float) -> dict:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 
 from .db import first_line
 from .errors import DataError, DatabaseError, RefusedError
 from .mas_schema import WRITTEN_TABLES
+from .synapse_reader import STATUS_REPAIRED, STATUS_SEPARATOR
 
 # Session-level advisory lock taken for the whole run: a second import is refused at once.
 ADVISORY_LOCK_KEY = 0x73796E326D6173  # "syn2mas"
@@ -47,7 +49,6 @@ class RowPipe:
         self._queue: queue.Queue = queue.Queue(maxsize=16)
         self._buffer: list = []
         self._buffered = 0
-        self._pending = b""
         self._closed = False
         self.error: BaseException | None = None
         self.rows = 0
@@ -90,9 +91,6 @@ class RowPipe:
 
     # MAS side (psycopg2 calls read(size) until it gets b"").
     def read(self, size: int = -1) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            return data
         item = self._queue.get()
         if item is None:
             if self.error is not None:
@@ -289,9 +287,74 @@ class MasWriter:
             pass
 
 
-def run_pipe(read_into, write_from, on_rows=None) -> tuple:
+class StatusRowPipe(RowPipe):
+    """A RowPipe for rows whose last column is their status (see synapse_reader.Stage.select):
+    rows with no status go to MAS without that column; repaired ones too, and are counted;
+    skipped ones stay behind, counted per reason with the first and last example."""
+
+    _MIGRATED = b"\t\\N\n"  # the row ends with a NULL status
+
+    def __init__(self, on_rows=None):
+        super().__init__(on_rows=on_rows)
+        self.repaired = 0
+        self._skipped: dict = {}  # reason -> [count, first example, last example], as COPY text
+
+    def write(self, data: bytes) -> None:
+        if data.endswith(self._MIGRATED):
+            self._buffer.append(data[:-4])
+        else:
+            cut = data.rfind(b"\t")
+            status = data[cut + 1:-1]
+            if status != REPAIRED:
+                self._skip(status)
+                return
+            self.repaired += 1
+            self._buffer.append(data[:cut])
+        self._buffered += len(data)
+        if self._buffered >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            self._buffer.append(b"")
+            self._put(b"\n".join(self._buffer))
+            self._buffer, self._buffered = [], 0
+
+    def _skip(self, status: bytes) -> None:
+        # Kept as COPY text bytes (cheap to compare); decoded once, for the report.
+        reason, _sep, example = status.partition(SEPARATOR)
+        entry = self._skipped.get(reason)
+        if entry is None:
+            self._skipped[reason] = [1, example, example]
+        else:
+            entry[0] += 1
+            if example < entry[1]:
+                entry[1] = example
+            elif example > entry[2]:
+                entry[2] = example
+
+    @property
+    def skipped(self) -> dict:
+        """reason -> [count, first example, last example], as text."""
+        return {copy_unescape(reason.decode("utf-8")): [count, copy_unescape(first.decode("utf-8")),
+                                                        copy_unescape(last.decode("utf-8"))]
+                for reason, (count, first, last) in self._skipped.items()}
+
+
+REPAIRED = STATUS_REPAIRED.encode()
+SEPARATOR = STATUS_SEPARATOR.encode()
+_COPY_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_COPY_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def copy_unescape(text: str) -> str:
+    """A field of COPY's text format as the value it stands for."""
+    return _COPY_ESCAPE_RE.sub(lambda m: _COPY_ESCAPES.get(m.group(1), m.group(1)), text)
+
+
+def run_pipe(read_into, write_from, on_rows=None, pipe=None) -> tuple:
     """Runs read_into(pipe) in a thread and write_from(pipe) here; returns (write result, pipe)."""
-    pipe = RowPipe(on_rows=on_rows)
+    pipe = pipe or RowPipe(on_rows=on_rows)
 
     def produce():
         try:

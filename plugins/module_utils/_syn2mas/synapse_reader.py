@@ -6,8 +6,8 @@
 Every stage is a SELECT over Synapse's tables that already yields the MAS row (ids, timestamps,
 flags), so the rows stream from Synapse's `COPY ... TO STDOUT` straight into MAS's
 `COPY ... FROM STDIN` without being parsed in Python, and nothing but the stream's buffer is
-held in memory. MAS ids are ULIDs: the import time-stamp of the row followed by 80 bits of
-md5(run salt, stable key), so that a dependent row (a token) finds the id of its parent (its
+held in memory. MAS ids are ULIDs: the row's time-stamp followed by a hash of a stable key of
+the row, seeded per run, so that a dependent row (a token) finds the id of its parent (its
 session, its user) by recomputing it from the same key instead of looking it up in a map.
 """
 
@@ -54,10 +54,17 @@ IPV6_PATTERN = f"^({_IPV6})$"
 VALID_IP = "(d.ip ~ %(ipv4_pattern)s OR (strpos(d.ip, ':') > 0 AND d.ip ~* %(ipv6_pattern)s))"
 
 
+# Each kind of id hashes its key with its own seed and ends with its own tag, so that ids of
+# different kinds never meet even where their keys are equal (a user and its password).
+_ID_KINDS = {"u": 1, "p": 2, "e": 3, "l": 4, "s": 5, "t": 6, "a": 7, "r": 8}
+
+
 def _ulid(ts_ms: str, kind: str, key: str) -> str:
-    """SQL for a ULID-shaped uuid: 48-bit ms timestamp, then 80 bits of md5(salt, kind, key)."""
+    """SQL for a ULID-shaped uuid: 48-bit ms timestamp, 64 bits of a keyed hash of the row's key
+    (seeded per run), 16 bits naming the kind. hashtextextended costs half of an md5 per id."""
+    number = _ID_KINDS[kind]
     return (f"(lpad(to_hex(LEAST(GREATEST(({ts_ms})::bigint, 0), 281474976710655)), 12, '0')"
-            f" || substr(md5(%(salt)s || '{kind}' || {key}), 1, 20))::uuid")
+            f" || lpad(to_hex(hashtextextended({key}, %(seed)s + {number})), 16, '0') || '{number:04x}')::uuid")
 
 
 def _ts(ms: str) -> str:
@@ -80,10 +87,12 @@ SKIP_APPSERVICE = "appservice user (not migrated)"
 SKIP_DEACTIVATED = "user deactivated"
 SKIP_GUEST = "guest user (MAS has no guest sessions)"
 SKIP_TOO_LONG = f"value longer than {MAX_INDEXED_BYTES} bytes"
+SKIP_UNMAPPED = "SSO provider not mapped to MAS"
 
-USER_SKIP = f"""
-    WHEN u.name IS NULL THEN '{SKIP_USER_MISSING}'
-    WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'"""
+USER_SKIP = (
+    ("u.name IS NULL", SKIP_USER_MISSING),
+    ("u.appservice_id IS NOT NULL", SKIP_APPSERVICE),
+)
 
 # Refresh tokens: the access token of a refresh token is the first one pointing at it; a pair
 # is obsolete once it was refreshed and the successor's access token has been used.
@@ -98,18 +107,31 @@ TOKEN_FROM = """
                WHERE used AND refresh_token_id IS NOT NULL) su
            ON su.refresh_token_id = rt.next_token_id"""
 
-TOKEN_SKIP = USER_SKIP + f"""
-    WHEN at.puppets_user_id IS NOT NULL THEN 'puppet token (admin login as another user)'
-    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED}'
-    WHEN u.is_guest <> 0 THEN '{SKIP_GUEST}'
-    WHEN at.device_id IS NOT NULL AND d.device_id IS NULL THEN 'device gone'
-    WHEN COALESCE(d.hidden, false) THEN 'hidden device'
-    WHEN at.refresh_token_id IS NOT NULL AND rt.id IS NULL THEN 'refresh token gone'
-    WHEN rt.id IS NOT NULL AND (rt.user_id <> at.user_id OR rt.device_id IS DISTINCT FROM at.device_id)
-         THEN 'refresh token of another device'
-    WHEN rt.id IS NOT NULL AND p.first_id <> at.id THEN 'second access token of one refresh token'
-    WHEN su.refresh_token_id IS NOT NULL THEN 'obsolete (refreshed, and the new token was used)'
-    WHEN octet_length(at.token) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'"""
+TOKEN_SKIP = USER_SKIP + (
+    ("at.puppets_user_id IS NOT NULL", "puppet token (admin login as another user)"),
+    ("u.deactivated <> 0", SKIP_DEACTIVATED),
+    ("u.is_guest <> 0", SKIP_GUEST),
+    ("at.device_id IS NOT NULL AND d.device_id IS NULL", "device gone"),
+    ("COALESCE(d.hidden, false)", "hidden device"),
+    ("at.refresh_token_id IS NOT NULL AND rt.id IS NULL", "refresh token gone"),
+    ("rt.id IS NOT NULL AND (rt.user_id <> at.user_id OR rt.device_id IS DISTINCT FROM at.device_id)",
+     "refresh token of another device"),
+    ("rt.id IS NOT NULL AND p.first_id <> at.id", "second access token of one refresh token"),
+    ("su.refresh_token_id IS NOT NULL", "obsolete (refreshed, and the new token was used)"),
+    (f"octet_length(at.token) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+)
+
+# The last column of each streamed row: NULL, REPAIRED, or "reason<US>example" (see Stage).
+STATUS_SEPARATOR = "\x1f"
+STATUS_REPAIRED = "!"
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal; %% keeps a percent sign from being read as a query parameter."""
+    if "\x1f" in text:
+        return "(" + " || chr(31) || ".join(_literal(part) for part in text.split("\x1f")) + ")"
+    return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+
 
 INVALID_IP = f"(d.ip IS NOT NULL AND d.ip NOT IN ('', '-') AND NOT {VALID_IP})"
 
@@ -118,14 +140,15 @@ INVALID_IP = f"(d.ip IS NOT NULL AND d.ip NOT IN ('', '-') AND NOT {VALID_IP})"
 class Stage:
     """One MAS table fed from one Synapse query.
 
-    `source` is the FROM/WHERE part: every row it yields is either migrated or skipped for the
-    reason `skip` (a SQL CASE body; no reason = migrated). `columns` maps MAS column -> SQL.
+    `source` is the FROM/WHERE part: every row it yields is either migrated, or skipped for the
+    reason of the first `skip` rule whose SQL condition holds. `columns` maps MAS column -> SQL.
     """
 
     name: str
     table: str
+    source_table: str  # the Synapse table each row of the stage comes from
     source: str
-    skip: str
+    skip: tuple  # ((SQL condition, reason), ...), first match wins
     example: str
     columns: dict
     optional_columns: dict = field(default_factory=dict)  # written where the MAS schema has them
@@ -134,12 +157,26 @@ class Stage:
     report_skips: bool = True
 
     def skip_case(self) -> str:
-        return f"CASE {self.skip} END" if self.skip.strip() else "NULL::text"
+        """SQL for the reason a row is skipped, NULL when it is migrated."""
+        whens = " ".join(f"WHEN {condition} THEN {_literal(reason)}" for condition, reason in self.skip)
+        return f"CASE {whens} END" if whens else "NULL::text"
+
+    def status_case(self) -> str:
+        """SQL for a row's status: NULL when migrated as it is, REPAIRED when migrated repaired,
+        else the skip reason, the unit separator and the row's example."""
+        example = f"COALESCE(({self.example})::text, '')"
+        whens = [f"WHEN {condition} THEN {_literal(reason + STATUS_SEPARATOR)} || {example}"
+                 for condition, reason in self.skip]
+        if self.fixed:
+            whens.append(f"WHEN {self.fixed} THEN {_literal(STATUS_REPAIRED)}")
+        return f"CASE {' '.join(whens)} END" if whens else "NULL::text"
 
     def select(self, target_columns) -> str:
+        """Every row of the source, as the MAS row followed by its status as the last column:
+        one pass over Synapse both loads MAS and counts what is skipped and why."""
         exprs = {**self.columns, **self.optional_columns}
         cols = ",\n    ".join(f"{exprs[c]} AS {c}" for c in target_columns)
-        return f"SELECT\n    {cols}\n{self.source}\n  AND ({self.skip_case()}) IS NULL"
+        return f"SELECT\n    {cols},\n    {self.status_case()} AS syn2mas_status\n{self.source}"
 
     def count(self) -> str:
         fixed = f"({self.fixed})" if self.fixed else "false"
@@ -152,9 +189,9 @@ class Stage:
 
 STAGES = (
     Stage(
-        name="users", table="users",
+        name="users", table="users", source_table="users",
         source="FROM users u\nWHERE true",
-        skip=f"WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'",
+        skip=(("u.appservice_id IS NOT NULL", SKIP_APPSERVICE),),
         example="u.name",
         columns={
             "user_id": USER_ID,
@@ -167,9 +204,9 @@ STAGES = (
         },
     ),
     Stage(
-        name="passwords", table="user_passwords",
+        name="passwords", table="user_passwords", source_table="users",
         source="FROM users u\nWHERE u.password_hash IS NOT NULL AND u.password_hash <> ''",
-        skip=f"WHEN u.appservice_id IS NOT NULL THEN '{SKIP_APPSERVICE}'",
+        skip=(("u.appservice_id IS NOT NULL", SKIP_APPSERVICE),),
         example="u.name",
         columns={
             "user_password_id": _ulid(USER_MS, "p", "u.name"),
@@ -181,9 +218,9 @@ STAGES = (
         },
     ),
     Stage(
-        name="emails", table="user_emails",
+        name="emails", table="user_emails", source_table="user_threepids",
         source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium = 'email'",
-        skip=USER_SKIP + f"\n    WHEN octet_length(t.address) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'",
+        skip=USER_SKIP + ((f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),),
         example="t.user_id || ' ' || t.address",
         columns={
             "user_email_id": _ulid("t.added_at", "e", "t.address"),
@@ -194,11 +231,12 @@ STAGES = (
         optional_columns={"confirmed_at": _ts("COALESCE(t.validated_at, t.added_at)")},
     ),
     Stage(
-        name="other_threepids", table="user_unsupported_third_party_ids",
+        name="other_threepids", table="user_unsupported_third_party_ids", source_table="user_threepids",
         source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium <> 'email'",
-        skip=USER_SKIP + f"""
-    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED} (MAS drops these on deactivation)'
-    WHEN octet_length(t.address) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'""",
+        skip=USER_SKIP + (
+            ("u.deactivated <> 0", SKIP_DEACTIVATED + " (MAS drops these on deactivation)"),
+            (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+        ),
         example="t.user_id || ' ' || t.medium || ':' || t.address",
         columns={
             "user_id": USER_ID,
@@ -208,13 +246,14 @@ STAGES = (
         },
     ),
     Stage(
-        name="upstream_links", table="upstream_oauth_links",
+        name="upstream_links", table="upstream_oauth_links", source_table="user_external_ids",
         source=("FROM user_external_ids x\nLEFT JOIN users u ON u.name = x.user_id\n"
                 "LEFT JOIN unnest(%(map_providers)s::text[], %(map_ids)s::uuid[]) AS m(auth_provider, provider_id)"
                 " ON m.auth_provider = x.auth_provider\nWHERE true"),
-        skip=USER_SKIP + f"""
-    WHEN m.provider_id IS NULL THEN 'SSO provider not mapped to MAS'
-    WHEN octet_length(x.external_id) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'""",
+        skip=USER_SKIP + (
+            ("m.provider_id IS NULL", SKIP_UNMAPPED),
+            (f"octet_length(x.external_id) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+        ),
         example="x.user_id || ' ' || x.auth_provider",
         columns={
             "upstream_oauth_link_id": _ulid(USER_MS, "l", "x.auth_provider || ':' || x.external_id"),
@@ -225,12 +264,13 @@ STAGES = (
         },
     ),
     Stage(
-        name="device_sessions", table="compat_sessions",
+        name="device_sessions", table="compat_sessions", source_table="devices",
         source="FROM devices d\nLEFT JOIN users u ON u.name = d.user_id\nWHERE true",
-        skip=USER_SKIP + f"""
-    WHEN u.deactivated <> 0 THEN '{SKIP_DEACTIVATED}'
-    WHEN u.is_guest <> 0 THEN '{SKIP_GUEST}'
-    WHEN COALESCE(d.hidden, false) THEN 'hidden device (cross-signing keys, not a session)'""",
+        skip=USER_SKIP + (
+            ("u.deactivated <> 0", SKIP_DEACTIVATED),
+            ("u.is_guest <> 0", SKIP_GUEST),
+            ("COALESCE(d.hidden, false)", "hidden device (cross-signing keys, not a session)"),
+        ),
         example="d.user_id || ' ' || d.device_id",
         columns={
             "compat_session_id": DEVICE_SESSION_ID,
@@ -247,7 +287,7 @@ STAGES = (
         fixed_label="invalid IP address stored as unknown",
     ),
     Stage(
-        name="deviceless_sessions", table="compat_sessions",
+        name="deviceless_sessions", table="compat_sessions", source_table="access_tokens",
         source=f"FROM access_tokens at{TOKEN_FROM}\nWHERE at.device_id IS NULL",
         skip=TOKEN_SKIP,
         example="at.user_id || ' token ' || at.id",
@@ -266,7 +306,7 @@ STAGES = (
         report_skips=False,
     ),
     Stage(
-        name="access_tokens", table="compat_access_tokens",
+        name="access_tokens", table="compat_access_tokens", source_table="access_tokens",
         source=f"FROM access_tokens at{TOKEN_FROM}\nWHERE true",
         skip=TOKEN_SKIP,
         example="at.user_id || ' token ' || at.id",
@@ -279,7 +319,7 @@ STAGES = (
         },
     ),
     Stage(
-        name="refresh_tokens", table="compat_refresh_tokens",
+        name="refresh_tokens", table="compat_refresh_tokens", source_table="refresh_tokens",
         source="""FROM refresh_tokens rt
     LEFT JOIN (SELECT refresh_token_id, min(id) AS first_id FROM access_tokens
                WHERE refresh_token_id IS NOT NULL GROUP BY refresh_token_id) p ON p.refresh_token_id = rt.id
@@ -289,8 +329,9 @@ STAGES = (
     LEFT JOIN (SELECT DISTINCT refresh_token_id FROM access_tokens
                WHERE used AND refresh_token_id IS NOT NULL) su ON su.refresh_token_id = rt.next_token_id
 WHERE true""",
-        skip=("\n    WHEN at.id IS NULL THEN 'no access token uses it'" + TOKEN_SKIP
-              + f"\n    WHEN octet_length(rt.token) > {MAX_INDEXED_BYTES} THEN '{SKIP_TOO_LONG}'"),
+        skip=(("at.id IS NULL", "no access token uses it"),) + TOKEN_SKIP + (
+            (f"octet_length(rt.token) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+        ),
         example="rt.user_id || ' refresh token ' || rt.id",
         columns={
             "compat_refresh_token_id": REFRESH_TOKEN_ID,
@@ -303,11 +344,12 @@ WHERE true""",
 )
 
 
-def stage_params(server_name: str, links=None, salt: str = "", run_ms: int = 0) -> dict:
-    """The query parameters of the stages; `links` maps auth_provider -> ProviderLink."""
+def stage_params(server_name: str, links=None, seed: int = 0, run_ms: int = 0) -> dict:
+    """The query parameters of the stages; `links` maps auth_provider -> ProviderLink, `seed`
+    keys the ids' hash (random per run)."""
     links = links or {}
     return {
-        "salt": salt, "run_ms": run_ms, "server_name": server_name,
+        "seed": seed, "run_ms": run_ms, "server_name": server_name,
         "map_providers": list(links), "map_ids": [str(link.provider_id) for link in links.values()],
         "ipv4_pattern": IPV4_PATTERN, "ipv6_pattern": IPV6_PATTERN,
     }
@@ -386,19 +428,6 @@ class SynapseReader:
                         "Synapse's tables are being written to by another session (" + first_line(exc)
                         + "): stop Synapse and its workers before the import"
                     ) from None
-
-    def export_snapshot(self) -> str:
-        """An id other sessions can use to read this very snapshot (see attach_snapshot)."""
-        with self.cursor() as cur:
-            cur.execute("SELECT pg_export_snapshot()")
-            return cur.fetchone()[0]
-
-    def attach_snapshot(self, snapshot_id: str) -> None:
-        """Reads, on this connection, the snapshot another reader exported."""
-        self.conn.rollback()
-        with self.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_id,))
 
     def missing_tables(self, cur) -> list:
         cur.execute("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
