@@ -59,6 +59,8 @@ def test_bench_runs_at_a_tiny_size(pg, tmp_path):
     assert len(stored) == 2 and stored[-1]["ratios"]["import_over_floor"] == record["ratios"]["import_over_floor"]
     summary = bench.format_summary([record])
     assert f"{N_USERS:,}" in summary and "dry run within 10%" in summary
+    markdown = bench.format_markdown(bench.latest_by_size(stored))
+    assert f"| {N_USERS:,} |" in markdown and "**total, end to end**" in markdown
 
     # Nothing of the run is left in the cluster.
     left = pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%'")
