@@ -1,90 +1,106 @@
-"""The main job on an embedded default: a throwaway PostgreSQL, a sample Synapse, a fresh MAS,
-migrated by the collection's playbook (first in check mode, then for real, then once more to show
-that a second run changes nothing). Run it through scripts/demo.sh, which prepares the machine."""
+"""The main job on an embedded default: a throwaway PostgreSQL, a real Synapse homeserver with a
+few dozen varied users, a fresh MAS database, and the collection's migrate playbook run on it:
+first in check mode (the dry run: diffs and the import's counts, nothing changed), then for
+real, then once more to show that a second run changes nothing. Run it through scripts/demo.sh,
+which prepares the machine. Nothing is left behind: the cluster and the homeserver are removed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
+import re
 import sys
-import tempfile
-import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
-import yaml  # noqa: E402
-
-from _syn2mas.config import format_ulid  # noqa: E402
-from tests.support import mas_schema, pgcluster, synapse_data, synapse_schema  # noqa: E402
-
-SERVER_NAME = "demo.example"
-PROVIDERS = {"oidc-google": uuid.UUID("01932d2e-8f6a-7c3b-9d1e-2f4a5b6c7d01"),
-             "oidc": uuid.UUID("01932d2e-8f6a-7c3b-9d1e-2f4a5b6c7d02")}
+from tests.support import fleet as fleet_support  # noqa: E402
+from tests.support import synapse_data  # noqa: E402
+from tests.support.homeservers import http  # noqa: E402
 
 
-def playbook(workdir: str, *extra: str) -> None:
-    cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
-           "-e", "syn2mas_hosts=localhost",
-           "-e", f"ansible_python_interpreter={os.path.join(ROOT, '.venv', 'bin', 'python')}", "-e", f"@{os.path.join(workdir, 'vars.yml')}",
-           os.path.join(ROOT, "playbooks", "import.yml"), *extra]
-    print("\n$ " + " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+def step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def recap(output: str) -> str:
+    """The PLAY RECAP lines of an ansible-playbook run."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("PLAY RECAP")), len(lines))
+    return "\n".join(line for line in lines[start + 1:] if line.strip())
+
+
+def import_summary(output: str) -> str:
+    """The import role's one-line summary (counts per stage) from a playbook's output."""
+    found = re.findall(r'"msg": "((?:Dry run|Imported|Already imported): [^"]*)"', output)
+    return "Import: " + found[-1] if found else "Import: (no summary in the output)"
+
+
+def run_playbook(fleet, title: str, *args: str) -> str:
+    step(title)
+    print("$ ansible-playbook -i inventory.yml playbooks/migrate.yml " + " ".join(args), flush=True)
+    proc = fleet.playbook("migrate.yml", *args)
+    if proc.returncode != 0:
+        print(proc.stdout[-8000:], proc.stderr[-4000:], sep="\n")
+        raise SystemExit(f"the playbook failed (exit {proc.returncode})")
+    return proc.stdout
 
 
 def main() -> None:
-    cluster = pgcluster.start_cluster(prefix="syn2mas-demo-")
-    workdir = tempfile.mkdtemp(prefix="syn2mas-demo-")
+    fleet = fleet_support.Fleet(names=("demo",))
     try:
-        print(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
-        cluster.create_database("synapse", template=synapse_schema.create_template(cluster, synapse_schema.LATEST))
-        conn = cluster.connect("synapse")
-        summary = synapse_data.populate_sample(conn, SERVER_NAME)
+        step("A homeserver: a real Synapse on PostgreSQL, with its users")
+        fleet.setup()  # Synapse started, an admin, password users with devices, an SSO user, a deactivated one
+        hs = fleet.hosts["demo"]
+        hs.stop()
+        conn = fleet.pg.connect(hs.synapse_db)
+        # More users of every kind (guests, appservice bots, locked users, refresh tokens, phone numbers...).
+        sample = synapse_data.populate_sample(conn, hs.server_name, localpart_prefix="s_")
+        with conn.cursor() as cur:  # this homeserver has one SSO provider: its legacy links are Google's too
+            cur.execute("UPDATE user_external_ids SET auth_provider = 'oidc-google' WHERE auth_provider = 'oidc'")
         conn.close()
-        print(f"Sample Synapse {synapse_schema.LATEST} database: "
-              + ", ".join(f"{k}={v}" for k, v in sorted(summary.items()) if isinstance(v, int)))
-        cluster.create_database("mas", template=mas_schema.create_template(cluster, "own-1.22"))
-        conn = cluster.connect("mas")
-        for provider_id in PROVIDERS.values():  # what `mas-cli config sync` would have created
-            mas_schema.insert_upstream_provider(conn, provider_id)
-        conn.close()
+        hs.start()
+        users = fleet.pg.execute("SELECT count(*) FROM users", hs.synapse_db)[0][0]
+        print(f"Synapse {hs.synapse_version} at {hs.base_url}, server_name {hs.server_name}: {users} users, "
+              f"{sample.get('devices', 0) + fleet.expected['demo']['devices']} devices; "
+              f"PostgreSQL on {fleet.pg.sockdir}:{fleet.pg.port}; inventory {fleet.inventory}")
 
-        homeserver = {
-            "server_name": SERVER_NAME,
-            "database": {"name": "psycopg2", "args": {"user": "postgres", "dbname": "synapse",
-                                                      "host": cluster.sockdir, "port": cluster.port}},
-            "oidc_providers": [{"idp_id": "google", "idp_name": "Google", "issuer": "https://accounts.google.com/",
-                                "client_id": "demo", "client_secret": "demo-secret"}],
-            "oidc_config": {"issuer": "https://sso.demo.example/", "client_id": "demo", "client_secret": "x"},
-        }
-        mas = {
-            "matrix": {"homeserver": SERVER_NAME, "secret": "demo-shared-secret", "endpoint": "http://localhost:8008/"},
-            "database": {"uri": cluster.uri("mas")},
-            "upstream_oauth2": {"providers": [
-                {"id": format_ulid(pid), "synapse_idp_id": idp, "issuer": "https://sso.demo.example/",
-                 "client_id": "demo", "token_endpoint_auth_method": "none"} for idp, pid in PROVIDERS.items()]},
-        }
-        paths = {name: os.path.join(workdir, name) for name in ("homeserver.yaml", "mas.yaml", "vars.yml")}
-        for name, data in (("homeserver.yaml", homeserver), ("mas.yaml", mas),
-                           ("vars.yml", {"syn2mas_synapse_config": [paths["homeserver.yaml"]],
-                                         "syn2mas_mas_config": [paths["mas.yaml"]]})):
-            with open(paths[name], "w") as handle:
-                yaml.safe_dump(data, handle)
+        out = run_playbook(fleet, "Dry run: check mode and diff (nothing changes)", "--check", "--diff")
+        print(import_summary(out))
+        print(recap(out))
 
-        playbook(workdir, "--check")
-        playbook(workdir)
-        playbook(workdir)
-        rows = cluster.execute("""
+        out = run_playbook(fleet, "The migration, for real")
+        print(import_summary(out))
+        print(recap(out))
+
+        out = run_playbook(fleet, "Again: a second run changes nothing")
+        print(recap(out))
+
+        step("Result")
+        status, _body = http("GET", f"{hs.base_url}/health")
+        print(f"Synapse /health: {status}; it now delegates authentication to MAS")
+        rows = fleet.pg.execute("""
             SELECT 'users', count(*) FROM users UNION ALL SELECT 'passwords', count(*) FROM user_passwords
             UNION ALL SELECT 'emails', count(*) FROM user_emails
-            UNION ALL SELECT 'sso links', count(*) FROM upstream_oauth_links
+            UNION ALL SELECT 'SSO links', count(*) FROM upstream_oauth_links
             UNION ALL SELECT 'sessions', count(*) FROM compat_sessions
             UNION ALL SELECT 'access tokens', count(*) FROM compat_access_tokens
-            UNION ALL SELECT 'refresh tokens', count(*) FROM compat_refresh_tokens""", "mas")
-        print("\nMAS now holds: " + ", ".join(f"{n} {c}" for n, c in rows))
+            UNION ALL SELECT 'refresh tokens', count(*) FROM compat_refresh_tokens""", hs.mas_db)
+        print("MAS holds: " + ", ".join(f"{n} {c}" for n, c in rows))
+        with open(hs.well_known) as handle:
+            well_known = json.load(handle)
+        print(".well-known/matrix/client keys: " + ", ".join(sorted(well_known)))
+        # One report directory per run (check, real, again): the real run's is the second newest.
+        runs = sorted(os.listdir(fleet.report_dir)) if os.path.isdir(fleet.report_dir) else []
+        real_run = os.path.join(fleet.report_dir, runs[-2]) if len(runs) >= 2 else None
+        for name in sorted(os.listdir(real_run)) if real_run else []:
+            if name.endswith(".md"):
+                with open(os.path.join(real_run, name)) as handle:
+                    print("\nFleet report of the real run (" + os.path.join(real_run, name) + "):\n" + handle.read())
     finally:
-        cluster.stop()
+        fleet.teardown()
 
 
 if __name__ == "__main__":

@@ -98,9 +98,11 @@ class SynapseData:
     IDs come from `random.Random(seed)`: pass a seed for reproducible data.
     """
 
-    def __init__(self, conn, server_name: str, *, seed: int | None = None, now_ms: int | None = None):
+    def __init__(self, conn, server_name: str, *, seed: int | None = None, now_ms: int | None = None,
+                 localpart_prefix: str = ""):
         self.conn = conn
         self.server_name = server_name
+        self.localpart_prefix = localpart_prefix
         self.rng = random.Random(seed)
         self._now_ms = now_ms
         self.stats: Counter[str] = Counter()
@@ -164,7 +166,7 @@ class SynapseData:
         return self._now_ms if self._now_ms is not None else int(time.time() * 1000)
 
     def mxid(self, localpart: str, server_name: str | None = None) -> str:
-        return f"@{localpart}:{server_name or self.server_name}"
+        return f"@{self.localpart_prefix}{localpart}:{server_name or self.server_name}"
 
     def random_letters(self, n: int) -> str:
         return "".join(self.rng.choice(string.ascii_letters) for _index in range(n))
@@ -371,7 +373,7 @@ _CLIENTS = [
 ]
 
 
-def populate_sample(conn, server_name: str) -> dict:
+def populate_sample(conn, server_name: str, localpart_prefix: str = "") -> dict:
     """Fills an (empty) Synapse database with ~40 varied users for the demo; returns counts.
 
     Deterministic: fixed clock, fixed seed, fixed password hash (every password user's
@@ -379,7 +381,7 @@ def populate_sample(conn, server_name: str) -> dict:
     `server_name`, SSO links use the providers `oidc-google` and `oidc` (Synapse's legacy
     single-provider id), so the MAS config needs providers mapped to both.
     """
-    d = SynapseData(conn, server_name, seed=20260101, now_ms=FIXED_NOW_MS)
+    d = SynapseData(conn, server_name, seed=20260101, now_ms=FIXED_NOW_MS, localpart_prefix=localpart_prefix)
     now = FIXED_NOW_MS
     now_s = now // 1000
     summary: Counter[str] = Counter()
