@@ -337,7 +337,7 @@ def drop_and_save_constraints(cluster, dbname: str, tables) -> list:
         for name, _definition in indexes:
             cur.execute(f"DROP INDEX {name}")
     conn.close()
-    steps = [(name, definition) for name, definition in indexes]
+    steps = list(indexes)
     steps += [(name, f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {definition}")
               for table, name, contype, definition in sorted(constraints, key=lambda c: c[2] == "f")]
     return steps
@@ -509,8 +509,8 @@ def engine_version() -> dict:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
-    status = git("status", "--porcelain", "--", *(f"plugins/module_utils/_syn2mas/{name}.py" for name in
-                                                   ("importer", "synapse_reader", "mas_writer", "mas_schema", "db")))
+    library = ("importer", "synapse_reader", "mas_writer", "mas_schema", "db")
+    status = git("status", "--porcelain", "--", *(f"plugins/module_utils/_syn2mas/{name}.py" for name in library))
     return {"commit": git("rev-parse", "--short", "HEAD"), "library_modified": bool(status) if status is not None else None}
 
 
@@ -864,7 +864,7 @@ def plot(results_path: str, png_path: str) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("sizes", nargs="*", type=int, help="numbers of users (default: 10000 100000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="also time each stage's Synapse side alone")
