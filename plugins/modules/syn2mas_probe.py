@@ -87,7 +87,7 @@ EXAMPLES = r"""
 RETURN = r"""
 synapse:
   description: Synapse's database - C(reachable), C(database) (host, port, name; never a password), C(error),
-    C(size_bytes), C(server_version), C(other_clients) (pid, application_name, user, client, state).
+    C(size_bytes), C(server_version), C(other_clients) (pid, application_name, user, address, state).
   returned: when synapse_config or synapse_database_uri is given
   type: dict
 mas:
@@ -148,7 +148,7 @@ def main():
             if name == "synapse" and p["wait_synapse_idle"]:
                 info = _runbook.wait_idle(conninfo, what, p["timeout"])
                 if info["reachable"] and info["other_clients"]:
-                    listing = "; ".join(f"pid {c['pid']} {c['application_name'] or 'unnamed'} from {c['client']}"
+                    listing = "; ".join(f"pid {c['pid']} {c['application_name'] or 'unnamed'} from {c['address'] or 'local socket'}"
                                         for c in info["other_clients"])
                     problems.append(f"clients are still connected to Synapse's database after {p['timeout']}s: "
                                     f"{listing}")

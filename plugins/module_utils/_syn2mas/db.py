@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 from .errors import DatabaseError
 
 try:
@@ -88,3 +90,36 @@ def connect(conninfo: dict, application_name: str, what: str):
 def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass
+class Client:
+    """Another session on a database: a running Synapse or MAS, a worker, an admin shell."""
+
+    pid: int
+    application_name: str
+    user: str
+    address: str
+    state: str
+
+    def __str__(self) -> str:
+        name = self.application_name or "unnamed client"
+        return f"{name} (pid {self.pid}, user {self.user}, from {self.address or 'local socket'})"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def other_clients(conn) -> list:
+    """The client sessions on the connected database other than this one."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
+                   COALESCE(host(client_addr), ''), COALESCE(state, '')
+            FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND backend_type = 'client backend'
+            ORDER BY pid""")
+        rows = cur.fetchall()
+    conn.rollback()
+    return [Client(*row) for row in rows]

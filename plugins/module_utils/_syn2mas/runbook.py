@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from .config import format_ulid, load_mas_config, load_synapse_config
-from .db import conninfo_with_override, connect, describe, parsed, redact, secrets_of
+from .db import conninfo_with_override, connect, describe, other_clients, parsed, redact, secrets_of
 from .errors import ConfigError, DatabaseError, RefusedError
 
 APPLICATION_NAME = "syn2mas-runbook"
@@ -62,20 +62,6 @@ def all_secrets(targets: dict) -> list:
 
 # -- probe --------------------------------------------------------------------------------------
 
-def other_clients(conn) -> list:
-    """Client backends on the connected database other than this one (a running Synapse, workers)."""
-    with conn.cursor() as cur:
-        cur.execute("""
-            SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
-                   COALESCE(host(client_addr), 'local socket'), COALESCE(state, '')
-            FROM pg_stat_activity
-            WHERE datname = current_database() AND pid <> pg_backend_pid()
-              AND backend_type = 'client backend' ORDER BY pid""")
-        rows = cur.fetchall()
-    conn.rollback()
-    return [{"pid": r[0], "application_name": r[1], "user": r[2], "client": r[3], "state": r[4]} for r in rows]
-
-
 def probe_database(conninfo: dict, what: str) -> dict:
     info = {"reachable": False, "database": describe(conninfo), "error": None, "size_bytes": None,
             "other_clients": [], "server_version": None}
@@ -89,7 +75,7 @@ def probe_database(conninfo: dict, what: str) -> dict:
             cur.execute("SELECT pg_database_size(current_database()), current_setting('server_version')")
             info["size_bytes"], info["server_version"] = cur.fetchone()
         conn.rollback()
-        info["other_clients"] = other_clients(conn)
+        info["other_clients"] = [client.as_dict() for client in other_clients(conn)]
         info["reachable"] = True
     finally:
         conn.close()

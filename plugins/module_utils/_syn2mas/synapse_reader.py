@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .db import first_line
+from .db import first_line, other_clients
 from .errors import DatabaseError, RefusedError
 
 # The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse
@@ -358,19 +358,6 @@ def stage_params(server_name: str, links=None, seed: int = 0, run_ms: int = 0) -
     }
 
 
-@dataclass
-class Client:
-    pid: int
-    application_name: str
-    user: str
-    address: str
-    state: str
-
-    def __str__(self) -> str:
-        name = self.application_name or "unnamed client"
-        return f"{name} (pid {self.pid}, user {self.user}, from {self.address or 'local socket'})"
-
-
 class SynapseReader:
     """Synapse's database, read in one REPEATABLE READ, READ ONLY snapshot.
 
@@ -396,17 +383,7 @@ class SynapseReader:
 
     def other_clients(self) -> list:
         """Other sessions on Synapse's database: a running Synapse, workers, admin shells."""
-        with self.cursor() as cur:
-            cur.execute("""
-                SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
-                       COALESCE(host(client_addr), ''), COALESCE(state, '')
-                FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND backend_type = 'client backend'
-                ORDER BY pid""")
-            rows = cur.fetchall()
-        self.conn.rollback()
-        return [Client(*row) for row in rows]
+        return other_clients(self.conn)
 
     def begin_snapshot(self, lock: bool) -> None:
         """Starts the snapshot every later read sees; `lock` blocks Synapse's writes meanwhile."""
