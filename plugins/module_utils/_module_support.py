@@ -14,6 +14,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit as _yaml_edit
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 
 
 def database_options(synapse_required=True, mapping=True):
@@ -40,3 +41,12 @@ def require_libraries(module, library_error=None, psycopg2=False, ruamel=False):
         module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
     if ruamel and not _yaml_edit.HAS_RUAMEL:
         module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit.RUAMEL_IMPORT_ERROR)
+
+
+def exit_with(module, run):
+    """Exits with the result of run(module), or fails with its Syn2masError's message."""
+    try:
+        result = run(module)
+    except Syn2masError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)

@@ -149,13 +149,12 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import require_libraries
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
         load_synapse_config,
     )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
         LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
     )
@@ -204,11 +203,7 @@ def main():
         supports_check_mode=True,
     )
     require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
-    try:
-        result = run(module)
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

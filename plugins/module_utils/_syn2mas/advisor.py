@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from . import mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from .db import conninfo_with_override, connect, describe, first_line
+from .db import connect, database_conninfo, describe, first_line
 from .errors import ConfigError, RefusedError, Syn2masError
 from .mas_writer import ADVISORY_LOCK_KEY, MasWriter
 from .synapse_reader import (
@@ -480,9 +480,7 @@ class _Advisor:
             self.skip(SYNAPSE_DB, "Synapse's server_name is unknown")
             return
         try:
-            conninfo = conninfo_with_override(
-                self.synapse.database_conninfo() if not options.synapse_database_uri else {},
-                options.synapse_database_uri)
+            conninfo = database_conninfo(self.synapse, options.synapse_database_uri)
         except ConfigError:  # already reported by check_synapse_config
             self.skip(SYNAPSE_DB, "Synapse's database section is unusable")
             return
@@ -938,8 +936,7 @@ class _Advisor:
                       else "no MAS config given (--masConfigFile / mas_config)")
             return
         try:
-            conninfo = conninfo_with_override(
-                self.mas.database_conninfo() if not options.mas_database_uri else {}, options.mas_database_uri)
+            conninfo = database_conninfo(self.mas, options.mas_database_uri)
         except ConfigError as exc:
             self.add(ERROR, "mas_database_config", str(exc), self.mas_where("database"),
                      "Fix MAS's database section (uri, or host/port/socket/username/password/database)")

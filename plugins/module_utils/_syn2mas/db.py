@@ -25,9 +25,12 @@ except ImportError:  # pragma: no cover - reported by the adapters with missing_
 SECRET_KEYS = ("password", "sslpassword")
 
 
-def conninfo_with_override(conninfo: dict, uri: str | None) -> dict:
-    """An explicit URI (for unusual setups) replaces what the config file said."""
-    return {"dsn": uri} if uri else dict(conninfo)
+def database_conninfo(config, override_uri: str | None) -> dict:
+    """Where a database is: an explicit URI (for unusual setups) wins, and then the config file
+    (a SynapseConfig or MasConfig) is not even read for it."""
+    if override_uri:
+        return {"dsn": override_uri}
+    return config.database_conninfo() if config is not None else {}
 
 
 def parsed(conninfo: dict) -> dict:

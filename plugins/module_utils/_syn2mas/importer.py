@@ -19,7 +19,7 @@ from typing import Callable
 
 from . import mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from .db import conninfo_with_override, connect, describe, first_line, psycopg2
+from .db import connect, database_conninfo, describe, first_line, psycopg2
 from .errors import ConfigError, DatabaseError, DataError, RefusedError, Syn2masError
 from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
@@ -83,10 +83,8 @@ def _check_configs(options: ImportOptions):
             f"{mas.where('matrix.homeserver')} is {mas.homeserver!r} but Synapse's server_name is "
             f"{server_name!r} ({synapse.where('server_name')}): they must be equal, fix matrix.homeserver"
         )
-    synapse_conninfo = conninfo_with_override(synapse.database_conninfo() if not options.synapse_database_uri
-                                              else {}, options.synapse_database_uri)
-    mas_conninfo = conninfo_with_override(mas.database_conninfo() if mas is not None and not options.mas_database_uri
-                                          else {}, options.mas_database_uri)
+    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri)
+    mas_conninfo = database_conninfo(mas, options.mas_database_uri)
     mapping = provider_mapping(mas, options.upstream_provider_mapping)
     return synapse, server_name, synapse_conninfo, mas_conninfo, mapping
 

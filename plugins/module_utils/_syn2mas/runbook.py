@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from .config import format_ulid, load_mas_config, load_synapse_config
-from .db import conninfo_with_override, connect, describe, other_clients, parsed, redact, secrets_of
+from .db import connect, database_conninfo, describe, other_clients, parsed, redact, secrets_of
 from .errors import ConfigError, DatabaseError, RefusedError
 
 APPLICATION_NAME = "syn2mas-runbook"
@@ -45,11 +45,11 @@ def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=
     """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name."""
     targets = {}
     if synapse_config or synapse_database_uri:
-        base = {} if synapse_database_uri else load_synapse_config(synapse_config).database_conninfo()
-        targets["synapse"] = conninfo_with_override(base, synapse_database_uri)
+        config = None if synapse_database_uri else load_synapse_config(synapse_config)
+        targets["synapse"] = database_conninfo(config, synapse_database_uri)
     if mas_config or mas_database_uri:
-        base = {} if mas_database_uri else load_mas_config(mas_config).database_conninfo()
-        targets["mas"] = conninfo_with_override(base, mas_database_uri)
+        config = None if mas_database_uri else load_mas_config(mas_config)
+        targets["mas"] = database_conninfo(config, mas_database_uri)
     return targets
 
 
