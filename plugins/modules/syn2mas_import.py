@@ -36,6 +36,22 @@ options:
         failing.
     type: bool
     default: false
+  planned_homeserver:
+    description:
+      - The C(matrix.homeserver) the run writes into MAS's config before the real import (for example the
+        V(matrix.homeserver) that M(matrix.syn2mas.mas_synapse_link) returns in check mode).
+      - Used only by a dry run (check mode writes no config), so that it judges the import as the real run
+        will meet it. A real import reads MAS's config as written.
+    type: str
+  planned_provider_mapping:
+    description:
+      - The upstream providers the run adds to MAS's config before the real import, as
+        C(SYNAPSE_AUTH_PROVIDER:MAS_PROVIDER_ID) (what M(matrix.syn2mas.mas_upstream_provider) returns in check
+        mode). Used only by a dry run; a provider that MAS's database does not hold yet (the run's
+        C(mas-cli config sync) adds it) is stood in for by a provisional row inside the rolled-back transaction.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -139,6 +155,8 @@ def main():
             **database_options(),
             dry_run=dict(type="bool", default=False),
             skip_unmapped_providers=dict(type="bool", default=False),
+            planned_homeserver=dict(type="str"),
+            planned_provider_mapping=dict(type="list", elements="str", default=[]),
         ),
         required_one_of=[("mas_config", "mas_database_uri")],
         supports_check_mode=True,
@@ -154,6 +172,8 @@ def main():
         upstream_provider_mapping=params["upstream_provider_mapping"],
         skip_unmapped_providers=params["skip_unmapped_providers"],
         dry_run=params["dry_run"] or module.check_mode,
+        planned_homeserver=params["planned_homeserver"],
+        planned_provider_mapping=params["planned_provider_mapping"],
     )
     try:
         result = run_import(options)

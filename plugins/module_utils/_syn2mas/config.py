@@ -401,10 +401,11 @@ class ProviderLink:
     source: str
 
 
-def provider_mapping(mas: MasConfig | None, explicit=None) -> dict:
+def provider_mapping(mas: MasConfig | None, explicit=None, planned=None) -> dict:
     """auth_provider -> ProviderLink, from MAS's `synapse_idp_id`s and explicit `PROVIDER:ID` items.
 
-    An explicit mapping wins over the MAS config for the same auth_provider.
+    `planned` items (same form) are the providers a run is about to add to MAS's config; they win
+    over the config as it is now. An explicit mapping wins over both for the same auth_provider.
     """
     mapping: dict = {}
     if mas is not None:
@@ -412,16 +413,17 @@ def provider_mapping(mas: MasConfig | None, explicit=None) -> dict:
             if provider.synapse_idp_id:
                 mapping[provider.synapse_idp_id] = ProviderLink(provider.synapse_idp_id, provider.id,
                                                                 provider.source + ".synapse_idp_id")
-    for item in explicit or []:
-        if ":" not in item:
-            raise ConfigError(
-                f"upstream provider mapping {item!r}: expected SYNAPSE_AUTH_PROVIDER:MAS_PROVIDER_ID, "
-                "e.g. oidc-google:01H8PKNWKKRPCBW4YGH1RWV279"
-            )
-        auth_provider, provider_id = item.rsplit(":", 1)
-        try:
-            parsed = parse_provider_id(provider_id)
-        except ValueError as exc:
-            raise ConfigError(f"upstream provider mapping {item!r}: {exc}") from None
-        mapping[auth_provider] = ProviderLink(auth_provider, parsed, f"upstream provider mapping {item!r}")
+    for items, source in ((planned, "planned by this run {!r}"), (explicit, "upstream provider mapping {!r}")):
+        for item in items or []:
+            if ":" not in item:
+                raise ConfigError(
+                    f"upstream provider mapping {item!r}: expected SYNAPSE_AUTH_PROVIDER:MAS_PROVIDER_ID, "
+                    "e.g. oidc-google:01H8PKNWKKRPCBW4YGH1RWV279"
+                )
+            auth_provider, provider_id = item.rsplit(":", 1)
+            try:
+                parsed = parse_provider_id(provider_id)
+            except ValueError as exc:
+                raise ConfigError(f"upstream provider mapping {item!r}: {exc}") from None
+            mapping[auth_provider] = ProviderLink(auth_provider, parsed, source.format(item))
     return mapping

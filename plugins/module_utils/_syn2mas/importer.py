@@ -37,6 +37,11 @@ class ImportOptions:
     upstream_provider_mapping: list = field(default_factory=list)
     skip_unmapped_providers: bool = False
     dry_run: bool = False
+    # What the run writes into MAS's config before a real import (matrix.homeserver, providers as
+    # `auth_provider:id`), which a dry run in check mode has not written: the dry run judges the
+    # import against them. A real import reads the config as written and ignores them.
+    planned_homeserver: str | None = None
+    planned_provider_mapping: list = field(default_factory=list)
     maintenance_work_mem: str = "512MB"
     # progress(event) with event = {"stage", "rows", "total", "elapsed"} or {"stage", "message"}
     progress: Callable | None = None
@@ -78,14 +83,17 @@ def _check_configs(options: ImportOptions):
     mas = load_mas_config(options.mas_config) if options.mas_config else None
     if mas is None and not options.mas_database_uri:
         raise ConfigError("MAS's config.yaml (or a MAS database URI) is needed to know where to import into")
-    if mas is not None and mas.homeserver != server_name:
+    planned = options.dry_run
+    homeserver = options.planned_homeserver if planned and options.planned_homeserver else (mas and mas.homeserver)
+    if mas is not None and homeserver != server_name:
         raise RefusedError(
-            f"{mas.where('matrix.homeserver')} is {mas.homeserver!r} but Synapse's server_name is "
+            f"{mas.where('matrix.homeserver')} is {homeserver!r} but Synapse's server_name is "
             f"{server_name!r} ({synapse.where('server_name')}): they must be equal, fix matrix.homeserver"
         )
     synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri)
     mas_conninfo = database_conninfo(mas, options.mas_database_uri)
-    mapping = provider_mapping(mas, options.upstream_provider_mapping)
+    mapping = provider_mapping(mas, options.upstream_provider_mapping,
+                               planned=options.planned_provider_mapping if planned else None)
     return synapse, server_name, synapse_conninfo, mas_conninfo, mapping
 
 
@@ -107,13 +115,20 @@ def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options
     used = {p: link for p, link in mapping.items() if p in in_use}
     present = writer.existing_providers([link.provider_id for link in used.values()]) if used else set()
     missing = [link for link in used.values() if str(link.provider_id) not in present]
+    # A provider the run is about to add has no row yet (the run's `mas-cli config sync` makes it):
+    # a dry run stands a provisional row in for it, inside its rolled-back transaction.
+    provisional = [link for link in missing if options.dry_run and link.source.startswith("planned by this run")]
+    missing = [link for link in missing if link not in provisional]
+    if provisional:
+        warnings.append("dry run: provider(s) this run adds to MAS's config, not yet in MAS's database, stood in "
+                        "for by provisional rows: " + ", ".join(link.auth_provider for link in provisional))
     if missing:
         names = ", ".join(f"{link.auth_provider} -> {link.provider_id} ({link.source})" for link in missing)
         raise RefusedError(
             f"MAS's database has no upstream provider row for: {names}. Run `mas-cli config sync` (or start "
             "MAS once) with the config that defines these providers, then import again"
         )
-    return used
+    return used, [link.provider_id for link in provisional]
 
 
 def run_import(options: ImportOptions) -> dict:
@@ -185,11 +200,13 @@ def _run_import(options: ImportOptions) -> dict:
                 f"(e.g. {', '.join(examples)}): MAS can only hold users of its homeserver. Check server_name "
                 f"({synapse.where('server_name')}) and remove or fix these rows"
             )
-        links = _plan_links(reader, mapping, writer, options, warnings)
+        links, provisional = _plan_links(reader, mapping, writer, options, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
         estimates = reader.estimated_rows()
         writer.begin(options.maintenance_work_mem)
+        if provisional:
+            writer.add_provisional_providers(provisional)
         writer.drop_constraints_and_indexes()
         reports = {}
         for stage in STAGES:

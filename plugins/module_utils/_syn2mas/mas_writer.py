@@ -191,6 +191,24 @@ class MasWriter:
                         "WHERE upstream_oauth_provider_id = ANY(%s::uuid[])", ([str(i) for i in ids],))
             return {row[0] for row in cur.fetchall()}
 
+    def add_provisional_providers(self, ids) -> None:
+        """Rows standing in for upstream providers a dry run's rolled-back transaction needs: every
+        column that has no default and may not be null gets a placeholder of its type."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_schema = current_schema() AND table_name = 'upstream_oauth_providers' "
+                        "AND is_nullable = 'NO' AND column_default IS NULL "
+                        "AND column_name <> 'upstream_oauth_provider_id' ORDER BY ordinal_position")
+            required = cur.fetchall()
+            placeholders = {"uuid": "gen_random_uuid()", "jsonb": "'{}'::jsonb", "json": "'{}'::json",
+                            "boolean": "false", "integer": "0", "bigint": "0", "smallint": "0",
+                            "timestamp with time zone": "now()", "timestamp without time zone": "now()"}
+            columns = ", ".join(["upstream_oauth_provider_id"] + [name for name, _type in required])
+            values = ", ".join(["%s::uuid"] + [placeholders.get(data_type, "'syn2mas dry run'")
+                                               for _name, data_type in required])
+            for provider_id in ids:
+                cur.execute(f"INSERT INTO upstream_oauth_providers ({columns}) VALUES ({values})", (str(provider_id),))
+
     # -- the transaction ------------------------------------------------------------------------
 
     def begin(self, maintenance_work_mem: str) -> None:

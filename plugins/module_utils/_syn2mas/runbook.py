@@ -241,6 +241,8 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
             manifest["databases"].append({"name": name, "database": describe(conninfo), "stored_as": stored,
                                           "sha256": _sha256(os.path.join(partial, stored)),
                                           "size": os.path.getsize(os.path.join(partial, stored))})
+        files, directories = expand_config_paths(files)
+        manifest["directories"] = directories
         used = set()
         for index, src in enumerate(files):
             base = os.path.basename(src) or f"file{index}"
@@ -273,6 +275,26 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
     for old in result["removed"]:
         shutil.rmtree(old, ignore_errors=True)
     return result
+
+
+def expand_config_paths(paths: list) -> tuple:
+    """The files to back up for `paths`, and the configuration directories among them: a directory
+    stands for the *.yaml files Synapse reads from it (a rollback removes any it did not hold)."""
+    files, directories, seen = [], [], set()
+    for path in paths:
+        if os.path.isdir(path):
+            members = sorted(entry for entry in os.listdir(path)
+                             if entry.endswith(".yaml") and os.path.isfile(os.path.join(path, entry)))
+            directories.append({"path": path, "members": members})
+            candidates = [os.path.join(path, entry) for entry in members]
+        else:
+            candidates = [path]
+        for candidate in candidates:
+            key = os.path.realpath(candidate)
+            if key not in seen:
+                seen.add(key)
+                files.append(candidate)
+    return files, directories
 
 
 def _expired(dest: str, keep: int, extra: int = 0) -> list:
@@ -319,6 +341,21 @@ def restore_files(path: str, check_mode: bool = False, only=None) -> list:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+    # A configuration file that appeared in a backed-up directory since (a conf.d override) is
+    # removed, so that Synapse reads exactly what it read before.
+    handled = {os.path.realpath(entry["path"]) for entry in manifest["files"]}
+    for directory in manifest.get("directories", []):
+        if only is not None and directory["path"] not in only:
+            continue
+        if not os.path.isdir(directory["path"]):
+            continue
+        for entry in sorted(os.listdir(directory["path"])):
+            extra = os.path.join(directory["path"], entry)
+            if (entry.endswith(".yaml") and entry not in directory["members"] and os.path.isfile(extra)
+                    and os.path.realpath(extra) not in handled):
+                changed.append(extra)
+                if not check_mode:
+                    os.unlink(extra)
     return changed
 
 
