@@ -122,9 +122,11 @@ def test_1_check_mode_changes_nothing(fleet):
 
 def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     hs2 = fleet.hosts["hs2"]
-    # Once hs2's Synapse is stopped, its MAS database becomes unreachable (renamed away).
-    sabotage = (f"{hs2.stop_command} && {fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} "
-                f"-U postgres -d postgres -c 'ALTER DATABASE \"{hs2.mas_db}\" RENAME TO \"{hs2.mas_db}_gone\"'")
+    # Once hs2's Synapse is stopped, its MAS database becomes unreachable (renamed away). The stop
+    # command runs again in the rollback: like an operator's, it must succeed on a stopped Synapse.
+    sabotage = (f"({hs2.stop_command}) && ({fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} "
+                f"-U postgres -d postgres -c 'ALTER DATABASE \"{hs2.mas_db}\" RENAME TO \"{hs2.mas_db}_gone\"' "
+                "2>/dev/null || true)")
     fleet.write_inventory({"hs2": {"synapse_service_stop_command": sabotage}})
     hs2_config = open(hs2.homeserver_yaml).read()
     hs3_before = snapshot(fleet, ["hs3"])["hs3"]
@@ -153,6 +155,20 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     assert report["hosts"]["hs2"]["outcome"] == "failed"
     assert report["hosts"]["hs2"]["rolled_back"] is True
     assert "cannot connect to the MAS database" in report["hosts"]["hs2"]["error"]
+    # The report says where it failed, how long each phase took, and how long Synapse was down.
+    hs2_entry = report["hosts"]["hs2"]
+    # (the first use of MAS's database after the stop is the configuration phase's check of its providers)
+    assert hs2_entry["failed_phase"] == "auth_delegation"
+    assert list(hs2_entry["phase_seconds"]) == ["backup", "synapse_stop", "auth_delegation", "rollback"]
+    assert hs2_entry["synapse_down"] is False and 0 < hs2_entry["downtime_seconds"] <= hs2_entry["duration_seconds"]
+    hs1_entry = report["hosts"]["hs1"]
+    assert list(hs1_entry["phase_seconds"]) == ["backup", "synapse_stop", "auth_delegation", "import",
+                                                "synapse_start", "well_known"]
+    assert 0 < hs1_entry["downtime_seconds"] < hs1_entry["duration_seconds"]
+    # The findings the run remedies (MAS's password scheme, Synapse's settings) are not errors.
+    assert "mas_password_scheme_not_bcrypt" in hs1_entry["findings"]["remedied"] or \
+        "mas_password_scheme_missing" in hs1_entry["findings"]["remedied"]
+    assert hs1_entry["findings"]["errors"] == []
     assert report["hosts"]["hs3"]["outcome"] == "not run"
     md = open(glob.glob(os.path.join(fleet.report_dir, report["run_id"], "migrate.md"))[0]).read()
     assert "| hs2 | failed |" in md
@@ -252,3 +268,13 @@ def test_6_rollback_brings_legacy_logins_back(fleet):
         assert host_state(hs) == "legacy"
         # MAS's database is back to its pre-import content (emptied).
         assert mas_counts(fleet, hs)["users"] == 0
+
+
+def test_7_rollback_of_a_legacy_host_changes_nothing(fleet):
+    before = snapshot(fleet)
+    run = fleet.playbook("rollback.yml")
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert all(s["changed"] == 0 for s in recap(run.stdout).values()), recap(run.stdout)
+    assert snapshot(fleet) == before  # Synapse was not even restarted (same pids)
+    report = latest_report(fleet, "rollback")
+    assert {e["outcome"] for e in report["hosts"].values()} == {"nothing to roll back (legacy)"}
