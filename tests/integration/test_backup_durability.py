@@ -53,4 +53,3 @@ def test_every_file_of_a_backup_and_its_directories_are_fsynced_before_it_counts
     # the directories made for dest are durable in their parents
     assert str(tmp_path) in before and str(tmp_path / "backups") in before
     assert sorted(os.listdir(result["path"])) == ["files", "manifest.json", "mas.pgdump", "synapse.pgdump"]
-

@@ -43,5 +43,5 @@ def test_ansible_lint_config_skips_no_rule():
     assert not set(config) & {"skip_list", "warn_list", "mock_modules", "mock_roles", "kinds"}
     assert config.get("profile") == "production"
     assert sorted(config["exclude_paths"]) == [".ansible/", ".venv-synapse/", ".venv/", "bench/results/",
-                                                "tests/output/"]
+                                               "tests/output/"]
     assert not os.path.exists(os.path.join(ROOT, ".ansible-lint-ignore"))

@@ -44,7 +44,7 @@ def built(tmp_path_factory):
 
 
 def test_the_tarball_holds_the_collection(built):
-    members, _ = built
+    members = built[0]
     files = {name for name, m in members.items() if m.isfile()}
     for name in ("README.md", "CHANGELOG.rst", "changelogs/changelog.yaml", "requirements.txt", "MANIFEST.json",
                  "FILES.json", "bin/syn2mas", "meta/runtime.yml", "meta/execution-environment.yml"):
@@ -60,7 +60,7 @@ def test_the_tarball_holds_the_collection(built):
 
 
 def test_the_tarball_holds_nothing_for_development(built):
-    members, _ = built
+    members = built[0]
     leaked = sorted(name for name in members if name.startswith(NOT_SHIPPED) or name in NOT_SHIPPED)
     assert leaked == []
     assert sorted({name.split("/")[0] for name in members} - SHIPPED_TOP_LEVEL) == []
@@ -82,7 +82,7 @@ def test_manifest_has_the_version_and_no_placeholder_link(built):
 
 def test_the_built_command_reports_the_collections_version_on_a_bare_python(built):
     """Debian's own python3 (no psycopg2, no PyYAML) runs `syn2mas --version` from the installed tarball."""
-    _, collection = built
+    collection = built[1]
     python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
     run = subprocess.run([python, str(collection / "bin" / "syn2mas"), "--version"], capture_output=True, text=True,
                          timeout=60, check=False)

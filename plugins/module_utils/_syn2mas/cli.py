@@ -192,7 +192,7 @@ def _wants_json(argv) -> bool:
     probe = _Parser(add_help=False)
     probe.add_argument("--output")
     try:
-        known, _ = probe.parse_known_args(argv)
+        known = probe.parse_known_args(argv)[0]
     except UsageError:
         return False
     return known.output == "json"
