@@ -17,6 +17,9 @@ description:
     O(dest)/O(run_id), writes a C(manifest.json) with the sha256 and size of every file, and verifies the
     result (checksums, and C(pg_restore --list) on each dump) before it is renamed into place. Every file is
     C(0600), the directories C(0700).
+  - Every dump, every copied file and the manifest, then the directories holding them, are flushed to disk
+    (fsync) before the backup is verified and renamed into place, so a backup reported as verified survives a
+    crash or power loss of the host right after.
   - The backup of a run is made once; running again with the same O(run_id) only verifies it
     (C(changed=false)). Older backups beyond O(keep) are removed.
   - With O(state=restored), puts the files of the backup at O(dest)/O(run_id) back where they were
@@ -116,7 +119,7 @@ path:
   returned: always
   type: str
 verified:
-  description: Whether every file matches the manifest and every dump lists with pg_restore.
+  description: Whether every file (synced to disk) matches the manifest and every dump lists with pg_restore.
   returned: always
   type: bool
 files:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 
+import pytest
 import yaml
 
 from test_advisor_checks import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
@@ -166,3 +168,66 @@ def test_module_fail_on_gates_errors_and_warnings(env, tmp_path):
     assert "synapse_running" in results["error"]["msg"] and "synapse_main" in results["error"]["msg"]
     assert results["never"]["errors"][0].startswith("synapse_running: 1 other client connected")
     assert results["never"]["summary"]["for_real_import"] is True
+
+
+# -- the playbook -----------------------------------------------------------------------------
+
+def advisor_playbook(env, tmp_path, hosts: dict, *extra):
+    """playbooks/advisor.yml over an inventory of local hosts advising `env`; returns the run and the
+    fleet report it wrote (JSON and markdown)."""
+    report_dir = tmp_path / "reports"
+    inventory = {"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": os.path.join(VENV, "python"),
+                 "syn2mas_report_dir": str(report_dir), "syn2mas_synapse_config": [env.homeserver_yaml],
+                 "syn2mas_mas_config": [env.mas_yaml], "syn2mas_backup_dir": str(tmp_path / "backups")},
+        "children": {"synapse": {"hosts": {
+            name: {"syn2mas_state_file": str(tmp_path / name / "state.json"), **host_vars}
+            for name, host_vars in hosts.items()}}},
+    }}
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    run = subprocess.run([os.path.join(VENV, "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
+                          os.path.join(ROOT, "playbooks", "advisor.yml"), *extra], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, check=False,
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0"))
+    reports = sorted(report_dir.glob("*/advisor.json"))
+    assert len(reports) == 1, run.stdout + run.stderr
+    return run, json.loads(reports[0].read_text()), reports[0].with_suffix(".md").read_text()
+
+
+def recap(stdout: str) -> dict:
+    return {host: int(failed) for host, failed in re.findall(r"^(\S+)\s+: ok=\d+.*?failed=(\d+)", stdout, re.M)}
+
+
+def test_playbook_fails_the_hosts_where_the_advisor_could_not_run_after_reporting_them(env, tmp_path):
+    clean_data(env)
+    configure(env)
+    before = env.synapse_dump(), env.mas_dump()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "state.json").write_text('{"state": "half-done"}')
+    # A Debian host's own Python, nothing added: no psycopg2 for the advisor anywhere on it.
+    bare = {"ansible_python_interpreter": "/usr/bin/python3", "syn2mas_synapse_python": "/usr/bin/python3"}
+    if not os.path.exists("/usr/bin/python3"):
+        pytest.skip("no /usr/bin/python3 (a Debian host's Python) here")
+    run, report, markdown = advisor_playbook(env, tmp_path, {"ready": {}, "bare": bare, "corrupt": {}})
+    output = run.stdout + run.stderr
+
+    assert run.returncode != 0, output
+    assert recap(run.stdout) == {"ready": 0, "bare": 1, "corrupt": 1}, output
+    hosts = report["hosts"]
+    assert hosts["ready"]["outcome"] == "ready" and hosts["ready"]["error"] is None
+    assert hosts["ready"]["findings"]["count"] == 1  # advised for real: the migration counts
+    for name in ("bare", "corrupt"):
+        assert hosts[name]["outcome"] == "advisor failed", hosts[name]
+        assert f"Failed: {hosts[name]['error']}" in markdown
+        assert f"the advisor could not run on {name}: {hosts[name]['error']}" in output
+    assert "psycopg2" in hosts["bare"]["error"] or "yaml" in hosts["bare"]["error"].lower(), hosts["bare"]
+    assert "unknown state 'half-done'" in hosts["corrupt"]["error"]
+    assert (env.synapse_dump(), env.mas_dump()) == before  # read-only, failed hosts included
+
+
+def test_playbook_ends_zero_when_the_advisor_ran_everywhere(env, tmp_path):
+    clean_data(env)
+    configure(env, enable_registration=True)
+    run, report = advisor_playbook(env, tmp_path, {"hs1": {}, "hs2": {}})[:2]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {h: e["outcome"] for h, e in report["hosts"].items()} == {"hs1": "needs attention", "hs2": "needs attention"}

@@ -66,6 +66,19 @@ def test_cli_failure_is_one_clear_line_and_non_zero(env):
     assert missing.stderr == "syn2mas: error: /nonexistent/homeserver.yaml: file not found\n"
 
 
+def test_cli_failure_with_output_json_is_json_on_stdout_too(env):
+    homeserver(env)
+    env.write_configs(mas_extra={"matrix": {"homeserver": "elsewhere.example"}})
+    run = syn2mas("--command", "migrate", "--synapseConfigFile", env.homeserver_yaml,
+                  "--masConfigFile", env.mas_yaml, "--output", "json")
+    assert run.returncode == 1
+    result = json.loads(run.stdout)
+    assert result["ok"] is False and result["command"] == "migrate" and result["exit_code"] == 1
+    assert "matrix.homeserver" in result["error"]
+    assert run.stderr == f"syn2mas: error: {result['error']}\n"
+    assert env.mas("SELECT count(*) FROM users") == [(0,)]
+
+
 def test_cli_upstream_provider_mapping_flag(env):
     from tests.support.migration_env import LEGACY_ID
 
@@ -93,6 +106,12 @@ def test_cli_secrets_never_printed(env, tmp_path):
     assert run.returncode == 1
     assert "cannot connect to the MAS database (host=localhost port=1" in run.stderr
     assert "Sup3rS3cretPw" not in run.stderr + run.stdout
+    as_json = syn2mas("--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile",
+                      env.mas_yaml, "--output", "json", "--synapseDatabaseUri",
+                      f"postgresql://postgres:Sup3rS3cretPw@localhost:1/{env.synapse_db}")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["error"].startswith("cannot connect to the ")
+    assert "Sup3rS3cretPw" not in as_json.stderr + as_json.stdout
 
 
 def playbook(env, tmp_path, *extra, check=False):

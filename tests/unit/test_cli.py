@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
+import sys
 
 import pytest
+import yaml
 
+import _syn2mas
 from _syn2mas.cli import Progress, build_parser, format_import_summary, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Terminal(io.StringIO):
@@ -32,13 +40,57 @@ def test_repeatable_flags_and_positional_command():
     assert len(args.upstreamProviderMapping) == 2
 
 
-def test_missing_command_and_bad_boolean_are_usage_errors(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 2
-    with pytest.raises(SystemExit):
-        main(["--command", "migrate", "--dryRun", "maybe"])
-    assert "expected true or false" in capsys.readouterr().err
+def run_main(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_missing_command_and_bad_boolean_are_usage_errors():
+    code, out, err = run_main()
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: syn2mas ") and err.endswith("syn2mas: error: --command advisor|migrate is required\n")
+    code, out, err = run_main("--command", "migrate", "--dryRun", "maybe")
+    assert (code, out) == (2, "")
+    assert err.endswith("syn2mas: error: argument --dryRun: expected true or false, got 'maybe'\n")
+
+
+def test_version_is_the_collections_from_galaxy_yml():
+    with open(os.path.join(ROOT, "galaxy.yml")) as handle:
+        version = yaml.safe_load(handle)["version"]
+    assert _syn2mas.__version__ == version
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), "--version"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"syn2mas {version}\n", "")
+
+
+@pytest.mark.parametrize("argv, command, error", [
+    ([], None, "--command advisor|migrate is required"),
+    (["migrate", "--dryRun", "maybe"], None, "argument --dryRun: expected true or false, got 'maybe'"),
+    (["--command", "advisor", "--output=json", "--bogus"], None, "unrecognized arguments: --bogus"),
+    (["--command", "advisor"], "advisor", "--synapseConfigFile is required"),
+    (["--command", "migrate", "--synapseConfigFile", "hs.yaml"], "migrate", "--masConfigFile is required for migrate"),
+])
+def test_with_output_json_a_failure_is_json_on_stdout_too(argv, command, error):
+    code, out, err = run_main(*argv, "--output", "json")
+    result = json.loads(out)
+    assert result == {"ok": False, "command": command, "error": error, "exit_code": code}
+    assert code == (2 if command is None else 1)
+    assert err.endswith(f"syn2mas: error: {error}\n")  # the human line stays on stderr
+
+
+def test_a_failure_as_json_never_shows_a_password(tmp_path):
+    homeserver = tmp_path / "homeserver.yaml"
+    homeserver.write_text(yaml.safe_dump({"server_name": "example.test", "database": {
+        "name": "psycopg2", "args": {"host": str(tmp_path), "dbname": "synapse", "password": "hs-s3cret"}}}))
+    # libpq quotes an unparsable URI whole in its error
+    code, out, err = run_main("migrate", "--synapseConfigFile", str(homeserver),
+                              "--masDatabaseUri", "postgresql://mas:m4s-s3cret@[::1/mas", "--output", "json")
+    result = json.loads(out)
+    assert code == 1 and result["exit_code"] == 1 and result["ok"] is False
+    assert result["error"].startswith("invalid database URI: ") and "postgresql://mas:********@[::1/mas" in result["error"]
+    for text in (out, err):
+        assert "s3cret" not in text
 
 
 def test_progress_on_a_terminal_shows_rows_rate_and_eta():

@@ -6,6 +6,11 @@
     syn2mas --command advisor --synapseConfigFile homeserver.yaml [--masConfigFile config.yaml]
     syn2mas --command migrate --synapseConfigFile homeserver.yaml --masConfigFile config.yaml
             [--dryRun [true|false]] [--upstreamProviderMapping PROVIDER:ID]...
+    syn2mas --version
+
+A run that fails says why in one line on stderr; with --output json it also prints
+{"ok": false, "command": ..., "error": ..., "exit_code": N} on stdout, so a script reading stdout
+always gets JSON. Passwords are masked in both.
 """
 
 from __future__ import annotations
@@ -14,10 +19,27 @@ import argparse
 import json
 import sys
 import time
+import traceback
 
+from . import __version__
+from .db import first_line, redact, redact_passwords, secrets_of
 from .errors import Syn2masError
 
 EXIT_FAILURE = 1
+EXIT_USAGE = 2  # as argparse
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """The command line is wrong (argparse's message)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a usage error is raised for main() to report (also as JSON) instead of
+    printed and exited on the spot."""
+
+    def error(self, message):
+        raise UsageError(message)
 
 
 def _bool(text: str) -> bool:
@@ -30,12 +52,14 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syn2mas",
         description="Move a Synapse homeserver's users, passwords, SSO links, devices and tokens into "
                     "Matrix Authentication Service (MAS). Run the advisor first, then migrate with --dryRun, "
                     "then migrate for real while Synapse is stopped.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="show the version of the syn2mas command (the matrix.syn2mas collection's) and exit")
     parser.add_argument("command_positional", nargs="?", choices=("advisor", "migrate"), metavar="COMMAND",
                         help="advisor or migrate (same as --command)")
     parser.add_argument("--command", choices=("advisor", "migrate"), help="advisor or migrate")
@@ -163,21 +187,64 @@ def run_advisor(args, out, err) -> int:
     return advisor.exit_code(result)
 
 
+def _wants_json(argv) -> bool:
+    """Whether the command line asks for --output json, read even from a command line that does not parse."""
+    probe = _Parser(add_help=False)
+    probe.add_argument("--output")
+    try:
+        known = probe.parse_known_args(argv)[0]
+    except UsageError:
+        return False
+    return known.output == "json"
+
+
+def _command_line_secrets(args) -> list:
+    secrets = []
+    for uri in (getattr(args, "synapseDatabaseUri", None), getattr(args, "masDatabaseUri", None)):
+        if uri:
+            try:
+                secrets.extend(secrets_of({"dsn": uri}))
+            except Exception:  # unparsable, or no psycopg2: _fail's redact_passwords() still masks it
+                pass
+    return secrets
+
+
+def _fail(out, err, as_json: bool, command, message: str, exit_code: int, secrets=()) -> int:
+    """Reports a failed run: one line on stderr, and a JSON object on stdout with --output json."""
+    message = redact_passwords(redact(message, secrets))
+    err.write(f"syn2mas: error: {message}\n")
+    if as_json:
+        out.write(json.dumps({"ok": False, "command": command, "error": message, "exit_code": exit_code},
+                             indent=2, sort_keys=True) + "\n")
+    return exit_code
+
+
 def main(argv=None, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command or args.command_positional
-    if command is None:
-        parser.error("--command advisor|migrate is required")
+    as_json = _wants_json(argv)
+    args, command = None, None
+    try:
+        args = parser.parse_args(argv)
+        command = args.command or args.command_positional
+        if command is None:
+            parser.error("--command advisor|migrate is required")
+    except UsageError as exc:
+        parser.print_usage(err)
+        return _fail(out, err, as_json, command, str(exc), EXIT_USAGE, _command_line_secrets(args))
+    secrets = _command_line_secrets(args)
     try:
         if command == "migrate":
             return run_migrate(args, out, err)
         return run_advisor(args, out, err)
     except Syn2masError as exc:
-        err.write(f"syn2mas: error: {exc}\n")
-        return EXIT_FAILURE
+        return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE, secrets)
     except KeyboardInterrupt:
-        err.write("syn2mas: interrupted; MAS is left as it was before this run\n")
-        return 130
+        return _fail(out, err, as_json, command, "interrupted; MAS is left as it was before this run",
+                     EXIT_INTERRUPTED)
+    except Exception as exc:  # a bug: keep its traceback, and still answer in JSON
+        err.write(redact_passwords(redact(traceback.format_exc(), secrets)))
+        return _fail(out, err, as_json, command, f"unexpected {type(exc).__name__}: {first_line(exc)}",
+                     EXIT_FAILURE, secrets)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 from .errors import DatabaseError
@@ -23,6 +24,10 @@ except ImportError:  # pragma: no cover - reported by the adapters with missing_
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
 SECRET_KEYS = ("password", "sslpassword")
+MASK = "********"
+# A password written out in a URI (scheme://user:PASSWORD@...) or as a keyword (password=..., sslpassword=...).
+_URI_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s]*@", re.IGNORECASE)
+_KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
 
 
 def database_conninfo(config, override_uri: str | None) -> dict:
@@ -40,7 +45,8 @@ def parsed(conninfo: dict) -> dict:
         try:
             result.update(psycopg2.extensions.parse_dsn(conninfo["dsn"]))
         except psycopg2.ProgrammingError as exc:
-            raise DatabaseError(f"invalid database URI: {str(exc).strip()}") from None
+            # libpq quotes the URI it could not parse: its password must not reach the message.
+            raise DatabaseError(f"invalid database URI: {redact_passwords(str(exc).strip())}") from None
     result.update({k: v for k, v in conninfo.items() if k != "dsn"})
     return result
 
@@ -67,8 +73,15 @@ def secrets_of(conninfo: dict) -> list:
 def redact(text: str, secrets) -> str:
     for secret in secrets:
         if secret and len(secret) >= 3:
-            text = text.replace(secret, "********")
+            text = text.replace(secret, MASK)
     return text
+
+
+def redact_passwords(text: str) -> str:
+    """Masks every password written out in a database URI or keyword string within `text`: for
+    messages that may quote a connection string whose secrets are unknown (it did not even parse)."""
+    text = _URI_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
 
 
 def connect(conninfo: dict, application_name: str, what: str):

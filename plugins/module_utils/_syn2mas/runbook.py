@@ -170,6 +170,28 @@ def _bin(bindir: str | None, name: str) -> str:
     return found
 
 
+def _fsync(path: str) -> None:
+    """Flushes a file, or a directory's entries, to disk: a backup counts only once it would survive a
+    power cut, and a rename or a new file is durable only when its directory is synced too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _makedirs_synced(path: str, mode: int) -> None:
+    """os.makedirs, then each directory made is made durable in its parent."""
+    made = []
+    probe = os.path.abspath(path)
+    while not os.path.isdir(probe):
+        made.append(probe)
+        probe = os.path.dirname(probe)
+    os.makedirs(path, mode=mode, exist_ok=True)
+    for directory in reversed(made):
+        _fsync(os.path.dirname(directory))
+
+
 def _private_copy(src: str, dest: str) -> None:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
@@ -226,7 +248,7 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
         result["removed"] = _expired(dest, keep, extra=1)
         return result
 
-    os.makedirs(dest, mode=0o700, exist_ok=True)
+    _makedirs_synced(dest, 0o700)
     partial = tempfile.mkdtemp(prefix=f".{run_id}.", dir=dest)
     os.chmod(partial, 0o700)
     secrets = all_secrets(targets)
@@ -235,9 +257,11 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
         for name, conninfo in sorted(targets.items()):
             stored = f"{name}.pgdump"
             env, dbname = _pg_env_and_dbname(conninfo)
+            # --no-sync: the dump is synced below with every other file of the backup
             _run([_bin(bindir, "pg_dump"), "--format=custom", "--no-sync", f"--file={os.path.join(partial, stored)}",
                   f"--dbname={dbname}"], env, secrets, f"pg_dump of the {name} database ({describe(conninfo)})")
             os.chmod(os.path.join(partial, stored), 0o600)
+            _fsync(os.path.join(partial, stored))
             manifest["databases"].append({"name": name, "database": describe(conninfo), "stored_as": stored,
                                           "sha256": _sha256(os.path.join(partial, stored)),
                                           "size": os.path.getsize(os.path.join(partial, stored))})
@@ -256,6 +280,7 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
                 st = os.stat(src)
                 os.makedirs(os.path.join(partial, "files"), mode=0o700, exist_ok=True)
                 _private_copy(src, os.path.join(partial, stored))
+                _fsync(os.path.join(partial, stored))
                 entry.update(sha256=_sha256(os.path.join(partial, stored)), size=st.st_size,
                              mode=f"{st.st_mode & 0o7777:04o}", uid=st.st_uid, gid=st.st_gid)
             manifest["files"].append(entry)
@@ -263,10 +288,15 @@ def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str 
         fd = os.open(manifest_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(manifest, handle, indent=2, sort_keys=True)
+        _fsync(manifest_path)
+        if os.path.isdir(os.path.join(partial, "files")):
+            _fsync(os.path.join(partial, "files"))
+        _fsync(partial)
         check = verify_backup(partial, bindir)
         if not check["verified"]:
             raise DatabaseError(f"the backup did not verify: {'; '.join(check['problems'])}")
         os.rename(partial, path)
+        _fsync(dest)  # the rename itself
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -1,0 +1,104 @@
+"""The collection as users get it: the tarball `ansible-galaxy collection build` makes from this checkout,
+its metadata, and the changelog as antsibull-changelog keeps it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, ".venv", "bin")
+
+# What an installed collection consists of: its content, its documentation and galaxy's own files.
+SHIPPED_TOP_LEVEL = {"plugins", "roles", "playbooks", "meta", "bin", "changelogs", "docs", "README.md", "CHANGELOG.rst",
+                     "requirements.txt", "MANIFEST.json", "FILES.json"}
+# For developing and testing the collection only (each exists in a checkout after setup and the tests).
+NOT_SHIPPED = ("tests/", "bench/", "molecule/", "scripts/", ".ci/", ".venv", ".ansible/", ".git",
+               "requirements-test.txt", "requirements-bench.txt", "Makefile", "pytest.ini", "ansible.cfg",
+               ".ansible-lint", "changelogs/.plugin-cache.yaml")
+
+
+def galaxy() -> dict:
+    with open(os.path.join(ROOT, "galaxy.yml")) as handle:
+        return yaml.safe_load(handle)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    run = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "build", "--output-path", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    tarball = out / f"matrix-syn2mas-{galaxy()['version']}.tar.gz"
+    assert tarball.exists(), run.stdout
+    with tarfile.open(tarball) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        tar.extractall(out / "collection", filter="data")
+    return members, out / "collection"
+
+
+def test_the_tarball_holds_the_collection(built):
+    members = built[0]
+    files = {name for name, m in members.items() if m.isfile()}
+    for name in ("README.md", "CHANGELOG.rst", "changelogs/changelog.yaml", "requirements.txt", "MANIFEST.json",
+                 "FILES.json", "bin/syn2mas", "meta/runtime.yml", "meta/execution-environment.yml"):
+        assert name in files, name
+    for folder, wanted in (("plugins/modules", ".py"), ("plugins/module_utils/_syn2mas", ".py"),
+                           ("plugins/doc_fragments", ".py"), ("playbooks", ".yml")):
+        for name in os.listdir(os.path.join(ROOT, folder)):
+            if name.endswith(wanted):
+                assert f"{folder}/{name}" in files, f"{folder}/{name}"
+    for role in os.listdir(os.path.join(ROOT, "roles")):
+        assert f"roles/{role}/tasks/main.yml" in files and f"roles/{role}/meta/argument_specs.yml" in files, role
+    assert members["bin/syn2mas"].mode & 0o111 == 0o111  # still a command
+
+
+def test_the_tarball_holds_nothing_for_development(built):
+    members = built[0]
+    leaked = sorted(name for name in members if name.startswith(NOT_SHIPPED) or name in NOT_SHIPPED)
+    assert leaked == []
+    assert sorted({name.split("/")[0] for name in members} - SHIPPED_TOP_LEVEL) == []
+    assert not [name for name in members if "__pycache__" in name or name.endswith((".pyc", ".tar.gz"))]
+
+
+def test_manifest_has_the_version_and_no_placeholder_link(built):
+    members, collection = built
+    manifest = json.loads((collection / "MANIFEST.json").read_text())
+    info = manifest["collection_info"]
+    assert (info["namespace"], info["name"], info["version"]) == ("matrix", "syn2mas", galaxy()["version"])
+    for key in ("repository", "documentation", "homepage", "issues"):
+        value = info.get(key) or ""
+        assert "example" not in value and "invalid" not in value, (key, value)
+    listed = {entry["name"] for entry in json.loads((collection / "FILES.json").read_text())["files"]
+              if entry["ftype"] == "file"}
+    assert listed == {name for name, m in members.items() if m.isfile()} - {"MANIFEST.json", "FILES.json"}
+
+
+def test_the_built_command_reports_the_collections_version_on_a_bare_python(built):
+    """Debian's own python3 (no psycopg2, no PyYAML) runs `syn2mas --version` from the installed tarball."""
+    collection = built[1]
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+    run = subprocess.run([python, str(collection / "bin" / "syn2mas"), "--version"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert (run.returncode, run.stdout, run.stderr) == (0, f"syn2mas {galaxy()['version']}\n", "")
+
+
+def test_changelog_fragments_and_changelog_lint_with_antsibull_changelog():
+    tool = os.path.join(BIN, "antsibull-changelog")
+    if not os.path.exists(tool):
+        pytest.skip("antsibull-changelog is not installed in .venv (requirements-test.txt)")
+    for args in (["lint"], ["lint-changelog-yaml", "changelogs/changelog.yaml"]):
+        run = subprocess.run([tool, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        assert (run.returncode, run.stdout) == (0, ""), run.stdout + run.stderr
+    with open(os.path.join(ROOT, "changelogs", "changelog.yaml")) as handle:
+        releases = yaml.safe_load(handle)["releases"]
+    with open(os.path.join(ROOT, "CHANGELOG.rst")) as handle:
+        rendered = handle.read()
+    for version in releases:
+        assert f"\nv{version}\n" in rendered, version  # CHANGELOG.rst is rendered from changelog.yaml
