@@ -15,13 +15,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from _syn2mas import db, host_runtime, runbook
-from tests.support import homeservers, synapse_schema
+from _syn2mas import host_runtime, runbook
+from tests.support import homeservers
 from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, Fleet
 
 pytestmark = pytest.mark.timeout(900)
@@ -283,7 +282,7 @@ def stand_in_pg_bindir(tmp_path, major: str) -> str:
 
 def test_pg_dump_older_than_the_server_fails_in_preflight_naming_both_versions(fleet, tmp_path):
     server_major = host_runtime.postgres_major(int(fleet.pg.execute("SHOW server_version_num")[0][0]))
-    older = str(int(server_major.split(".")[0]) - 2)
+    older = str(int(server_major.split(".", maxsplit=1)[0]) - 2)
     run = migrate_refused(fleet, tmp_path, {"syn2mas_pg_bindir": stand_in_pg_bindir(tmp_path, older)}, [
         f"pg_dump {older}.16 ({tmp_path}/pg{older}-stand-in/pg_dump)",
         f"pg_restore {older}.16",

@@ -21,7 +21,6 @@ import pwd
 import re
 import shutil
 import subprocess
-import sys
 
 # The oldest Python the library runs on.
 MIN_PYTHON = (3, 8)
