@@ -93,14 +93,15 @@ def probe_interpreter(path: str, required=REQUIRED) -> dict:
         return info
     try:
         answer = json.loads(proc.stdout)
-    except ValueError:
+        version = tuple(int(part) for part in answer["version"])
+        libraries = dict(answer["libraries"])
+    except (ValueError, KeyError, TypeError):
         error = (proc.stderr or proc.stdout or "").strip().splitlines()
         info["problems"].append(f"not a working Python (exit {proc.returncode}: {error[-1] if error else 'no output'})")
         return info
-    version = tuple(answer["version"])
     info["version"] = ".".join(str(part) for part in version)
     for name in wanted:
-        lib = answer["libraries"].get(name, {})
+        lib = libraries.get(name) or {}
         info["libraries"][name] = lib.get("version", "") if lib.get("ok") else None
     if version < MIN_PYTHON:
         info["problems"].append(f"Python {info['version']}, older than {'.'.join(map(str, MIN_PYTHON))}")
