@@ -242,6 +242,22 @@ def test_the_operators_python_wins_and_is_checked(fleet, tmp_path):
     assert saved["probe"] is None  # nothing after the runtime check ran
 
 
+@needs_debian_python
+def test_libraries_asked_for_are_required_of_the_chosen_python(fleet, tmp_path):
+    hs = fleet.hosts["rt1"]
+    proc, saved = run_playbook(tmp_path, fleet, preflight_tasks(), {
+        "ansible_python_interpreter": DEBIAN_PYTHON, "syn2mas_python": "",
+        "preflight_python_libraries": ["psycopg2", "yaml", "ruamel.yaml"]})
+    assert proc.returncode != 0
+    assert saved["runtime"]["python"] is None
+    message = saved["runtime"]["problems"]["python"]
+    assert message.startswith("no Python 3.8+ with psycopg2, PyYAML and ruamel.yaml on this host")
+    assert f"{hs.python} (Synapse process {hs.pid()} (main), Python " in message
+    assert "no ruamel.yaml" in message
+    assert "apt-get install python3-psycopg2 python3-yaml python3-ruamel.yaml" in message
+    assert saved["probe"] is None
+
+
 def migrate_refused(fleet, tmp_path, host_vars: dict, expected: list):
     """migrate.yml on the host fails in the preflight with `expected` in its output, Synapse untouched."""
     hs = fleet.hosts["rt1"]
