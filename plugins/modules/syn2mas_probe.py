@@ -13,7 +13,8 @@ short_description: Check that Synapse's and MAS's databases answer, how big they
 version_added: 0.1.0
 description:
   - Connects to the databases named by Synapse's and MAS's configuration files and reports, for each, whether
-    it answers, its size and the other clients connected to it (a running Synapse, its workers).
+    it answers, its size, its server's version (C(pg_dump) and C(pg_restore) must not be older) and the other
+    clients connected to it (a running Synapse, its workers).
   - Optionally waits until no other client is left on Synapse's database, which is how the runbook knows
     Synapse and all its workers have really stopped.
   - Optionally reports the free space where the backup goes, and whether MAS's database holds a row for every
@@ -87,7 +88,9 @@ EXAMPLES = r"""
 RETURN = r"""
 synapse:
   description: Synapse's database - C(reachable), C(database) (host, port, name; never a password), C(error),
-    C(size_bytes), C(server_version), C(other_clients) (pid, application_name, user, address, state).
+    C(size_bytes), C(server_version) (C(15.14 (Debian 15.14-0+deb12u1))), C(server_version_num) (C(150014)),
+    C(server_major) (C(15); C(9.6) before PostgreSQL 10), C(other_clients) (pid, application_name, user, address,
+    state).
   returned: when synapse_config or synapse_database_uri is given
   type: dict
 mas:

@@ -53,6 +53,9 @@ class Fleet:
             "syn2mas_synapse_endpoint": f"{hs.base_url}/",
             "syn2mas_synapse_health_url": f"{hs.base_url}/health",
             "syn2mas_synapse_python": hs.python,
+            # The lab's interpreter, given as an operator would: the config modules still need ruamel.yaml on
+            # the host, which Synapse's venv (what the preflight would find on its own) does not have.
+            "syn2mas_python": VENV_PYTHON,
             "syn2mas_well_known_path": hs.well_known,
             "syn2mas_well_known_url": hs.well_known_url,
             "syn2mas_backup_dir": os.path.join(hs.dir, "backups"),

@@ -21,6 +21,7 @@ import time
 from .config import format_ulid, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, other_clients, parsed, redact, secrets_of
 from .errors import ConfigError, DatabaseError, RefusedError
+from .host_runtime import postgres_major
 
 APPLICATION_NAME = "syn2mas-runbook"
 MARKER_PREFIX = "matrix.syn2mas import: "
@@ -64,7 +65,7 @@ def all_secrets(targets: dict) -> list:
 
 def probe_database(conninfo: dict, what: str) -> dict:
     info = {"reachable": False, "database": describe(conninfo), "error": None, "size_bytes": None,
-            "other_clients": [], "server_version": None}
+            "other_clients": [], "server_version": None, "server_version_num": None, "server_major": None}
     try:
         conn = connect(conninfo, APPLICATION_NAME, what)
     except DatabaseError as exc:
@@ -72,8 +73,11 @@ def probe_database(conninfo: dict, what: str) -> dict:
         return info
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_database_size(current_database()), current_setting('server_version')")
-            info["size_bytes"], info["server_version"] = cur.fetchone()
+            cur.execute("SELECT pg_database_size(current_database()), current_setting('server_version'), "
+                        "current_setting('server_version_num')::int")
+            info["size_bytes"], info["server_version"], info["server_version_num"] = cur.fetchone()
+        # What pg_dump and pg_restore are compared with: they refuse a server of a newer major version.
+        info["server_major"] = postgres_major(info["server_version_num"])
         conn.rollback()
         info["other_clients"] = [client.as_dict() for client in other_clients(conn)]
         info["reachable"] = True
