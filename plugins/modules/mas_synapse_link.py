@@ -36,7 +36,8 @@ options:
     required: true
   synapse_config:
     description:
-      - Synapse's configuration files, in the order Synapse loads them.
+      - Synapse's configuration files or directories, in the order Synapse loads them (its C(--config-path)s;
+        a directory stands for its files named C(*.yaml), sorted).
     type: list
     elements: path
     required: true
@@ -60,7 +61,7 @@ options:
     description:
       - Write Synapse's pepper as C(secret_file) of password scheme version 1 instead of inline.
       - The file must already hold exactly the pepper, without a trailing newline (MAS reads it untrimmed);
-        the module checks that and fails otherwise.
+        the module reads it on the managed host to check that, and fails otherwise.
     type: path
   kind:
     description:

@@ -37,8 +37,9 @@ options:
     required: true
   synapse_config:
     description:
-      - Synapse's configuration files, in the order Synapse loads them (a later file replaces whole
-        top-level keys of an earlier one).
+      - Synapse's configuration files or directories, in the order Synapse loads them (its C(--config-path)s;
+        a directory stands for its files named C(*.yaml), sorted). A later file replaces whole top-level keys
+        of an earlier one.
       - Required with O(state=present), and with O(state=absent) when O(synapse_idp_id) is not set.
     type: list
     elements: path
@@ -74,7 +75,7 @@ EXAMPLES = r'''
     path: /etc/mas/config.yaml
     synapse_config:
       - /etc/matrix-synapse/homeserver.yaml
-      - /etc/matrix-synapse/conf.d/oidc.yaml
+      - /etc/matrix-synapse/conf.d
     backup: true
   register: mas_providers
 
@@ -146,7 +147,7 @@ backup_file:
   description: The backup copy, when O(backup=true) and the file changed.
   returned: changed and backup requested
   type: str
-  sample: /etc/mas/config.yaml.2025-01-31@12:00:00~
+  sample: /etc/mas/config.yaml.2712.2025-01-31@12:00:00~
 '''
 
 from ansible.module_utils.basic import AnsibleModule

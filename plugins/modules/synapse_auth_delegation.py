@@ -41,8 +41,10 @@ options:
     required: true
   extra_config_paths:
     description:
-      - Further Synapse configuration files loaded after O(path) (for example the files of a C(conf.d)
-        directory), in Synapse's order. They are read, never written.
+      - Further Synapse configuration files or directories loaded after O(path), in Synapse's order (its
+        C(--config-path)s). A directory such as C(conf.d) is read as Synapse reads it - its files named
+        C(*.yaml), sorted. They are read, never written; in the override mode, the override file is left out
+        even when it is in one of these directories.
       - Without O(override_path), a setting that must change but lives in one of them makes the module fail
         with the file's name.
     type: list
@@ -52,7 +54,9 @@ options:
     description:
       - Write the changes to this file instead of O(path) (the conf.d mode). Synapse must load it last,
         for example as C(conf.d/zz-mas.yaml) or with a final C(--config-path).
-      - Created with mode C(0600) when new (it may hold secrets); Synapse's user must be able to read it.
+      - A new override file gets the owner and group of O(path) and mode C(0640) (it may hold secrets, so it
+        is never world-readable), so that Synapse's user, which reads its configuration by group on Debian
+        (C(matrix-synapse)), can read it. O(owner), O(group) and O(mode) change that.
     type: path
   endpoint:
     description:
@@ -74,13 +78,13 @@ options:
     description:
       - The Synapse version the configuration is for, for example C(1.163.2). It decides between
         C(matrix_authentication_service) (1.136.0 and later) and C(experimental_features.msc3861).
-      - When not set, it is detected by running O(synapse_python).
+      - When not set, it is detected by running O(synapse_python) on the managed host.
     type: str
   synapse_python:
     description:
-      - The Python interpreter Synapse runs with, to detect its version.
-      - Defaults to C(/opt/venvs/matrix-synapse/bin/python) when it exists (the packages of
-        packages.matrix.org), otherwise the interpreter running this module.
+      - The Python interpreter Synapse runs with on the managed host, to detect its version.
+      - Defaults to C(/opt/venvs/matrix-synapse/bin/python) when it exists there (the packages of
+        packages.matrix.org), otherwise the interpreter Ansible runs modules with on that host.
     type: path
   issuer:
     description:
@@ -139,10 +143,11 @@ EXAMPLES = r'''
   matrix.syn2mas.synapse_auth_delegation:
     path: /etc/matrix-synapse/homeserver.yaml
     extra_config_paths:
-      - /etc/matrix-synapse/conf.d/server_name.yaml
+      - /etc/matrix-synapse/conf.d
     override_path: /etc/matrix-synapse/conf.d/zz-mas.yaml
     endpoint: http://localhost:8080/
     secret: "{{ mas_shared_secret }}"
+    group: matrix-synapse
 '''
 
 RETURN = r'''
@@ -187,7 +192,7 @@ backup_file:
   description: The backup copy, when O(backup=true) and the file changed.
   returned: changed and backup requested
   type: str
-  sample: /etc/matrix-synapse/homeserver.yaml.2025-01-31@12:00:00~
+  sample: /etc/matrix-synapse/homeserver.yaml.2712.2025-01-31@12:00:00~
 '''
 
 import sys
