@@ -98,8 +98,8 @@ class SynapseConfig:
     origin: dict  # top-level key -> file it came from (Synapse merges top-level keys only)
 
     def where(self, key: str) -> str:
-        """'file: key' for messages; the dotted key's first part decides the file."""
-        top = key.split(".", 1)[0]
+        """'file: key' for messages; the key's top-level part (before `.` or `[`) decides the file."""
+        top = re.split(r"[.\[]", key, maxsplit=1)[0]
         return f"{self.origin.get(top, ', '.join(self.files))}: {key}"
 
     @property
