@@ -193,8 +193,10 @@ class ConfigEditAction(ActionBase):
             argv = shlex.split((self._used_interpreter or "#!python3").lstrip("#!").strip()) or ["python3"]
         answer = self._run_action("ansible.legacy.command", dict(argv=argv + ["-c", SYNAPSE_VERSION_CODE]),
                                   self._task_vars, check_mode=False)
-        if answer.get("failed") and "rc" not in answer:
-            raise ConfigError(f"cannot run {' '.join(argv)} to detect Synapse's version: {answer.get('msg')}")
+        if answer.get("failed") and not (answer.get("stdout") or answer.get("stderr")):
+            # The interpreter could not be started at all (the command module says why).
+            raise ConfigError(f"cannot run {' '.join(argv)} on the host to detect Synapse's version: "
+                              f"{answer.get('msg')}; set synapse_version or synapse_python")
         return synapse_version_from_output(" ".join(argv), int(answer.get("rc", 1)), answer.get("stdout", ""),
                                            answer.get("stderr", ""))
 
