@@ -47,6 +47,22 @@ def missing_controller_library():
     return None
 
 
+class _IsADirectory(ConfigError):
+    pass
+
+
+def _read_error(path, message):
+    """The library's error for ansible.builtin.slurp's failure message (its wording varies by release)."""
+    lowered = message.lower()
+    if "not found" in lowered:
+        return ConfigFileMissing(f"{path}: file not found")
+    if "not readable" in lowered:
+        return ConfigError(f"{path}: permission denied (run as a user that can read it, e.g. with become)")
+    if "is a directory" in lowered:
+        return _IsADirectory(f"{path}: is a directory, expected a file")
+    return ConfigError(f"{path}: cannot read it on the host: {message}")
+
+
 class ManagedHostFiles:
     """The managed host's files, read over Ansible's connection (a reader for the library, see files.py).
 
@@ -72,8 +88,21 @@ class ManagedHostFiles:
             self._stats[path] = answer["stat"]
         return self._stats[path]
 
+    def forget(self, path):
+        """Drops what is known of `path` (it was written)."""
+        self._stats.pop(path, None)
+        self._contents.pop(path, None)
+
     def is_dir(self, path):
-        return bool(self.stat(path).get("isdir"))
+        # One round trip less per file: the path is read right away (a configuration file is read next
+        # anyway), and only a directory cannot be. Unreadable or missing: not a directory, as for Synapse.
+        try:
+            self.read_bytes(path)
+        except _IsADirectory:
+            return True
+        except ConfigError:
+            return False
+        return False
 
     def is_file(self, path):
         return bool(self.stat(path).get("isreg"))
@@ -98,17 +127,13 @@ class ManagedHostFiles:
         if path not in self._contents:
             answer = self._module("ansible.legacy.slurp", dict(src=path))
             if answer.get("failed"):
-                message = str(answer.get("msg", ""))
-                lowered = message.lower()
-                if "not found" in lowered:
-                    raise ConfigFileMissing(f"{path}: file not found")
-                if "not readable" in lowered:
-                    raise ConfigError(f"{path}: permission denied (run as a user that can read it, e.g. with become)")
-                if "is a directory" in lowered:
-                    raise ConfigError(f"{path}: is a directory, expected a file")
-                raise ConfigError(f"{path}: cannot read it on the host: {message}")
-            self._contents[path] = base64.b64decode(answer["content"])
-        return self._contents[path]
+                self._contents[path] = _read_error(path, str(answer.get("msg", "")))
+            else:
+                self._contents[path] = base64.b64decode(answer["content"])
+        content = self._contents[path]
+        if isinstance(content, ConfigError):
+            raise content
+        return content
 
     def read_text(self, path):
         return decode_text(path, self.read_bytes(path))
@@ -154,7 +179,10 @@ class ConfigEditAction(ActionBase):
             self._task_vars = task_vars
             edit = self.edit(params, files)
             result.update(edit.result)
-            result.update(self._write(edit, params, files, task_vars))
+            written = self._write(edit, params, files, task_vars)
+            if "path" in edit.result:
+                result.update(self._path_info(edit.result["path"], files, written.pop("copied", None)))
+            result.update(written)
             if edit.warnings:
                 result["warnings"] = list(result.get("warnings", [])) + list(edit.warnings)
         except Syn2masError as exc:
@@ -207,6 +235,8 @@ class ConfigEditAction(ActionBase):
         attributes = {key: params[key] for key in ("owner", "group", "mode") if params.get(key) is not None}
         if not report["changed"] and not attributes:
             return report
+        if self._task.check_mode and not attributes:
+            return report  # only the text changes: nothing more to predict
         if not doc.exists:
             attributes.setdefault("mode", edit.new_file_mode)
             like = files.stat(edit.new_file_owner_of) if edit.new_file_owner_of else {}
@@ -221,4 +251,21 @@ class ConfigEditAction(ActionBase):
         report["changed"] = bool(copied.get("changed"))
         if copied.get("backup_file"):
             report["backup_file"] = copied["backup_file"]
+        if not self._task.check_mode:
+            report["copied"] = copied
         return report
+
+    @staticmethod
+    def _path_info(path, files, copied):
+        """The written file's owner, group, mode and size, as a module returning `path` reports them."""
+        keys = ("uid", "gid", "owner", "group", "mode", "state", "size")
+        if copied and all(key in copied for key in keys):
+            return {key: copied[key] for key in keys}
+        if copied:
+            files.forget(path)  # written since it was last looked at
+        st = files.stat(path)
+        if not st.get("exists"):
+            return {"state": "absent"}
+        return {"uid": st["uid"], "gid": st["gid"], "owner": st.get("pw_name") or str(st["uid"]),
+                "group": st.get("gr_name") or str(st["gid"]), "mode": st["mode"], "state": "file",
+                "size": st["size"]}

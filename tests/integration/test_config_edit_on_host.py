@@ -125,6 +125,7 @@ def test_bare_debian_host_check_then_apply_then_nothing(tmp_path, host):
     # Synapse: a new override with homeserver.yaml's owner and group, not world-readable.
     assert delegation["path"] == str(h["override"]) and delegation["edit_mode"] == "override"
     assert owner_and_mode(h["override"]) == (h["uid"], h["gid"], 0o640)
+    assert (delegation["owner"], delegation["group"], delegation["mode"]) == (SYNAPSE_USER, SYNAPSE_GROUP, "0640")
     override = yaml.safe_load(h["override"].read_text())
     assert override["oidc_providers"] is None and override["password_config"]["enabled"] is False
     assert override["matrix_authentication_service"]["secret"] == SHARED

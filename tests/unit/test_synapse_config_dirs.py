@@ -49,21 +49,21 @@ def confd(tmp_path):
 
 def test_directory_gives_the_files_synapse_reads_in_its_order(confd):
     hs, d = confd
-    files, _ = synapse_reads([hs, d])
+    files = synapse_reads([hs, d])[0]
     assert synapse_config_files([str(hs), str(d)]) == files
-    assert [f.rsplit("/", 1)[1] for f in files[1:]] == [".hidden.yaml", "10-db.yaml", "20-db.yaml", "30-oidc.yaml",
-                                                       "B-upper.yaml"]
+    names = [f.rsplit("/", 1)[1] for f in files[1:]]
+    assert names == [".hidden.yaml", "10-db.yaml", "20-db.yaml", "30-oidc.yaml", "B-upper.yaml"]
 
 
 def test_directory_merges_to_what_synapse_reads(confd):
     hs, d = confd
-    _, synapse_config = synapse_reads([hs, d])
+    synapse_config = synapse_reads([hs, d])[1]
     ours = load_synapse_config([str(hs), str(d)])
     assert ours.raw == synapse_config
     assert ours.raw["media"] == "from-B" and ours.database_conninfo() == {"dbname": "later"}
     assert ours.where("database") == f"{d}/20-db.yaml: database"
     # A directory listed before a file: the file wins, as in Synapse.
-    files, synapse_config = synapse_reads([d, hs])
+    synapse_config = synapse_reads([d, hs])[1]
     assert load_synapse_config([str(d), str(hs)]).raw == synapse_config and synapse_config["media"] == "main"
 
 

@@ -379,5 +379,6 @@ def delegation_secrets(raw: dict, settings: DelegationSettings) -> list:
 
 __all__ = [
     "CommentedMap", "DelegationPlan", "DelegationSettings", "Edit", "apply_as_override", "apply_in_place",
-    "SYNAPSE_VERSION_CODE", "detect_synapse_version", "new_override_document", "synapse_version_from_output", "override_values", "parse_version", "plan_delegation",
+    "SYNAPSE_VERSION_CODE", "detect_synapse_version", "new_override_document", "override_values", "parse_version",
+    "plan_delegation", "synapse_version_from_output",
 ]
