@@ -14,5 +14,5 @@ from ansible_collections.matrix.syn2mas.plugins.plugin_utils._config_edit_action
 class ActionModule(ConfigEditAction):
     SPEC = MAS_UPSTREAM_PROVIDER_SPEC
 
-    def edit(self, params, files):
-        return edit_mas_upstream_provider(params, files)
+    def edit(self, params, host):
+        return edit_mas_upstream_provider(params, host)

@@ -7,12 +7,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules import SYNAPSE_AUTH_DELEGATION_SPEC, edit_synapse_auth_delegation
+from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules import (
+    SYNAPSE_AUTH_DELEGATION_SPEC, edit_synapse_auth_delegation,
+)
 from ansible_collections.matrix.syn2mas.plugins.plugin_utils._config_edit_action import ConfigEditAction
 
 
 class ActionModule(ConfigEditAction):
     SPEC = SYNAPSE_AUTH_DELEGATION_SPEC
 
-    def edit(self, params, files):
-        return edit_synapse_auth_delegation(params, files, self.synapse_version)
+    def edit(self, params, host):
+        return edit_synapse_auth_delegation(params, host, host.synapse_version)

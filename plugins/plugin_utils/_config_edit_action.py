@@ -63,10 +63,10 @@ def _read_error(path, message):
     return ConfigError(f"{path}: cannot read it on the host: {message}")
 
 
-class ManagedHostFiles:
-    """The managed host's files, read over Ansible's connection (a reader for the library, see files.py).
-
-    Paths are the host's; every error names the host's path. Answers are kept for the task's run.
+class ManagedHost:
+    """The managed host over Ansible's connection: its files (a reader for the library, see files.py)
+    and its commands. Paths are the host's; every error names the host's path. What was read is kept
+    for the task's run.
     """
 
     def __init__(self, action, task_vars):
@@ -148,17 +148,49 @@ class ManagedHostFiles:
         return (one.get("dev"), one.get("inode")) == (other.get("dev"), other.get("inode"))
 
 
+    def run_action(self, name, args, check_mode):
+        """Runs another action (copy, command) on this task's host, connection and become."""
+        action = self._action
+        task = action._task.copy()
+        task.args = args
+        task.check_mode = check_mode
+        task.diff = False  # copy's diff would show the secrets; the edit's own diff is redacted
+        other = action._shared_loader_obj.action_loader.get(
+            name, task=task, connection=action._connection, play_context=action._play_context, loader=action._loader,
+            templar=action._templar, shared_loader_obj=action._shared_loader_obj)
+        return other.run(task_vars=self._task_vars)
+
+    def synapse_version(self, python):
+        """The version of the Synapse `python` runs on the host (None: the host's module interpreter).
+
+        Asked in check mode too: it only reads.
+        """
+        if python:
+            argv = [python]
+        else:
+            # The interpreter the last module ran with (ansible_python_interpreter or discovered).
+            shebang = self._action._used_interpreter or "#!python3"
+            argv = shlex.split(shebang.lstrip("#!").strip()) or ["python3"]
+        answer = self.run_action("ansible.legacy.command", dict(argv=argv + ["-c", SYNAPSE_VERSION_CODE]),
+                                 check_mode=False)
+        if answer.get("failed") and not (answer.get("stdout") or answer.get("stderr")):
+            # The interpreter could not be started at all (the command module says why).
+            raise ConfigError(f"cannot run {' '.join(argv)} on the host to detect Synapse's version: "
+                              f"{answer.get('msg')}; set synapse_version or synapse_python")
+        return synapse_version_from_output(" ".join(argv), int(answer.get("rc", 1)), answer.get("stdout", ""),
+                                           answer.get("stderr", ""))
+
+
 class ConfigEditAction(ActionBase):
     """An action plugin that edits one configuration file of the managed host on the controller.
 
     Subclasses set SPEC (the module's argument spec, from module_utils._config_modules) and
-    implement edit(params, files) returning a ConfigEdit.
+    implement edit(params, host) returning a ConfigEdit (module_utils._config_modules).
     """
 
     SPEC = None
-    _requires_connection = True
 
-    def edit(self, params, files):
+    def edit(self, params, host):
         raise NotImplementedError
 
     def run(self, tmp=None, task_vars=None):
@@ -175,13 +207,12 @@ class ConfigEditAction(ActionBase):
             if missing:
                 result.update(failed=True, msg=missing)
                 return result
-            files = ManagedHostFiles(self, task_vars)
-            self._task_vars = task_vars
-            edit = self.edit(params, files)
+            host = ManagedHost(self, task_vars)
+            edit = self.edit(params, host)
             result.update(edit.result)
-            written = self._write(edit, params, files, task_vars)
+            written = self._write(edit, params, host)
             if "path" in edit.result:
-                result.update(self._path_info(edit.result["path"], files, written.pop("copied", None)))
+                result.update(self._path_info(edit.result["path"], host, written.pop("copied", None)))
             result.update(written)
             if edit.warnings:
                 result["warnings"] = list(result.get("warnings", [])) + list(edit.warnings)
@@ -196,39 +227,7 @@ class ConfigEditAction(ActionBase):
             result.setdefault("ansible_facts", {})[self._discovered_interpreter_key] = self._discovered_interpreter
         return remove_values(result, no_log_values)
 
-    # ------------------------------------------------------------------------------ on the host
-
-    def _run_action(self, name, args, task_vars, check_mode):
-        """Runs another action (copy, command) on this task's host, connection and become."""
-        task = self._task.copy()
-        task.args = args
-        task.check_mode = check_mode
-        task.diff = False  # copy's diff would show the secrets; the edit's own diff is redacted
-        action = self._shared_loader_obj.action_loader.get(
-            name, task=task, connection=self._connection, play_context=self._play_context, loader=self._loader,
-            templar=self._templar, shared_loader_obj=self._shared_loader_obj)
-        return action.run(task_vars=task_vars)
-
-    def synapse_version(self, python):
-        """The version of the Synapse `python` runs on the host (None: the host's module interpreter).
-
-        Asked in check mode too: it only reads.
-        """
-        if python:
-            argv = [python]
-        else:
-            # The interpreter the last module ran with (ansible_python_interpreter or discovered).
-            argv = shlex.split((self._used_interpreter or "#!python3").lstrip("#!").strip()) or ["python3"]
-        answer = self._run_action("ansible.legacy.command", dict(argv=argv + ["-c", SYNAPSE_VERSION_CODE]),
-                                  self._task_vars, check_mode=False)
-        if answer.get("failed") and not (answer.get("stdout") or answer.get("stderr")):
-            # The interpreter could not be started at all (the command module says why).
-            raise ConfigError(f"cannot run {' '.join(argv)} on the host to detect Synapse's version: "
-                              f"{answer.get('msg')}; set synapse_version or synapse_python")
-        return synapse_version_from_output(" ".join(argv), int(answer.get("rc", 1)), answer.get("stdout", ""),
-                                           answer.get("stderr", ""))
-
-    def _write(self, edit, params, files, task_vars):
+    def _write(self, edit, params, host):
         """changed, diff and backup_file; the file written with ansible.builtin.copy unless in check mode."""
         doc = edit.doc
         report = yaml_edit.change_report(doc, edit.new_text, edit.secrets, want_diff=bool(self._task.diff))
@@ -239,13 +238,13 @@ class ConfigEditAction(ActionBase):
             return report  # only the text changes: nothing more to predict
         if not doc.exists:
             attributes.setdefault("mode", edit.new_file_mode)
-            like = files.stat(edit.new_file_owner_of) if edit.new_file_owner_of else {}
+            like = host.stat(edit.new_file_owner_of) if edit.new_file_owner_of else {}
             if like.get("exists"):
                 attributes.setdefault("owner", like.get("pw_name") or str(like["uid"]))
                 attributes.setdefault("group", like.get("gr_name") or str(like["gid"]))
-        copied = self._run_action("ansible.legacy.copy", dict(
+        copied = host.run_action("ansible.legacy.copy", dict(
             dest=doc.path, content=edit.new_text, follow=True, force=True, decrypt=False,
-            backup=params["backup"], **attributes), task_vars, check_mode=bool(self._task.check_mode))
+            backup=params["backup"], **attributes), check_mode=bool(self._task.check_mode))
         if copied.get("failed"):
             raise ConfigError(f"{doc.path}: cannot write it on the host: {copied.get('msg')}")
         report["changed"] = bool(copied.get("changed"))
@@ -256,14 +255,14 @@ class ConfigEditAction(ActionBase):
         return report
 
     @staticmethod
-    def _path_info(path, files, copied):
+    def _path_info(path, host, copied):
         """The written file's owner, group, mode and size, as a module returning `path` reports them."""
         keys = ("uid", "gid", "owner", "group", "mode", "state", "size")
         if copied and all(key in copied for key in keys):
             return {key: copied[key] for key in keys}
         if copied:
-            files.forget(path)  # written since it was last looked at
-        st = files.stat(path)
+            host.forget(path)  # written since it was last looked at
+        st = host.stat(path)
         if not st.get("exists"):
             return {"state": "absent"}
         return {"uid": st["uid"], "gid": st["gid"], "owner": st.get("pw_name") or str(st["uid"]),
