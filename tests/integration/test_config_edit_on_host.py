@@ -201,3 +201,25 @@ def test_missing_ruamel_yaml_on_the_controller_is_named(tmp_path, host):
     assert "install it in the controller's Python (pip install ruamel.yaml)" in message
     assert host["real_mas"].read_text() == MAS
     assert json.dumps(run.results).count(SHARED) == 0
+
+
+def test_module_still_runs_on_its_own_where_the_libraries_are(tmp_path, host):
+    # Bypassing the action plugin (as ansible-test and ansible-doc load it), the module edits the files
+    # of the machine it runs on, with the same results and the same defaults for a new file.
+    h = host
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
+        "path": str(h["hs"]), "extra_config_paths": [str(h["confd"])], "override_path": str(h["override"]),
+        "endpoint": "http://127.0.0.1:8080/", "secret": SHARED, "synapse_python": synapse_python(LATEST),
+        "_ansible_diff": True}}))
+    module = os.path.join(root, "plugins", "modules", "synapse_auth_delegation.py")
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, ".venv", "collections"))
+    runs = [json.loads(subprocess.run([os.path.join(root, ".venv", "bin", "python"), module, str(args)], env=env,
+                                      capture_output=True, text=True, check=True, timeout=120).stdout)
+            for _ in range(2)]
+    assert [r["changed"] for r in runs] == [True, False]
+    assert runs[0]["synapse_version"] == LATEST and "secret: <redacted>" in runs[0]["diff"]["after"]
+    assert SHARED not in json.dumps(runs) and PEPPER not in json.dumps(runs)
+    assert owner_and_mode(h["override"]) == (h["uid"], h["gid"], 0o640)
+    assert yaml.safe_load(h["override"].read_text())["oidc_providers"] is None
