@@ -147,7 +147,6 @@ class ManagedHost:
             return False
         return (one.get("dev"), one.get("inode")) == (other.get("dev"), other.get("inode"))
 
-
     def run_action(self, name, args, check_mode):
         """Runs another action (copy, command) on this task's host, connection and become."""
         action = self._action

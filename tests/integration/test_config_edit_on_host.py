@@ -215,9 +215,9 @@ def test_module_still_runs_on_its_own_where_the_libraries_are(tmp_path, host):
         "_ansible_diff": True}}))
     module = os.path.join(root, "plugins", "modules", "synapse_auth_delegation.py")
     env = dict(os.environ, PYTHONPATH=os.path.join(root, ".venv", "collections"))
-    runs = [json.loads(subprocess.run([os.path.join(root, ".venv", "bin", "python"), module, str(args)], env=env,
-                                      capture_output=True, text=True, check=True, timeout=120).stdout)
-            for _ in range(2)]
+    command = [os.path.join(root, ".venv", "bin", "python"), module, str(args)]
+    runs = [json.loads(subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=120).stdout)
+            for _run in range(2)]
     assert [r["changed"] for r in runs] == [True, False]
     assert runs[0]["synapse_version"] == LATEST and "secret: <redacted>" in runs[0]["diff"]["after"]
     assert SHARED not in json.dumps(runs) and PEPPER not in json.dumps(runs)
