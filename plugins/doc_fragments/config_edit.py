@@ -13,11 +13,38 @@ class ModuleDocFragment(object):
 options:
   backup:
     description:
-      - Keep a copy of the file as it was, named C(<file>.<YYYY-MM-DD@HH:MM:SS>~), before changing it.
+      - Keep a copy of the file as it was, named C(<file>.<number>.<YYYY-MM-DD@HH:MM:SS>~) (as
+        M(ansible.builtin.copy) names it), before changing it.
       - The copy has the file's owner and mode. Nothing is copied when nothing changes.
     type: bool
     default: false
+  owner:
+    description:
+      - Owner of the written file, a user name or a numeric id.
+      - When not set, an existing file keeps its owner; a new file gets the module's default (see O(mode)).
+    type: str
+  group:
+    description:
+      - Group of the written file, a group name or a numeric id.
+      - When not set, an existing file keeps its group; a new file gets the module's default (see O(mode)).
+    type: str
+  mode:
+    description:
+      - Permissions of the written file, as for M(ansible.builtin.copy) (for example V('0640') or V(u=rw,g=r,o=)).
+      - When not set, an existing file keeps its mode. A new file gets C(0600), except the override file of
+        M(matrix.syn2mas.synapse_auth_delegation) (see there). Files that hold secrets should never be
+        world-readable.
+    type: raw
 attributes:
+  action:
+    description: The edit runs in an action plugin on the controller; the managed host only runs Ansible's builtin modules.
+    support: full
+  async:
+    description: Supports being used with the C(async) keyword.
+    support: none
+  bypass_host_loop:
+    description: Forces a single run for all hosts of the play.
+    support: none
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
@@ -30,13 +57,27 @@ attributes:
   idempotent:
     description: When run twice in a row, the second run reports no change.
     support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+  safe_file_operations:
+    description: Uses Ansible's strict file operation functions (through M(ansible.builtin.copy)) to ensure proper
+      permissions and avoid data corruption.
+    support: full
 notes:
+  - The files are read from the managed host (M(ansible.builtin.stat), M(ansible.builtin.find),
+    M(ansible.builtin.slurp)) and edited on the Ansible controller, so ruamel.yaml is needed on the
+    controller only; the managed host needs nothing but the Python that runs Ansible's builtin modules.
   - Files are edited as round-trip YAML (ruamel.yaml). Top-level sections the change does not touch are
     kept byte for byte, comments included; changed sections keep their comments, key order and
     indentation style. A removed top-level section leaves a one-line comment saying why.
-  - Files are replaced atomically (a temporary file in the same directory, then a rename) and keep their
-    owner and mode; a symbolic link is followed. New files are created with mode C(0600).
+  - The new text is written with M(ansible.builtin.copy) - atomically, keeping an existing file's owner,
+    group, mode and SELinux context unless O(owner), O(group) or O(mode) say otherwise; a symbolic link is
+    followed. Its own diff is turned off (it would show the secrets); the module's diff is redacted.
+  - Synapse's configuration may be given as files and directories, as Synapse's C(--config-path) takes them - a
+    directory stands for the files in it whose names end in C(.yaml), in sorted order.
 requirements:
-  - ruamel.yaml
-  - PyYAML
+  - on the controller - ruamel.yaml and PyYAML (C(pip install ruamel.yaml) in the controller's Python)
+  - on the managed host - nothing beyond what Ansible's builtin modules need
 '''

@@ -14,7 +14,8 @@ options:
   synapse_config:
     description:
       - Paths of Synapse's configuration files (C(homeserver.yaml) and any split files), merged as Synapse
-        merges them (a later file replaces a whole top-level key).
+        merges them (a later file replaces a whole top-level key). A directory stands for its files named
+        C(*.yaml), sorted, as Synapse reads a directory given as C(--config-path).
       - They give C(server_name), the database connection (psycopg2 C(args), or the C(databases) entry holding
         the C(main) data store) and the OIDC providers.
     type: list

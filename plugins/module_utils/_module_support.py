@@ -9,6 +9,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
@@ -50,3 +52,36 @@ def exit_with(module, run):
     except Syn2masError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
+
+
+def write_config_edit(module, edit):
+    """Writes a ConfigEdit (module_utils._config_modules) on this host and returns the module's result.
+
+    The module runs only where its action plugin is bypassed; the action plugin writes with
+    ansible.builtin.copy instead. A new file gets `mode` (else the edit's default) and
+    `owner`/`group` (else those of the file the edit names); an existing file keeps its own
+    unless they are given.
+    """
+    params = module.params
+    path = edit.doc.path
+    result = dict(edit.result)
+    result.update(_yaml_edit.commit(edit.doc, edit.new_text, module.check_mode, backup=params["backup"],
+                                    secrets=edit.secrets, want_diff=module._diff,
+                                    new_file_mode=int(edit.new_file_mode, 8)))
+    owner, group, mode = params["owner"], params["group"], params["mode"]
+    if not edit.doc.exists:
+        mode = edit.new_file_mode if mode is None else mode
+        if edit.new_file_owner_of and os.path.exists(edit.new_file_owner_of):
+            like = os.stat(edit.new_file_owner_of)
+            owner = str(like.st_uid) if owner is None else owner
+            group = str(like.st_gid) if group is None else group
+    target = os.path.realpath(path)
+    if os.path.exists(target):
+        changed = result["changed"]
+        changed = module.set_owner_if_different(target, owner, changed)
+        changed = module.set_group_if_different(target, group, changed)
+        changed = module.set_mode_if_different(target, mode, changed)
+        result["changed"] = changed
+    for warning in edit.warnings:
+        module.warn(warning)
+    return result

@@ -36,7 +36,8 @@ options:
     required: true
   synapse_config:
     description:
-      - Synapse's configuration files, in the order Synapse loads them.
+      - Synapse's configuration files or directories, in the order Synapse loads them (its C(--config-path)s;
+        a directory stands for its files named C(*.yaml), sorted).
     type: list
     elements: path
     required: true
@@ -60,7 +61,7 @@ options:
     description:
       - Write Synapse's pepper as C(secret_file) of password scheme version 1 instead of inline.
       - The file must already hold exactly the pepper, without a trailing newline (MAS reads it untrimmed);
-        the module checks that and fails otherwise.
+        the module reads it on the managed host to check that, and fails otherwise.
     type: path
   kind:
     description:
@@ -145,64 +146,26 @@ backup_file:
   type: str
 '''
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
-
-try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
-        load_synapse_config,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
-        LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
-        YamlDocument, commit, plain,
-    )
-    LIB_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover
-    LIB_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules import (
+    MAS_SYNAPSE_LINK_SPEC, edit_mas_synapse_link,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    exit_with, require_libraries, write_config_edit,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES
 
 
 def run(module):
-    params = module.params
-    synapse = load_synapse_config(params["synapse_config"])
-    doc = YamlDocument.load(params["path"])
-    settings = LinkSettings(endpoint=params["endpoint"], secret=params["secret"],
-                            secret_file=params["secret_file"], pepper_file=params["pepper_file"],
-                            kind=params["kind"])
-    secrets = link_secrets(synapse, settings, doc.data)
-    outcome = apply_link(doc.data, synapse, settings, params["path"])
-    result = {
-        "matrix": plain(matrix_summary(doc.data)),
-        "password_schemes": plain(schemes_summary(doc.data)),
-        "changes": outcome.changes,
-    }
-    result.update(commit(doc, doc.render(), module.check_mode, backup=params["backup"], secrets=secrets,
-                         want_diff=module._diff))
-    for warning in outcome.warnings:
-        module.warn(warning)
-    return result
+    # The action plugin of the same name runs instead, on the controller; this runs only when
+    # the module is executed on its own, on the host whose files it edits.
+    return write_config_edit(module, edit_mas_synapse_link(module.params, LOCAL_FILES))
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            synapse_config=dict(type="list", elements="path", required=True),
-            endpoint=dict(type="str"),
-            secret=dict(type="str", no_log=True),
-            secret_file=dict(type="path"),
-            pepper_file=dict(type="path"),
-            kind=dict(type="str", choices=["synapse", "synapse_modern", "synapse_legacy", "synapse_read_only"]),
-            backup=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[["secret", "secret_file"]],
-        supports_check_mode=True,
-    )
-    require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
+    module = AnsibleModule(supports_check_mode=True, **MAS_SYNAPSE_LINK_SPEC)
+    require_libraries(module, ruamel=True)
     exit_with(module, run)
 
 

@@ -37,8 +37,9 @@ options:
     required: true
   synapse_config:
     description:
-      - Synapse's configuration files, in the order Synapse loads them (a later file replaces whole
-        top-level keys of an earlier one).
+      - Synapse's configuration files or directories, in the order Synapse loads them (its C(--config-path)s;
+        a directory stands for its files named C(*.yaml), sorted). A later file replaces whole top-level keys
+        of an earlier one.
       - Required with O(state=present), and with O(state=absent) when O(synapse_idp_id) is not set.
     type: list
     elements: path
@@ -74,7 +75,7 @@ EXAMPLES = r'''
     path: /etc/mas/config.yaml
     synapse_config:
       - /etc/matrix-synapse/homeserver.yaml
-      - /etc/matrix-synapse/conf.d/oidc.yaml
+      - /etc/matrix-synapse/conf.d
     backup: true
   register: mas_providers
 
@@ -146,122 +147,29 @@ backup_file:
   description: The backup copy, when O(backup=true) and the file changed.
   returned: changed and backup requested
   type: str
-  sample: /etc/mas/config.yaml.2025-01-31@12:00:00~
+  sample: /etc/mas/config.yaml.2712.2025-01-31@12:00:00~
 '''
-
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
-
-try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
-        load_synapse_config,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
-        apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
-        YamlDocument, commit, plain,
-    )
-    LIB_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover
-    LIB_IMPORT_ERROR = traceback.format_exc()
+from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules import (
+    MAS_UPSTREAM_PROVIDER_SPEC, edit_mas_upstream_provider,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    exit_with, require_libraries, write_config_edit,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES
 
 
 def run(module):
-    params = module.params
-    path = params["path"]
-    doc = YamlDocument.load(path)
-    result = {"changed": False, "providers": [], "redirect_uris": {}}
-    conversion_warnings = []
-    secrets = []
-    wanted = params["synapse_idp_id"]
-
-    synapse = None
-    selected = []
-    if params["synapse_config"]:
-        synapse = load_synapse_config(params["synapse_config"])
-    if params["state"] == "present" or wanted is None:
-        if synapse is None:
-            module.fail_json(msg="synapse_config is required with state=present, or to remove all providers")
-        selected = select_providers(synapse, wanted)
-        if wanted is None:
-            kept = []
-            for provider in selected:
-                if provider.source.endswith("oidc_config") and provider.config.get("enabled") is not True:
-                    conversion_warnings.append(
-                        f"{provider.source}: skipped: Synapse ignores oidc_config unless `enabled: true` (select it "
-                        "with synapse_idp_id if users are still linked to it)")
-                    continue
-                kept.append(provider)
-            selected = kept
-        for provider in selected:
-            for key in ("client_secret",):
-                if provider.config.get(key):
-                    secrets.append(str(provider.config[key]))
-
-    if params["state"] == "present":
-        converted = [convert_provider(p) for p in selected]
-        changes = apply_providers(doc.data, converted, path)
-        by_id = {c.synapse_idp_id: c for c in converted}
-    else:
-        if wanted is not None and synapse is None:
-            ids = [wanted]
-            section = doc.data.get("upstream_oauth2") or {}
-            known = [str(p.get("synapse_idp_id")) for p in (section.get("providers") or []) if isinstance(p, dict)]
-            if wanted not in known and ("oidc-" + wanted) in known:
-                ids = ["oidc-" + wanted]
-        else:
-            ids = [p.auth_provider for p in selected]
-        changes = remove_providers(doc.data, ids, path)
-        by_id = {}
-
-    http = doc.data.get("http") or {}
-    public_base = params["public_base"] or (http.get("public_base") if isinstance(http, dict) else None)
-    for change in changes:
-        converted = by_id.get(change.synapse_idp_id)
-        entry = plain(change.entry) if change.entry is not None else {}
-        item = {
-            "synapse_idp_id": change.synapse_idp_id,
-            "id": change.id,
-            "action": change.action,
-            "human_name": entry.get("human_name"),
-            "issuer": entry.get("issuer"),
-            "redirect_uri": redirect_uri(public_base, change.id) if change.id and change.action != "removed" else None,
-            "source": converted.source if converted else None,
-            "warnings": list(converted.warnings) if converted else [],
-        }
-        if entry.get("client_secret"):
-            secrets.append(str(entry["client_secret"]))
-        result["providers"].append(item)
-        if item["redirect_uri"]:
-            result["redirect_uris"][change.synapse_idp_id] = item["redirect_uri"]
-        conversion_warnings.extend(item["warnings"])
-    if params["state"] == "present" and result["providers"] and not public_base:
-        conversion_warnings.append(f"{path}: http.public_base is not set: cannot tell the redirect URIs (pass public_base)")
-
-    result.update(commit(doc, doc.render(), module.check_mode, backup=params["backup"], secrets=secrets,
-                         want_diff=module._diff))
-    for warning in conversion_warnings:
-        module.warn(warning)
-    return result
+    # The action plugin of the same name runs instead, on the controller; this runs only when
+    # the module is executed on its own, on the host whose files it edits.
+    return write_config_edit(module, edit_mas_upstream_provider(module.params, LOCAL_FILES))
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            synapse_config=dict(type="list", elements="path"),
-            synapse_idp_id=dict(type="str"),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            public_base=dict(type="str"),
-            backup=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
+    module = AnsibleModule(supports_check_mode=True, **MAS_UPSTREAM_PROVIDER_SPEC)
+    require_libraries(module, ruamel=True)
     exit_with(module, run)
 
 

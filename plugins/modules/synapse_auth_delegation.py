@@ -41,8 +41,10 @@ options:
     required: true
   extra_config_paths:
     description:
-      - Further Synapse configuration files loaded after O(path) (for example the files of a C(conf.d)
-        directory), in Synapse's order. They are read, never written.
+      - Further Synapse configuration files or directories loaded after O(path), in Synapse's order (its
+        C(--config-path)s). A directory such as C(conf.d) is read as Synapse reads it - its files named
+        C(*.yaml), sorted. They are read, never written; in the override mode, the override file is left out
+        even when it is in one of these directories.
       - Without O(override_path), a setting that must change but lives in one of them makes the module fail
         with the file's name.
     type: list
@@ -52,7 +54,9 @@ options:
     description:
       - Write the changes to this file instead of O(path) (the conf.d mode). Synapse must load it last,
         for example as C(conf.d/zz-mas.yaml) or with a final C(--config-path).
-      - Created with mode C(0600) when new (it may hold secrets); Synapse's user must be able to read it.
+      - A new override file gets the owner and group of O(path) and mode C(0640) (it may hold secrets, so it
+        is never world-readable), so that Synapse's user, which reads its configuration by group on Debian
+        (C(matrix-synapse)), can read it. O(owner), O(group) and O(mode) change that.
     type: path
   endpoint:
     description:
@@ -74,13 +78,13 @@ options:
     description:
       - The Synapse version the configuration is for, for example C(1.163.2). It decides between
         C(matrix_authentication_service) (1.136.0 and later) and C(experimental_features.msc3861).
-      - When not set, it is detected by running O(synapse_python).
+      - When not set, it is detected by running O(synapse_python) on the managed host.
     type: str
   synapse_python:
     description:
-      - The Python interpreter Synapse runs with, to detect its version.
-      - Defaults to C(/opt/venvs/matrix-synapse/bin/python) when it exists (the packages of
-        packages.matrix.org), otherwise the interpreter running this module.
+      - The Python interpreter Synapse runs with on the managed host, to detect its version.
+      - Defaults to C(/opt/venvs/matrix-synapse/bin/python) when it exists there (the packages of
+        packages.matrix.org), otherwise the interpreter Ansible runs modules with on that host.
     type: path
   issuer:
     description:
@@ -139,10 +143,11 @@ EXAMPLES = r'''
   matrix.syn2mas.synapse_auth_delegation:
     path: /etc/matrix-synapse/homeserver.yaml
     extra_config_paths:
-      - /etc/matrix-synapse/conf.d/server_name.yaml
+      - /etc/matrix-synapse/conf.d
     override_path: /etc/matrix-synapse/conf.d/zz-mas.yaml
     endpoint: http://localhost:8080/
     secret: "{{ mas_shared_secret }}"
+    group: matrix-synapse
 '''
 
 RETURN = r'''
@@ -187,107 +192,34 @@ backup_file:
   description: The backup copy, when O(backup=true) and the file changed.
   returned: changed and backup requested
   type: str
-  sample: /etc/matrix-synapse/homeserver.yaml.2025-01-31@12:00:00~
+  sample: /etc/matrix-synapse/homeserver.yaml.2712.2025-01-31@12:00:00~
 '''
 
-import os
 import sys
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
-
-try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import (
-        load_synapse_config,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
-        DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, detect_synapse_version,
-        new_override_document, override_values, plan_delegation,
-    )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import (
-        YamlDocument, commit,
-    )
-    LIB_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover
-    LIB_IMPORT_ERROR = traceback.format_exc()
-
-DEBIAN_SYNAPSE_PYTHON = "/opt/venvs/matrix-synapse/bin/python"
+from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules import (
+    SYNAPSE_AUTH_DELEGATION_SPEC, edit_synapse_auth_delegation,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    exit_with, require_libraries, write_config_edit,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import detect_synapse_version
 
 
 def run(module):
-    params = module.params
-    path = params["path"]
-    override = params["override_path"]
-    files = [path] + list(params["extra_config_paths"] or [])
-    if override:
-        files = [f for f in files if os.path.realpath(f) != os.path.realpath(override)]
-    synapse = load_synapse_config(files)
-
-    version = params["synapse_version"]
-    if not version:
-        python = params["synapse_python"]
-        if not python:
-            python = DEBIAN_SYNAPSE_PYTHON if os.path.exists(DEBIAN_SYNAPSE_PYTHON) else sys.executable
-        version = detect_synapse_version(python)
-
-    settings = DelegationSettings(
-        endpoint=params["endpoint"], secret=params["secret"], secret_path=params["secret_path"],
-        synapse_version=version, issuer=params["issuer"], client_id=params["client_id"],
-        client_auth_method=params["client_auth_method"], client_secret=params["client_secret"],
-        client_secret_path=params["client_secret_path"],
-        account_management_url=params["account_management_url"],
-        introspection_endpoint=params["introspection_endpoint"],
-    )
-    plan = plan_delegation(synapse.raw, settings, synapse.where)
-    if override:
-        doc = new_override_document(override)
-        apply_as_override(doc, override_values(synapse.raw, plan))
-    else:
-        doc = YamlDocument.load(path, default_style=(2, 4, 2))
-        apply_in_place(doc, plan, synapse)
-
-    result = {
-        "path": doc.path,
-        "edit_mode": "override" if override else "in_place",
-        "synapse_version": version,
-        "config_form": plan.config_form,
-        "changes": [edit.report() for edit in plan.edits],
-    }
-    result.update(commit(doc, doc.render(), module.check_mode, backup=params["backup"],
-                         secrets=delegation_secrets(synapse.raw, settings), want_diff=module._diff))
-    for warning in plan.warnings:
-        module.warn(warning)
-    return result
+    # The action plugin of the same name runs instead, on the controller; this runs only when
+    # the module is executed on its own, on the host whose files it edits.
+    edit = edit_synapse_auth_delegation(module.params, LOCAL_FILES,
+                                        lambda python: detect_synapse_version(python or sys.executable))
+    return write_config_edit(module, edit)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type="path", required=True),
-            extra_config_paths=dict(type="list", elements="path", default=[]),
-            override_path=dict(type="path"),
-            endpoint=dict(type="str", required=True),
-            secret=dict(type="str", no_log=True),
-            secret_path=dict(type="path"),
-            synapse_version=dict(type="str"),
-            synapse_python=dict(type="path"),
-            issuer=dict(type="str"),
-            client_id=dict(type="str", default="0000000000000000000SYNAPSE"),
-            client_auth_method=dict(type="str", default="client_secret_basic",
-                                    choices=["client_secret_basic", "client_secret_post"]),
-            client_secret=dict(type="str", no_log=True),
-            client_secret_path=dict(type="path"),
-            account_management_url=dict(type="str"),
-            introspection_endpoint=dict(type="str"),
-            backup=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[["secret", "secret_path"], ["client_secret", "client_secret_path"]],
-        required_one_of=[["secret", "secret_path"]],
-        supports_check_mode=True,
-    )
-    require_libraries(module, LIB_IMPORT_ERROR, ruamel=True)
+    module = AnsibleModule(supports_check_mode=True, **SYNAPSE_AUTH_DELEGATION_SPEC)
+    require_libraries(module, ruamel=True)
     exit_with(module, run)
 
 

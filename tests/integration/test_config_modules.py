@@ -244,7 +244,9 @@ def test_delegation_override_mode_leaves_homeserver_yaml_alone(tmp_path, files):
     assert result["changed"] is True and result["edit_mode"] == "override" and result["path"] == str(override)
     assert_no_secrets(run)
     assert hs.read_text() == HOMESERVER
-    assert stat.S_IMODE(os.stat(override).st_mode) == 0o600
+    # New: homeserver.yaml's owner and group, readable by that group only (Synapse's user reads it).
+    assert stat.S_IMODE(os.stat(override).st_mode) == 0o640
+    assert (os.stat(override).st_uid, os.stat(override).st_gid) == (os.stat(hs).st_uid, os.stat(hs).st_gid)
     data = yaml.safe_load(override.read_text())
     assert data["password_config"] == {"enabled": False, "pepper": PEPPER}  # whole section, pepper kept
     assert data["oidc_providers"] is None and data["session_lifetime"] is None

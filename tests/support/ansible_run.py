@@ -27,7 +27,10 @@ class PlaybookRun:
         return self.results[0]
 
 
-def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, verbose: bool = True) -> PlaybookRun:
+def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, verbose: bool = True,
+              interpreter: str | None = None, env: dict | None = None) -> PlaybookRun:
+    """Runs `tasks` on localhost; `interpreter` is the host's Python (this repository's .venv unless
+    given), `env` is added to ansible-playbook's environment (the controller's)."""
     n = next(_runs)
     workdir = tmp_path / f"play-{n}"
     workdir.mkdir()
@@ -40,7 +43,7 @@ def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, ve
             "check_mode": False, "diff": False, "no_log": True,
         })
     playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks,
-                 "vars": {"ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python")}}]
+                 "vars": {"ansible_python_interpreter": interpreter or os.path.join(ROOT, ".venv", "bin", "python")}}]
     path = workdir / "playbook.yml"
     path.write_text(yaml.safe_dump(playbook, sort_keys=False))
     cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path)]
@@ -50,7 +53,7 @@ def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, ve
         cmd.append("--diff")
     if verbose:
         cmd.append("-v")
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", **(env or {}))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
     results = []
     for i in range(len(tasks)):

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="advisor or migrate (same as --command)")
     parser.add_argument("--command", choices=("advisor", "migrate"), help="advisor or migrate")
     parser.add_argument("--synapseConfigFile", action="append", default=[], metavar="FILE",
-                        help="Synapse's homeserver.yaml; repeat for split configs (merged as Synapse merges them)")
+                        help="Synapse's homeserver.yaml or a config directory (its *.yaml files, sorted); repeat for "
+                             "split configs (merged as Synapse merges them)")
     parser.add_argument("--masConfigFile", action="append", default=[], metavar="FILE",
                         help="MAS's config.yaml; repeat for split configs")
     parser.add_argument("--dryRun", nargs="?", const=True, default=False, type=_bool, metavar="true|false",

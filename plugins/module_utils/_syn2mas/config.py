@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .files import LOCAL_FILES
 
 try:
     import yaml
@@ -32,21 +33,12 @@ except ImportError:  # pragma: no cover - reported by the adapters with missing_
     YAML_IMPORT_ERROR = traceback.format_exc()
 
 
-def read_yaml_file(path: str) -> dict:
-    """A YAML file's top-level mapping ({} for an empty file), or a ConfigError naming the file."""
+def parse_yaml_mapping(path: str, text: str) -> dict:
+    """A YAML text's top-level mapping ({} for an empty file); errors name `path`."""
     if yaml is None:
         raise ConfigError("PyYAML is required to read configuration files")
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: permission denied (run as a user that can read it)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -59,6 +51,11 @@ def read_yaml_file(path: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, found {type(data).__name__}")
     return data
+
+
+def read_yaml_file(path: str, reader=LOCAL_FILES) -> dict:
+    """A YAML file's top-level mapping ({} for an empty file), or a ConfigError naming the file."""
+    return parse_yaml_mapping(path, reader.read_text(path))
 
 
 def _as_paths(paths) -> list[str]:
@@ -101,8 +98,8 @@ class SynapseConfig:
     origin: dict  # top-level key -> file it came from (Synapse merges top-level keys only)
 
     def where(self, key: str) -> str:
-        """'file: key' for messages; the dotted key's first part decides the file."""
-        top = key.split(".", 1)[0]
+        """'file: key' for messages; the key's top-level part (before `.` or `[`) decides the file."""
+        top = re.split(r"[.\[]", key, maxsplit=1)[0]
         return f"{self.origin.get(top, ', '.join(self.files))}: {key}"
 
     @property
@@ -212,13 +209,36 @@ def synapse_auth_provider(idp_id: str) -> str:
     return idp_id if idp_id == "oidc" else "oidc-" + idp_id
 
 
-def load_synapse_config(paths) -> SynapseConfig:
-    """Reads homeserver.yaml (and more files), merged the way Synapse merges them."""
-    files = _as_paths(paths)
+def synapse_config_files(paths, reader=LOCAL_FILES) -> list[str]:
+    """The files Synapse reads for these `--config-path`s, in its order.
+
+    As Synapse's find_config_files: a directory stands for the entries in it whose names end in
+    `.yaml` and that are files (or links to files), sorted; anything else is read as a file.
+    """
+    files = []
+    for path in _as_paths(paths):
+        if reader.is_dir(path):
+            entries = [os.path.join(path, name) for name in reader.list_dir(path) if name.endswith(".yaml")]
+            files.extend(sorted(entry for entry in entries if reader.is_file(entry)))
+        else:
+            files.append(path)
+    return files
+
+
+def load_synapse_config(paths, reader=LOCAL_FILES, exclude=()) -> SynapseConfig:
+    """Reads homeserver.yaml (and more files or config directories), merged the way Synapse merges them.
+
+    `exclude`: files not to read even when listed or inside a listed directory (an override file
+    that is about to be rewritten).
+    """
+    files = [f for f in synapse_config_files(paths, reader)
+             if not any(reader.same_file(f, other) for other in exclude if other)]
+    if not files:
+        raise ConfigError(f"{', '.join(_as_paths(paths))}: no Synapse configuration file found there")
     merged: dict = {}
     origin: dict = {}
     for path in files:
-        data = read_yaml_file(path)
+        data = read_yaml_file(path, reader)
         for key, value in data.items():
             merged[key] = value
             origin[key] = path
@@ -355,12 +375,12 @@ def _deep_merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
-def load_mas_config(paths) -> MasConfig:
+def load_mas_config(paths, reader=LOCAL_FILES) -> MasConfig:
     """Reads MAS's config.yaml (and more files), merged the way MAS merges them."""
     files = _as_paths(paths)
     merged: dict = {}
     for path in files:
-        merged = _deep_merge(merged, read_yaml_file(path))
+        merged = _deep_merge(merged, read_yaml_file(path, reader))
     return MasConfig(files=files, raw=merged)
 
 

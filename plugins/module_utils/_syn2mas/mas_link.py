@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from .config import SynapseConfig
 from .errors import ConfigError
+from .files import LOCAL_FILES
 from .yaml_edit import CommentedMap, delete_key, ensure_mapping, same, set_value
 
 MIGRATED_PASSWORD_VERSION = 1
@@ -62,12 +63,11 @@ def synapse_pepper(synapse: SynapseConfig) -> str | None:
     return pepper
 
 
-def _check_pepper_file(path: str, pepper: str) -> None:
+def _check_pepper_file(path: str, pepper: str, reader) -> None:
     try:
-        with open(path, "rb") as handle:
-            content = handle.read()
-    except OSError as exc:
-        raise ConfigError(f"pepper_file {path}: cannot read it: {exc.strerror}") from None
+        content = reader.read_bytes(path)
+    except ConfigError as exc:
+        raise ConfigError(f"pepper_file {exc}") from None
     wanted = pepper.encode("utf-8")
     if content == wanted:
         return
@@ -77,8 +77,11 @@ def _check_pepper_file(path: str, pepper: str) -> None:
     raise ConfigError(f"pepper_file {path}: does not hold Synapse's password_config.pepper")
 
 
-def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str) -> LinkResult:
-    """Edits MAS's config tree `data` in place; returns what changed and warnings."""
+def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str, reader=LOCAL_FILES) -> LinkResult:
+    """Edits MAS's config tree `data` in place; returns what changed and warnings.
+
+    `reader` reads settings.pepper_file (to check it holds the pepper) where MAS will read it.
+    """
     result = LinkResult()
     if settings.secret and settings.secret_file:
         raise ConfigError("set secret or secret_file, not both")
@@ -163,7 +166,7 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str)
         changed |= set_value(v1, "cost", rounds)
     if pepper:
         if settings.pepper_file:
-            _check_pepper_file(settings.pepper_file, pepper)
+            _check_pepper_file(settings.pepper_file, pepper, reader)
             changed |= set_value(v1, "secret_file", settings.pepper_file)
             changed |= delete_key(v1, "secret")
         else:

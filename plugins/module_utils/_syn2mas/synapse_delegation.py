@@ -15,13 +15,13 @@ key, so an override carries whole copies of the sections it changes.
 from __future__ import annotations
 
 import copy
-import os
 import re
 import subprocess
 from dataclasses import dataclass, field
 
 from .config import SynapseConfig
 from .errors import ConfigError
+from .files import LOCAL_FILES
 from .yaml_edit import CommentedMap, YamlDocument, delete_key, ensure_mapping, same, set_value, to_commented
 
 STABLE_SINCE = (1, 136, 0)      # matrix_authentication_service section
@@ -37,19 +37,28 @@ def parse_version(text: str) -> tuple:
     return tuple(int(part or 0) for part in match.groups())
 
 
+# Run with Synapse's interpreter: prints the installed matrix-synapse version.
+SYNAPSE_VERSION_CODE = ("import importlib.metadata as m\n"
+                        "try:\n print(m.version('matrix-synapse'))\n"
+                        "except m.PackageNotFoundError:\n import synapse; print(synapse.__version__)\n")
+
+
+def synapse_version_from_output(python: str, rc: int, stdout: str, stderr: str) -> str:
+    """The version SYNAPSE_VERSION_CODE printed when run by `python`, or why there is none."""
+    if rc != 0 or not stdout.strip():
+        detail = (stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"cannot detect Synapse's version with {python}: {detail}; set synapse_version")
+    return stdout.strip().splitlines()[-1]
+
+
 def detect_synapse_version(python: str) -> str:
-    """The matrix-synapse version installed for the interpreter `python`."""
-    code = ("import importlib.metadata as m\n"
-            "try:\n print(m.version('matrix-synapse'))\n"
-            "except m.PackageNotFoundError:\n import synapse; print(synapse.__version__)\n")
+    """The matrix-synapse version installed for the interpreter `python` on this machine."""
     try:
-        proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run([python, "-c", SYNAPSE_VERSION_CODE], capture_output=True, text=True, timeout=60,
+                              check=False)
     except OSError as exc:
         raise ConfigError(f"cannot run {python} to detect Synapse's version: {exc.strerror}") from None
-    if proc.returncode != 0 or not proc.stdout.strip():
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"cannot detect Synapse's version with {python}: {detail}; set synapse_version")
-    return proc.stdout.strip().splitlines()[-1]
+    return synapse_version_from_output(python, proc.returncode, proc.stdout, proc.stderr)
 
 
 @dataclass
@@ -293,13 +302,12 @@ def _edit_in_tree(data, edit: Edit, where: str, note_removed=None):
     return set_value(node, last, edit.value)
 
 
-def apply_in_place(doc: YamlDocument, plan: DelegationPlan, synapse: SynapseConfig) -> None:
+def apply_in_place(doc: YamlDocument, plan: DelegationPlan, synapse: SynapseConfig, reader=LOCAL_FILES) -> None:
     """Applies the plan to homeserver.yaml's tree (`doc`, the file all edited keys come from)."""
-    target = os.path.realpath(doc.path)
     for edit in plan.edits:
         top = edit.path[0]
         origin = synapse.origin.get(top)
-        if origin is not None and os.path.realpath(origin) != target:
+        if origin is not None and not reader.same_file(origin, doc.path):
             raise ConfigError(
                 f"{origin}: {edit.key}: must change ({edit.reason}) but it is set in {origin}, not in "
                 f"{doc.path}; edit that file or use the override mode (override_path)")
@@ -353,8 +361,8 @@ def apply_as_override(doc: YamlDocument, values: dict) -> None:
             doc.data[key] = to_commented(value)
 
 
-def new_override_document(path: str) -> YamlDocument:
-    doc = YamlDocument.load(path, missing_ok=True, default_style=(2, 4, 2))
+def new_override_document(path: str, reader=LOCAL_FILES) -> YamlDocument:
+    doc = YamlDocument.load(path, missing_ok=True, default_style=(2, 4, 2), reader=reader)
     if not doc.exists:
         doc = YamlDocument(OVERRIDE_HEADER, path=path, exists=False, default_style=(2, 4, 2))
     return doc
@@ -371,5 +379,6 @@ def delegation_secrets(raw: dict, settings: DelegationSettings) -> list:
 
 __all__ = [
     "CommentedMap", "DelegationPlan", "DelegationSettings", "Edit", "apply_as_override", "apply_in_place",
-    "detect_synapse_version", "new_override_document", "override_values", "parse_version", "plan_delegation",
+    "SYNAPSE_VERSION_CODE", "detect_synapse_version", "new_override_document", "override_values", "parse_version",
+    "plan_delegation", "synapse_version_from_output",
 ]

@@ -9,9 +9,12 @@ byte; only the sections that changed are re-emitted by ruamel.yaml (with the ind
 guessed from that very section, and with their comments). A removed top-level section leaves a
 one-line comment saying why, and keeps the comment lines that introduce the next section.
 
-Writes are atomic (a temporary file in the same directory, then os.replace), keep the file's
-owner and mode, optionally keep a timestamped backup, and create new files holding secrets
-with mode 0600. Diff text shown to users has secret values replaced by a placeholder.
+A document is read through a reader (files.py), so the action plugins edit a managed host's
+file on the controller and write it back with Ansible's copy. `commit` writes on this machine
+(for the modules and the CLI): atomic (a temporary file in the same directory, then
+os.replace), keeping the file's owner and mode, optionally keeping a timestamped backup, and
+creating new files holding secrets with mode 0600. Diff text shown to users has secret values
+replaced by a placeholder.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from collections import Counter
 
 from .errors import ConfigError
+from .files import LOCAL_FILES, ConfigFileMissing
 
 try:
     from ruamel.yaml import YAML
@@ -151,20 +155,14 @@ class YamlDocument:
         return data
 
     @classmethod
-    def load(cls, path: str, missing_ok: bool = False, default_style=(2, 2, 0)) -> "YamlDocument":
+    def load(cls, path: str, missing_ok: bool = False, default_style=(2, 2, 0), reader=LOCAL_FILES) -> "YamlDocument":
+        """The file at `path`, read with `reader` (this machine's files by default)."""
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except FileNotFoundError:
+            text = reader.read_text(path)
+        except ConfigFileMissing:
             if missing_ok:
                 return cls("", path=path, exists=False, default_style=default_style)
-            raise ConfigError(f"{path}: file not found") from None
-        except PermissionError:
-            raise ConfigError(f"{path}: permission denied (run as a user that can read it)") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise
         return cls(text, path=path, exists=True, default_style=default_style)
 
     # ---------------------------------------------------------------------------- editing helpers
@@ -573,22 +571,27 @@ def unified_diff(before: str, after: str, path: str) -> str:
     ))
 
 
-def commit(doc: YamlDocument, new_text: str, check_mode: bool, backup: bool = False, secrets=(),
-           want_diff: bool = True, new_file_mode: int = 0o600) -> dict:
-    """Writes `new_text` to the document's file unless unchanged or in check mode.
-
-    Returns `changed`, `backup_file` (when one was made) and, when wanted, `diff` with
-    before/after texts whose secret values are replaced by a placeholder.
-    """
+def change_report(doc: YamlDocument, new_text: str, secrets=(), want_diff: bool = True) -> dict:
+    """`changed` (the text differs, or the file is new) and, when wanted, `diff` with before/after
+    texts whose secret values are replaced by a placeholder."""
     before = doc.original_text if doc.exists else ""
-    changed = new_text != before or not doc.exists
-    result: dict = {"changed": changed}
+    result: dict = {"changed": new_text != before or not doc.exists}
     if want_diff:
         result["diff"] = {
             "before": redact_text(before, secrets), "after": redact_text(new_text, secrets),
             "before_header": doc.path if doc.exists else "(absent)", "after_header": doc.path,
         }
-    if changed and not check_mode:
+    return result
+
+
+def commit(doc: YamlDocument, new_text: str, check_mode: bool, backup: bool = False, secrets=(),
+           want_diff: bool = True, new_file_mode: int = 0o600) -> dict:
+    """Writes `new_text` to the document's file on this machine unless unchanged or in check mode.
+
+    Returns change_report()'s `changed` and `diff`, and `backup_file` when one was made.
+    """
+    result = change_report(doc, new_text, secrets, want_diff)
+    if result["changed"] and not check_mode:
         backup_path = atomic_write(doc.path, new_text, backup=backup, new_file_mode=new_file_mode)
         if backup_path:
             result["backup_file"] = backup_path
