@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import yaml
@@ -236,7 +237,9 @@ class SshHost(homeservers.SynapseClient):
 
     # -- set-up -----------------------------------------------------------------------------------
 
-    def create(self) -> None:
+    def create_accounts(self) -> None:
+        """Synapse's system user, the database roles and databases (one host at a time: useradd and
+        pg_hba.conf are shared)."""
         self._create_user()
         pg = self.fleet.pg
         for role, password in ((self.synapse_role, self.synapse_db_password), (self.mas_role, self.mas_db_password)):
@@ -254,6 +257,9 @@ class SshHost(homeservers.SynapseClient):
                                                     issuer="https://accounts.google.invalid/")
             finally:
                 conn.close()
+
+    def create(self) -> None:
+        """The host's files: layout, configs, signing key, sshd (hosts in parallel)."""
         self._create_layout()
         self._write_synapse_configs()
         self._write_mas_config()
@@ -710,14 +716,17 @@ class SshFleet:
         self._timed("admin user and keys", self._create_admin)
         if any(h.spec.worker for h in self.hosts.values()):
             self._start_redis()
-        self._timed("hosts created", lambda: [hs.create() for hs in self.hosts.values()])
+        self._timed("accounts and databases", lambda: [hs.create_accounts() for hs in self.hosts.values()])
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            self._timed("host files", lambda: list(pool.map(lambda hs: hs.create(), self.hosts.values())))
         for hs in self.hosts.values():
             hs.start_sshd()
         for hs in self.hosts.values():
             hs.wait_sshd()
         self._timed("Synapse started", self.start_all)
-        self._timed("populated", lambda: [hs.expected.update(hs.populate(sso=hs.spec.sso))
-                                          for hs in self.hosts.values()])
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            self._timed("populated", lambda: list(pool.map(
+                lambda hs: hs.expected.update(hs.populate(sso=hs.spec.sso)), self.hosts.values())))
         self.nginx.start()
         with open(self.known_hosts, "w") as handle:
             for hs in self.hosts.values():
@@ -790,6 +799,14 @@ class SshFleet:
         return down
 
     # -- the inventory and the playbooks -----------------------------------------------------------
+
+    def ssh(self, name: str, command: str) -> subprocess.CompletedProcess:
+        """`command` on host `name` over SSH as the admin user, as the controller connects."""
+        hs = self.hosts[name]
+        return subprocess.run(
+            ["ssh", "-i", self.client_key, "-p", str(hs.ssh_port), "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{ADMIN_USER}@127.0.0.1", command],
+            capture_output=True, text=True, timeout=60, check=False)
 
     def write_inventory(self, overrides: dict | None = None) -> None:
         overrides = overrides or {}
