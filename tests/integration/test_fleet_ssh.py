@@ -120,6 +120,24 @@ def snapshot(fleet: SshFleet, names=MIGRATING) -> dict:
     return state
 
 
+def changes(before: dict, after: dict) -> list[str]:
+    """What differs between two snapshots, said briefly: changed files, restarted processes, databases."""
+    found = []
+    for name in before:
+        b, a = before[name], after[name]
+        files = sorted(p for p in set(b["files"]) | set(a["files"]) if b["files"].get(p) != a["files"].get(p))
+        if files:
+            found.append(f"{name}: files {files}")
+        for key in ("pid", "worker_pid"):
+            if b[key] != a[key]:
+                found.append(f"{name}: {key} {b[key]} -> {a[key]}")
+        if b["mas"] != a["mas"]:
+            found.append(f"{name}: MAS's database changed")
+        if b["synapse_users"] != a["synapse_users"]:
+            found.append(f"{name}: Synapse's users changed")
+    return found
+
+
 def host_state(hs) -> str:
     if not os.path.exists(hs.state_file):
         return "legacy"
@@ -127,17 +145,35 @@ def host_state(hs) -> str:
         return json.load(handle)["state"]
 
 
-def assert_legacy_and_healthy(hs) -> None:
-    """Synapse answers, runs its own authentication (as configured and as a client sees it)."""
-    assert hs.healthy(), f"{hs.name}: Synapse is down\n{hs.log_tail()}"
+class Problems:
+    """What is wrong, host by host: a step checks every host before it fails, naming all of them."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    def check(self, ok, what: str) -> bool:
+        if not ok:
+            self.found.append(what)
+        return bool(ok)
+
+    def assert_none(self) -> None:
+        assert not self.found, "\n".join(self.found)
+
+
+def check_legacy_and_healthy(problems: Problems, hs) -> None:
+    """Synapse answers and runs its own authentication, as configured and as a client sees it."""
+    if not problems.check(hs.healthy(), f"{hs.name}: Synapse is down; log: {hs.log_tail(5)}"):
+        return
     if hs.spec.worker:
-        assert hs.worker_healthy(), f"{hs.name}: the worker is down\n{hs.read(hs.worker_log_file)}"
+        problems.check(hs.worker_healthy(), f"{hs.name}: the worker is down")
     config = hs.effective_config()
-    assert not (config.get("matrix_authentication_service") or {}).get("enabled"), (hs.name, config.keys())
-    assert config["password_config"]["enabled"] is True
+    problems.check(not (config.get("matrix_authentication_service") or {}).get("enabled"),
+                   f"{hs.name}: Synapse's config still delegates to MAS")
+    problems.check((config.get("password_config") or {}).get("enabled") is True,
+                   f"{hs.name}: password_config.enabled is not true")
     status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, (hs.name, body)
-    hs.expected["devices"] += 1  # that login made a device, which the import brings over later
+    if problems.check(status == 200, f"{hs.name}: password login fails: {status} {body}"):
+        hs.expected["devices"] += 1  # that login made a device, which the import brings over later
 
 
 def mas_counts(fleet: SshFleet, hs) -> dict:
@@ -196,7 +232,7 @@ def test_03_check_mode_changes_nothing(fleet):
     before = snapshot(fleet)
     result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
     assert result.rc == 0, tail(result)
-    assert snapshot(fleet) == before
+    assert not changes(before, snapshot(fleet))
     out = result.stdout
     for name in MIGRATING:
         hs = fleet.hosts[name]
@@ -218,10 +254,12 @@ def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
     fleet.heal()
     before = snapshot(fleet)
     result = run(fleet, "rollback", limit=NOT_HS6)
-    assert result.rc == 0, tail(result)
-    assert all(s["changed"] == 0 for s in recap(result.stdout).values()), recap(result.stdout)
+    problems = Problems()
     # Synapse was never stopped (same processes), no file was written, not even a state record.
-    assert snapshot(fleet) == before
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.assert_none()
 
 
 def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
@@ -256,70 +294,86 @@ def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
         fleet.write_inventory()
         fleet.pg.execute("DELETE FROM users WHERE username = 'early-bird'", hs3.mas_db)
     assert result.rc != 0
-    report = latest_report(fleet)
-    errors = {name: entry.get("error") for name, entry in report["hosts"].items()}
+    report = latest_report(fleet)["hosts"]
+    problems = Problems()
+    # Where each failure must have happened (the failed task's message, as the report keeps it).
+    where = {"hs1": "client", "hs2": hs2.mas_yaml, "hs3": "users", "hs4": "Synapse", "hs5": hs5.well_known_url}
     for name in MIGRATING:
         hs = fleet.hosts[name]
-        entry = report["hosts"][name]
-        assert entry["outcome"] == "failed", (name, entry)
-        assert entry.get("rolled_back") is True, (name, entry)
-        assert host_state(hs) == "legacy", name
-        assert_legacy_and_healthy(hs)
+        entry = report.get(name, {})
+        error = entry.get("error") or ""
+        problems.check(entry.get("outcome") == "failed" and entry.get("rolled_back") is True,
+                       f"{name}: outcome {entry.get('outcome')!r}, rolled back {entry.get('rolled_back')!r}: {error[:300]}")
+        problems.check(where[name] in error, f"{name}: not failed where injected ({where[name]!r}): {error[:300]}")
+        problems.check(host_state(hs) == "legacy", f"{name}: state {host_state(hs)!r}")
+        check_legacy_and_healthy(problems, hs)
         # Every file the run created or changed is back as it was (the override file gone, MAS's
         # config and .well-known restored), with its owner and mode.
-        assert hs.files(CONFIGS) == configs_before[name], name
-    assert os.path.exists(hs5_stale)
+        after = hs.files(CONFIGS)
+        changed = sorted(p for p in set(after) | set(configs_before[name])
+                         if after.get(p) != configs_before[name].get(p))
+        problems.check(not changed, f"{name}: files not restored: {changed}")
+    problems.check(os.path.exists(hs5_stale), "hs5: the stale .well-known copy is gone")
     # hs6 failed before anything happened, naming what it lacks.
-    assert report["hosts"]["hs6"]["outcome"] == "preflight failed", report["hosts"]["hs6"]
-    assert "psycopg2" in errors["hs6"], errors["hs6"]
-    assert snapshot(fleet, ["hs6"])["hs6"] == hs6_before
-    assert recap(result.stdout)["hs6"]["changed"] == 0
+    entry = report.get("hs6", {})
+    problems.check(entry.get("outcome") == "preflight failed" and "psycopg2" in (entry.get("error") or ""),
+                   f"hs6: {entry.get('outcome')!r}: {(entry.get('error') or '')[:300]}")
+    problems.check(not changes({"hs6": hs6_before}, snapshot(fleet, ["hs6"])),
+                   f"hs6: changed although its preflight failed: {changes({'hs6': hs6_before}, snapshot(fleet, ['hs6']))}")
+    problems.check(recap(result.stdout).get("hs6", {}).get("changed") == 0, "hs6: changed tasks")
+    problems.assert_none()
 
 
 def test_06_the_real_run_migrates(fleet):
     fleet.heal()
     result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6)
-    assert result.rc == 0, tail(result)
-    report = latest_report(fleet)
+    problems = Problems()
+    problems.check(result.rc == 0, tail(result, 1500))
+    report = latest_report(fleet)["hosts"]
     for name in MIGRATING:
         hs = fleet.hosts[name]
-        assert hs.healthy(), hs.log_tail()
+        check = problems.check
+        check(report.get(name, {}).get("outcome") == "migrated", f"{name}: {report.get(name)}")
+        check(host_state(hs) == "delegated", f"{name}: state {host_state(hs)!r}")
+        if not check(hs.healthy(), f"{name}: Synapse is down; log: {hs.log_tail(5)}"):
+            continue
         if hs.spec.worker:
-            assert hs.worker_healthy(), hs.read(hs.worker_log_file)
+            check(hs.worker_healthy(), f"{name}: the worker is down")
         # Synapse delegates to MAS, as configured and as a client sees it.
         config = hs.effective_config()
-        assert config["matrix_authentication_service"]["enabled"] is True
-        assert not (config.get("password_config") or {}).get("enabled")
-        assert not config.get("oidc_providers")
-        status, _body = hs.login("alice", homeservers.PASSWORDS["alice"])
-        assert status != 200
-        if not hs.spec.in_place:
-            # The override Synapse's own user reads (it started), not readable by anyone else.
-            st = os.stat(hs.override_path)
-            assert st.st_mode & 0o007 == 0, oct(st.st_mode)
+        check((config.get("matrix_authentication_service") or {}).get("enabled") is True,
+              f"{name}: Synapse does not delegate to MAS")
+        check(not (config.get("password_config") or {}).get("enabled"), f"{name}: password_config still enabled")
+        check(not config.get("oidc_providers"), f"{name}: oidc_providers still set")
+        status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
+        check(status != 200, f"{name}: Synapse still takes password logins")
+        if not hs.spec.in_place and check(os.path.exists(hs.override_path), f"{name}: no override file"):
+            # Synapse's own user reads it (Synapse started); nobody else may.
+            check(os.stat(hs.override_path).st_mode & 0o007 == 0, f"{name}: the override file is world-readable")
         mas = hs.mas_config()
-        assert mas["matrix"]["homeserver"] == hs.server_name
+        check(mas["matrix"]["homeserver"] == hs.server_name, f"{name}: MAS matrix.homeserver {mas['matrix']}")
         v1 = [s for s in mas["passwords"]["schemes"] if s["version"] == 1][0]
-        assert v1["algorithm"] == "bcrypt" and v1["unicode_normalization"] is True
-        assert v1["secret"] == homeservers.PEPPER
+        check(v1.get("algorithm") == "bcrypt" and v1.get("unicode_normalization") is True
+              and v1.get("secret") == homeservers.PEPPER, f"{name}: MAS's scheme 1 is not Synapse's bcrypt")
         # Users, passwords, links, sessions and tokens in MAS, the registration tokens among them.
         expected = hs.expected
-        assert mas_counts(fleet, hs) == {"users": expected["users"], "deactivated": 1,
-                                         "passwords": expected["passwords"], "links": expected["sso_links"],
-                                         "sessions": expected["devices"], "tokens": expected["devices"]}, name
+        want = {"users": expected["users"], "deactivated": 1, "passwords": expected["passwords"],
+                "links": expected["sso_links"], "sessions": expected["devices"], "tokens": expected["devices"]}
+        counts = mas_counts(fleet, hs)
+        check(counts == want, f"{name}: MAS holds {counts}, expected {want}")
         tokens = [hs.tokens[who] for who in ("alice", "bob", "admin")]
-        assert fleet.pg.execute("SELECT count(*) FROM compat_access_tokens WHERE access_token = ANY(%s)",
-                                hs.mas_db, (tokens,))[0][0] == 3
+        found = fleet.pg.execute("SELECT count(*) FROM compat_access_tokens WHERE access_token = ANY(%s)",
+                                 hs.mas_db, (tokens,))[0][0]
+        check(found == 3, f"{name}: {found} of the 3 old access tokens in MAS")
         status, served = homeservers.http("GET", hs.well_known_url)
-        assert status == 200
-        assert served["org.matrix.msc2965.authentication"] == {
+        check(status == 200 and served.get("org.matrix.msc2965.authentication") == {
             "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
-        assert served["m.homeserver"] == {"base_url": f"https://matrix.{hs.server_name}"}
-        assert host_state(hs) == "delegated"
-        for path in glob.glob(os.path.join(hs.backup_dir, "**"), recursive=True):
-            if os.path.isfile(path):
-                assert os.stat(path).st_mode & 0o777 == 0o600, path
-        assert report["hosts"][name]["outcome"] == "migrated", report["hosts"][name]
+            and served.get("m.homeserver") == {"base_url": f"https://matrix.{hs.server_name}"},
+            f"{name}: .well-known serves {served}")
+        loose = [p for p in glob.glob(os.path.join(hs.backup_dir, "**"), recursive=True)
+                 if os.path.isfile(p) and os.stat(p).st_mode & 0o777 != 0o600]
+        check(not loose, f"{name}: backup files not 0600: {loose}")
+    problems.assert_none()
 
 
 def test_07_a_second_run_changes_nothing(fleet):
@@ -328,24 +382,30 @@ def test_07_a_second_run_changes_nothing(fleet):
     result = run(fleet, "migrate", *ONE_WAVE, limit=NOT_HS6)
     assert result.rc == 0, tail(result)
     assert all(s["changed"] == 0 for s in recap(result.stdout).values()), recap(result.stdout)
-    assert snapshot(fleet) == before
+    assert not changes(before, snapshot(fleet))
 
 
 def test_08_rollback_brings_legacy_logins_and_old_tokens_back(fleet):
     fleet.heal()
     result = run(fleet, "rollback", limit=NOT_HS6)
-    assert result.rc == 0, tail(result)
+    problems = Problems()
+    problems.check(result.rc == 0, tail(result, 1500))
     for name in MIGRATING:
         hs = fleet.hosts[name]
-        assert_legacy_and_healthy(hs)
-        for who in ("bob", "admin"):
-            status, body = hs.login(who, homeservers.PASSWORDS[who])
-            assert status == 200, (name, who, body)
-        for who in ("alice", "bob", "admin"):
-            status, body = hs.whoami(hs.tokens[who])
-            assert status == 200 and body["user_id"] == f"@{who}:{hs.server_name}", (name, who, body)
+        check_legacy_and_healthy(problems, hs)
+        if hs.healthy():
+            for who in ("bob", "admin"):
+                status, body = hs.login(who, homeservers.PASSWORDS[who])
+                problems.check(status == 200, f"{name}: {who} cannot log in: {status} {body}")
+            for who in ("alice", "bob", "admin"):
+                status, body = hs.whoami(hs.tokens[who])
+                problems.check(status == 200 and body.get("user_id") == f"@{who}:{hs.server_name}",
+                               f"{name}: {who}'s old access token: {status} {body}")
         status, served = homeservers.http("GET", hs.well_known_url)
-        assert "org.matrix.msc2965.authentication" not in served
-        assert host_state(hs) == "legacy"
+        problems.check("org.matrix.msc2965.authentication" not in served, f"{name}: .well-known still names MAS")
+        problems.check(host_state(hs) == "legacy", f"{name}: state {host_state(hs)!r}")
         # Every file the runs created is gone, every file they changed is as it was before them.
-        assert hs.files(CONFIGS) == fleet.baseline[name], name
+        after = hs.files(CONFIGS)
+        changed = sorted(p for p in set(after) | set(fleet.baseline[name]) if after.get(p) != fleet.baseline[name].get(p))
+        problems.check(not changed, f"{name}: not as before the migration: {changed}")
+    problems.assert_none()

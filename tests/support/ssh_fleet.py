@@ -531,7 +531,8 @@ Subsystem sftp internal-sftp
         if not self.healthy():
             proc = subprocess.run(self.start_command, shell=True, capture_output=True, text=True, check=False)
             if proc.returncode != 0:
-                raise RuntimeError(f"{self.name}: Synapse did not start: {proc.stdout}{proc.stderr}\n{self.log_tail()}")
+                last = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+                raise RuntimeError(f"{self.name}: Synapse does not start: " + " / ".join(last))
             self.wait_healthy(timeout)
         if self.spec.worker and not self.worker_healthy():
             proc = subprocess.run(self.worker_start_command, shell=True, capture_output=True, text=True, check=False)
@@ -790,12 +791,18 @@ class SshFleet:
             hs.start()
 
     def heal(self) -> list[str]:
-        """Starts whatever is down (as an operator would before the next step); returns what was."""
-        down = []
+        """Starts whatever is down, as an operator would before the next step (an earlier step may
+        have left it down); returns which were. Raises when one cannot be started."""
+        down, broken = [], []
         for hs in self.hosts.values():
             if not hs.healthy() or (hs.spec.worker and not hs.worker_healthy()):
                 down.append(hs.name)
-                hs.start()
+                try:
+                    hs.start()
+                except RuntimeError as exc:
+                    broken.append(str(exc))
+        if broken:
+            raise RuntimeError("left unstartable by an earlier step: " + "; ".join(broken))
         return down
 
     # -- the inventory and the playbooks -----------------------------------------------------------
