@@ -264,12 +264,6 @@ class SshHost(homeservers.SynapseClient):
         self._write_synapse_configs()
         self._write_mas_config()
         self._write_well_known()
-        # The signing key, as the package's postinst generates it, then owned by Synapse's user.
-        _run([self.python, "-m", "synapse.app.homeserver", "--config-path", self.homeserver_yaml,
-              "--config-path", self.confd + "/", "--generate-keys"], cwd=self.data)
-        key = os.path.join(self.synapse_etc, "homeserver.signing.key")
-        shutil.chown(key, self.user, self.user)
-        os.chmod(key, 0o600)
         self._create_sshd()
 
     def _create_user(self) -> None:
@@ -720,6 +714,7 @@ class SshFleet:
         self._timed("accounts and databases", lambda: [hs.create_accounts() for hs in self.hosts.values()])
         with ThreadPoolExecutor(max_workers=4) as pool:
             self._timed("host files", lambda: list(pool.map(lambda hs: hs.create(), self.hosts.values())))
+        self._timed("signing keys", self._signing_keys)
         for hs in self.hosts.values():
             hs.start_sshd()
         for hs in self.hosts.values():
@@ -756,6 +751,22 @@ class SshFleet:
         _run([galaxy, "collection", "install", "--offline", "-p", self.collections, self.tarball],
              env=env, cwd=self.workdir)
         return self.tarball
+
+    def _signing_keys(self) -> None:
+        """Each Synapse's signing key, made by Synapse's own library as `--generate-keys` makes it (one
+        process for the fleet), owned by Synapse's user."""
+        keys = {hs.name: os.path.join(hs.synapse_etc, "homeserver.signing.key") for hs in self.hosts.values()}
+        script = ("import json, secrets, sys\nfrom signedjson.key import generate_signing_key, write_signing_keys\n"
+                  "for path in json.loads(sys.argv[1]):\n"
+                  "    with open(path, 'w') as handle:\n"
+                  "        write_signing_keys(handle, [generate_signing_key('a_' + secrets.token_hex(2))])\n")
+        import json
+
+        _run([os.path.join(SYNAPSE_VENV, "bin", "python"), "-c", script, json.dumps(list(keys.values()))])
+        for name, path in keys.items():
+            user = self.hosts[name].user
+            shutil.chown(path, user, user)
+            os.chmod(path, 0o600)
 
     def _create_admin(self) -> None:
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "syn2mas-controller", "-f", self.client_key])
