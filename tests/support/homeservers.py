@@ -307,6 +307,7 @@ class Homeserver(SynapseClient):
         except OSError:
             return "(no log)"
 
+
 class Nginx:
     """Debian's nginx on loopback, one server block per homeserver serving its web root."""
 

@@ -89,12 +89,11 @@ def missing_prerequisites(with_worker: bool = True) -> list[str]:
     return missing
 
 
-def _run(cmd, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("check", True)
+def _run(cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     try:
-        return subprocess.run(cmd, **kw)
+        return subprocess.run(cmd, check=check, **kw)
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"{cmd!r} failed ({exc.returncode}):\n{exc.stdout}\n{exc.stderr}") from exc
 
@@ -145,7 +144,8 @@ def _private_key(*genpkey_args: str) -> str:
 
 
 def _kid() -> str:
-    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(10))
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return "".join(secrets.choice(alphabet) for _position in range(10))
 
 
 @dataclass(frozen=True)
