@@ -17,10 +17,10 @@ changes nothing; the rollback playbook on never-migrated hosts changes nothing; 
 each phase on a different host (and hs6 failing its preflight) ends with every Synapse healthy on legacy
 authentication; the real run migrates; a second run changes nothing; the rollback playbook brings password
 logins and the old access tokens back and removes every file the run created. A step that finds a
-Synapse down starts it again first (as an operator would), so each step reports on its own.
+Synapse down starts it again first, as an operator would (before the migration, one that cannot start
+gets back the configs it had before any run), so that each step reports on its own.
 
-Role variables the roles do not have yet, named as this fleet needs them (see the report of the SSH
-fleet's author to the lead): syn2mas_python (the interpreter for the database work),
+Role variables the roles do not have yet, named as this fleet needs them: syn2mas_python (the interpreter for the database work),
 syn2mas_synapse_database_uri / syn2mas_mas_database_uri (URI overrides), synapse_service_worker_start_command /
 synapse_service_worker_stop_command / synapse_service_worker_health_urls (workers run by commands), and a
 conf.d directory in syn2mas_synapse_config (read as Synapse reads `--config-path conf.d/`).
@@ -67,6 +67,7 @@ def fleet(pg):
         fleet.setup()
         fleet.hosts["hs5"].stale_well_known()  # an old web root the operator still has (see step 5)
         fleet.baseline = {name: hs.files(CONFIGS) for name, hs in fleet.hosts.items()}
+        fleet.keep_pristine()
         yield fleet
     finally:
         print("\nSSH fleet timings (s):", json.dumps(fleet.timings, indent=1))
@@ -228,7 +229,7 @@ def test_02_advisor_over_ssh(fleet):
 
 
 def test_03_check_mode_changes_nothing(fleet):
-    fleet.heal()
+    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
     result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
     assert result.rc == 0, tail(result)
@@ -251,7 +252,7 @@ def test_03_check_mode_changes_nothing(fleet):
 
 
 def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
-    fleet.heal()
+    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
     result = run(fleet, "rollback", limit=NOT_HS6)
     problems = Problems()
@@ -264,7 +265,7 @@ def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
 
 def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
     """One run, one fault per host, all hosts in one wave; hs6 fails its preflight."""
-    fleet.heal()
+    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
     hs1, hs2, hs3, hs4, hs5, hs6 = (fleet.hosts[n] for n in ("hs1", "hs2", "hs3", "hs4", "hs5", "hs6"))
     psql = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres")
     faults = {
@@ -327,7 +328,7 @@ def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
 
 
 def test_06_the_real_run_migrates(fleet):
-    fleet.heal()
+    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
     result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6)
     problems = Problems()
     problems.check(result.rc == 0, tail(result, 1500))

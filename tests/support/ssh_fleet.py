@@ -801,20 +801,48 @@ class SshFleet:
         for hs in self.hosts.values():
             hs.start()
 
-    def heal(self) -> list[str]:
-        """Starts whatever is down, as an operator would before the next step (an earlier step may
-        have left it down); returns which were. Raises when one cannot be started."""
-        down, broken = [], []
+    def keep_pristine(self) -> None:
+        """A copy of every host's configs and web root as set up (owners and modes kept), for heal()."""
         for hs in self.hosts.values():
-            if not hs.healthy() or (hs.spec.worker and not hs.worker_healthy()):
-                down.append(hs.name)
+            for top in ("etc", os.path.join("var", "www")):
+                dest = os.path.join(self.base, "pristine", hs.name, top)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                _run(["cp", "-a", os.path.join(hs.dir, top), dest])
+
+    def _restore_pristine(self, hs: SshHost) -> None:
+        for top in ("etc", os.path.join("var", "www")):
+            shutil.rmtree(os.path.join(hs.dir, top))
+            _run(["cp", "-a", os.path.join(self.base, "pristine", hs.name, top), os.path.join(hs.dir, top)])
+        if os.path.exists(hs.state_file):
+            os.unlink(hs.state_file)
+
+    def heal(self, restore: bool = False) -> list[str]:
+        """Starts whatever is down, as an operator would before the next step (an earlier step may
+        have left it down); with `restore`, a Synapse that cannot start gets the configs and web root
+        it had before any run (keep_pristine) and no state record: the operator's own way back.
+        Returns what it had to do; raises when a Synapse still cannot be started."""
+        done, broken = [], []
+        for hs in self.hosts.values():
+            if hs.healthy() and (not hs.spec.worker or hs.worker_healthy()):
+                continue
+            try:
+                hs.start()
+                done.append(f"{hs.name}: started")
+            except RuntimeError as exc:
+                if not restore:
+                    broken.append(str(exc))
+                    continue
+                self._restore_pristine(hs)
                 try:
                     hs.start()
-                except RuntimeError as exc:
-                    broken.append(str(exc))
+                    done.append(f"{hs.name}: restored as before any run, started ({exc})")
+                except RuntimeError as again:
+                    broken.append(str(again))
+        if done:
+            print("\nheal: " + "; ".join(done), file=sys.stderr)
         if broken:
             raise RuntimeError("left unstartable by an earlier step: " + "; ".join(broken))
-        return down
+        return done
 
     # -- the inventory and the playbooks -----------------------------------------------------------
 
