@@ -67,6 +67,8 @@ SUDOERS_FILE = "/etc/sudoers.d/syn2mas-test-admin"
 # conf.d in name order; the override must come last.
 OVERRIDE_NAME = "zz-syn2mas-mas.yaml"
 WORKER_NAME = "generic_worker1"
+# What heal() restores on a host: its configs and web root.
+PRISTINE = ("etc", "var/www")
 # The MAS schema the fleet's MAS databases get: the real dump of MAS 1.22 where present.
 MAS_VARIANT = "real-1.22" if "real-1.22" in mas_schema.VARIANTS else "own-1.22"
 
@@ -686,6 +688,7 @@ class SshFleet:
         self.admin_created = False
         self.runs = 0
         self.timings: dict = {}
+        self.pristine: dict = {}
 
     def secrets(self) -> list[str]:
         found = [homeservers.PEPPER, homeservers.OIDC_CLIENT_SECRET, *homeservers.PASSWORDS.values()]
@@ -804,13 +807,14 @@ class SshFleet:
     def keep_pristine(self) -> None:
         """A copy of every host's configs and web root as set up (owners and modes kept), for heal()."""
         for hs in self.hosts.values():
-            for top in ("etc", os.path.join("var", "www")):
+            self.pristine[hs.name] = hs.files(PRISTINE)
+            for top in PRISTINE:
                 dest = os.path.join(self.base, "pristine", hs.name, top)
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 _run(["cp", "-a", os.path.join(hs.dir, top), dest])
 
     def _restore_pristine(self, hs: SshHost) -> None:
-        for top in ("etc", os.path.join("var", "www")):
+        for top in PRISTINE:
             shutil.rmtree(os.path.join(hs.dir, top))
             _run(["cp", "-a", os.path.join(self.base, "pristine", hs.name, top), os.path.join(hs.dir, top)])
         if os.path.exists(hs.state_file):
@@ -818,11 +822,16 @@ class SshFleet:
 
     def heal(self, restore: bool = False) -> list[str]:
         """Starts whatever is down, as an operator would before the next step (an earlier step may
-        have left it down); with `restore`, a Synapse that cannot start gets the configs and web root
-        it had before any run (keep_pristine) and no state record: the operator's own way back.
+        have left it down). With `restore` (before the migration), a host whose configs or web root
+        differ from their state before any run, or whose Synapse cannot start, first gets them back
+        (keep_pristine) and loses its state record: the operator's own way back to legacy.
         Returns what it had to do; raises when a Synapse still cannot be started."""
         done, broken = [], []
         for hs in self.hosts.values():
+            if restore and hs.files(PRISTINE) != self.pristine[hs.name]:
+                hs.stop()
+                self._restore_pristine(hs)
+                done.append(f"{hs.name}: configs restored as before any run")
             if hs.healthy() and (not hs.spec.worker or hs.worker_healthy()):
                 continue
             try:
