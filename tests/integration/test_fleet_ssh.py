@@ -149,8 +149,8 @@ def host_state(hs) -> str:
 class Problems:
     """What is wrong, host by host: a step checks every host before it fails, naming all of them."""
 
-    def __init__(self):
-        self.found: list[str] = []
+    def __init__(self, found=()):
+        self.found: list[str] = list(found)
 
     def check(self, ok, what: str) -> bool:
         if not ok:
@@ -229,33 +229,35 @@ def test_02_advisor_over_ssh(fleet):
 
 
 def test_03_check_mode_changes_nothing(fleet):
-    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
     result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
-    assert result.rc == 0, tail(result)
-    assert not changes(before, snapshot(fleet))
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
     out = result.stdout
     for name in MIGRATING:
         hs = fleet.hosts[name]
         # Where Synapse's change goes: homeserver.yaml in place, or the conf.d override file.
-        assert (hs.homeserver_yaml if hs.spec.in_place else hs.override_path) in out, name
-        assert hs.well_known in out
+        target = hs.homeserver_yaml if hs.spec.in_place else hs.override_path
+        problems.check(target in out, f"{name}: no diff of {target}")
+        problems.check(hs.well_known in out, f"{name}: no diff of {hs.well_known}")
         # MAS's generated default (localhost:8008) is judged as the run would rewrite it.
         if not hs.spec.sso:
-            assert f"homeserver: {hs.server_name}" in out, name
-    assert out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1
-    assert out.count("Dry run: users 4, passwords 3") == 4
+            problems.check(f"homeserver: {hs.server_name}" in out, f"{name}: no diff of MAS's matrix.homeserver")
+    problems.check(out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1,
+                   "hs1: no dry-run counts")
+    problems.check(out.count("Dry run: users 4, passwords 3") == 4, "hs2-hs5: not 4 dry-run counts")
     report = latest_report(fleet)
-    assert report["check_mode"] is True
-    assert {h: e["outcome"] for h, e in report["hosts"].items()} == {
-        h: "would migrate (check mode)" for h in MIGRATING}
+    problems.check(report["check_mode"] is True, "the report does not say check mode")
+    outcomes = {h: report["hosts"].get(h, {}).get("outcome") for h in MIGRATING}
+    problems.check(outcomes == {h: "would migrate (check mode)" for h in MIGRATING}, f"outcomes: {outcomes}")
+    problems.assert_none()
 
 
 def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
-    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
     result = run(fleet, "rollback", limit=NOT_HS6)
-    problems = Problems()
     # Synapse was never stopped (same processes), no file was written, not even a state record.
     problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
     problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
@@ -265,7 +267,7 @@ def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
 
 def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
     """One run, one fault per host, all hosts in one wave; hs6 fails its preflight."""
-    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     hs1, hs2, hs3, hs4, hs5, hs6 = (fleet.hosts[n] for n in ("hs1", "hs2", "hs3", "hs4", "hs5", "hs6"))
     psql = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres")
     faults = {
@@ -296,7 +298,6 @@ def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
         fleet.pg.execute("DELETE FROM users WHERE username = 'early-bird'", hs3.mas_db)
     assert result.rc != 0
     report = latest_report(fleet)["hosts"]
-    problems = Problems()
     # Where each failure must have happened (the failed task's message, as the report keeps it).
     where = {"hs1": r"client", "hs2": re.escape(hs2.mas_yaml), "hs3": r"not (empty|fresh)|holds? (data|rows)",
              "hs4": r"Synapse", "hs5": re.escape(hs5.well_known_url)}
@@ -328,9 +329,8 @@ def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
 
 
 def test_06_the_real_run_migrates(fleet):
-    fleet.heal(restore=True)  # before the migration: back to the legacy set-up
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6)
-    problems = Problems()
     problems.check(result.rc == 0, tail(result, 1500))
     report = latest_report(fleet)["hosts"]
     for name in MIGRATING:
@@ -384,18 +384,18 @@ def test_06_the_real_run_migrates(fleet):
 
 
 def test_07_a_second_run_changes_nothing(fleet):
-    fleet.heal()
+    problems = Problems(fleet.heal())
     before = snapshot(fleet)
     result = run(fleet, "migrate", *ONE_WAVE, limit=NOT_HS6)
-    assert result.rc == 0, tail(result)
-    assert all(s["changed"] == 0 for s in recap(result.stdout).values()), recap(result.stdout)
-    assert not changes(before, snapshot(fleet))
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    problems.assert_none()
 
 
 def test_08_rollback_brings_legacy_logins_and_old_tokens_back(fleet):
-    fleet.heal()
+    problems = Problems(fleet.heal())
     result = run(fleet, "rollback", limit=NOT_HS6)
-    problems = Problems()
     problems.check(result.rc == 0, tail(result, 1500))
     for name in MIGRATING:
         hs = fleet.hosts[name]

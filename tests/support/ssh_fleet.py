@@ -825,7 +825,7 @@ class SshFleet:
         have left it down). With `restore` (before the migration), a host whose configs or web root
         differ from their state before any run, or whose Synapse cannot start, first gets them back
         (keep_pristine) and loses its state record: the operator's own way back to legacy.
-        Returns what it had to do; raises when a Synapse still cannot be started."""
+        Returns the hosts whose Synapse still cannot be started, and why."""
         done, broken = [], []
         for hs in self.hosts.values():
             if restore and hs.files(PRISTINE) != self.pristine[hs.name]:
@@ -847,11 +847,9 @@ class SshFleet:
                     done.append(f"{hs.name}: restored as before any run, started ({exc})")
                 except RuntimeError as again:
                     broken.append(str(again))
-        if done:
-            print("\nheal: " + "; ".join(done), file=sys.stderr)
-        if broken:
-            raise RuntimeError("left unstartable by an earlier step: " + "; ".join(broken))
-        return done
+        if done or broken:
+            print("\nheal: " + "; ".join(done + broken), file=sys.stderr)
+        return [f"left unstartable by an earlier step: {why}" for why in broken]
 
     # -- the inventory and the playbooks -----------------------------------------------------------
 
