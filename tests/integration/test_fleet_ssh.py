@@ -20,10 +20,10 @@ logins and the old access tokens back and removes every file the run created. A 
 Synapse down starts it again first, as an operator would (before the migration, one that cannot start
 gets back the configs it had before any run), so that each step reports on its own.
 
-Role variables the roles do not have yet, named as this fleet needs them: syn2mas_python (the interpreter for the database work),
-syn2mas_synapse_database_uri / syn2mas_mas_database_uri (URI overrides), synapse_service_worker_start_command /
-synapse_service_worker_stop_command / synapse_service_worker_health_urls (workers run by commands), and a
-conf.d directory in syn2mas_synapse_config (read as Synapse reads `--config-path conf.d/`).
+The inventory uses the documented role variables only: hs1-hs5 leave the interpreter for the database work
+to the preflight's discovery (from the running Synapse), hs6 names one (syn2mas_python); hs3 gives
+syn2mas_synapse_database_uri / syn2mas_mas_database_uri; hs2 synapse_service_worker_start_command /
+synapse_service_worker_stop_command; syn2mas_synapse_config names conf.d/ as a directory, as Synapse reads it.
 """
 
 from __future__ import annotations
@@ -395,6 +395,9 @@ def test_07_a_second_run_changes_nothing(fleet):
 
 def test_08_rollback_brings_legacy_logins_and_old_tokens_back(fleet):
     problems = Problems(fleet.heal())
+    for name in MIGRATING:  # else there is nothing to roll back, and this step proves nothing
+        problems.check(host_state(fleet.hosts[name]) == "delegated",
+                       f"{name}: not migrated by step 6 (state {host_state(fleet.hosts[name])!r})")
     result = run(fleet, "rollback", limit=NOT_HS6)
     problems.check(result.rc == 0, tail(result, 1500))
     for name in MIGRATING:

@@ -645,7 +645,6 @@ Subsystem sftp internal-sftp
         if self.spec.worker:
             hostvars["synapse_service_worker_start_command"] = self.worker_start_command
             hostvars["synapse_service_worker_stop_command"] = self.worker_stop_command
-            hostvars["synapse_service_worker_health_urls"] = [f"{self.worker_url}/health"]
         if self.spec.uri_override:
             hostvars["syn2mas_synapse_database_uri"] = self.synapse_database_uri()
             hostvars["syn2mas_mas_database_uri"] = self.mas_database_uri()
