@@ -379,8 +379,7 @@ def test_06_the_real_run_migrates(fleet):
             "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
             and served.get("m.homeserver") == {"base_url": f"https://matrix.{hs.server_name}"},
             f"{name}: .well-known serves {served}")
-        loose = [p for p in glob.glob(os.path.join(hs.backup_dir, "**"), recursive=True)
-                 if os.path.isfile(p) and os.stat(p).st_mode & 0o777 != 0o600]
+        loose = [path for path, (_digest, mode, _uid, _gid) in hs.files(("var/backups",)).items() if mode != "0o600"]
         check(not loose, f"{name}: backup files not 0600: {loose}")
     problems.assert_none()
 

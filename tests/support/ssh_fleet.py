@@ -250,8 +250,9 @@ class SshHost(homeservers.SynapseClient):
         pg.drop_database(self.mas_db)
         pg.create_database(self.synapse_db, template=synapse_schema.create_template(pg, SYNAPSE_VERSION))
         pg.give_database(self.synapse_db, self.synapse_role)
-        pg.create_database(self.mas_db, template=mas_schema.create_template(pg, MAS_VARIANT))
-        pg.give_database(self.mas_db, self.mas_role)
+        # MAS's schema created by MAS's own role, as `mas-cli database migrate` does.
+        pg.create_database(self.mas_db, owner=self.mas_role)
+        mas_schema.load(pg, self.mas_db, MAS_VARIANT, user=self.mas_role)
         if self.spec.sso:
             conn = pg.connect(self.mas_db)
             try:
@@ -588,7 +589,8 @@ Subsystem sftp internal-sftp
 
     def config_files(self) -> list[str]:
         """Synapse's configuration as Synapse reads it: homeserver.yaml, then conf.d/*.yaml in name order."""
-        return [self.homeserver_yaml, *sorted(glob.glob(os.path.join(self.confd, "*.yaml")))]
+        confd = [os.path.join(self.confd, entry) for entry in os.listdir(self.confd)]
+        return [self.homeserver_yaml, *sorted(p for p in confd if os.path.isfile(p) and p.endswith(".yaml"))]
 
     def effective_config(self) -> dict:
         """Synapse's merged configuration (later files replace top-level keys, as Synapse merges)."""
@@ -606,13 +608,14 @@ Subsystem sftp internal-sftp
         """Every file the runbook may touch, by path relative to the host: content hash, mode, owner."""
         found = {}
         for top in under:
-            for path in sorted(glob.glob(os.path.join(self.dir, top, "**"), recursive=True)):
-                if os.path.isfile(path):
+            for parent, _dirs, names in os.walk(os.path.join(self.dir, top)):  # .well-known too
+                for name in names:
+                    path = os.path.join(parent, name)
                     st = os.stat(path)
                     with open(path, "rb") as handle:
                         digest = hashlib.sha256(handle.read()).hexdigest()
                     found[os.path.relpath(path, self.dir)] = (digest, oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
-        return found
+        return dict(sorted(found.items()))
 
     def inventory_vars(self) -> dict:
         """This host in the inventory, with the role variables the README and argument_specs document
