@@ -2,7 +2,9 @@
 # Prepares a fresh Debian machine (or refreshes an existing checkout) for the demo, the tests
 # and the benchmark: a virtualenv at .venv with the pinned packages, `syn2mas` and `ansible`
 # on its PATH, this checkout usable as the collection matrix.syn2mas, the PostgreSQL server
-# binaries, and one virtualenv per Synapse release whose schema the tests use.
+# binaries, one virtualenv per Synapse release whose schema the tests use, and for the fleet
+# over SSH: Debian's sshd, sudo and Redis, a controller virtualenv with only what a controller
+# needs, and a Synapse virtualenv on Debian's own /usr/bin/python3 that an unprivileged user runs.
 # Safe to re-run: every step is skipped when its result is already in place.
 set -euo pipefail
 
@@ -32,14 +34,28 @@ stamp_ok() {  # stamp_ok FILE CONTENT: true when FILE already holds CONTENT
 
 # 1. Debian packages: the PostgreSQL server binaries (initdb, pg_ctl, pg_dump) with the pg_trgm
 #    extension MAS needs, and nginx, the real web server serving the test homeservers' .well-known
-#    (the tests run it on loopback with their own config; only the binary is used).
+#    (the tests run it on loopback with their own config; only the binary is used). For the fleet
+#    over SSH (tests/support/ssh_fleet.py): openssh-server (one sshd per test host on loopback),
+#    sudo (the controller's admin user becomes root) and redis-server (Synapse workers replicate
+#    through Redis, always). The tests run each of them themselves; none is started here.
 packages=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql postgresql-contrib)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+[ -x /usr/sbin/sshd ] || packages+=(openssh-server)
+[ -x /usr/bin/sudo ] || packages+=(sudo)
+[ -x /usr/bin/redis-server ] || packages+=(redis-server)
 if [ ${#packages[@]} -gt 0 ]; then
   log "installing ${packages[*]} from Debian's packages"
+  # Keep the packages' services from starting (sshd on port 22, redis on 6379): the tests run
+  # their own instances. Where a policy already exists (containers), it is left as it is.
+  policy_added=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    as_root sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d'
+    policy_added=1
+  fi
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}"
+  [ -z "$policy_added" ] || as_root rm -f /usr/sbin/policy-rc.d
 fi
 
 # 2. The main virtualenv with the pinned packages.
@@ -80,4 +96,38 @@ for v in $SYNAPSE_VERSIONS; do
     echo "$v oidc $pins" > "$venv/.stamp"
   fi
 done
+# 6. The controller's virtualenv: only what the README says a controller needs
+#    (requirements-controller.txt), for the tests that run the built collection as a user would.
+want="$(sha256sum < requirements-controller.txt)"
+if ! stamp_ok .venv-controller/.requirements.stamp "$want"; then
+  log "installing the controller's packages into .venv-controller"
+  rm -rf .venv-controller
+  "$PYTHON" -m venv .venv-controller
+  .venv-controller/bin/python -m pip install -q --disable-pip-version-check -r requirements-controller.txt
+  echo "$want" > .venv-controller/.requirements.stamp
+fi
+
+# 7. Synapse on Debian's own Python, as a Debian host runs it from a virtualenv: the fleet over
+#    SSH runs it as an unprivileged user, who cannot enter root's pyenv directory. Built with
+#    Debian's venv module; where python3-venv (ensurepip) is missing, without pip, and then the
+#    main venv's pip installs into it (pip --python), so nothing is added to the host's Python.
+#    The redis extra: Synapse workers always replicate through Redis.
+SYNAPSE_DEBIAN_VERSION=${SYNAPSE_DEBIAN_VERSION:-1.163.2}
+venv=".venv-synapse-debian/$SYNAPSE_DEBIAN_VERSION"
+want="$SYNAPSE_DEBIAN_VERSION oidc,redis psycopg2-binary==2.9.13"
+if [ -x /usr/bin/python3 ] && ! stamp_ok "$venv/.stamp" "$want"; then
+  log "installing matrix-synapse $SYNAPSE_DEBIAN_VERSION on /usr/bin/python3 into $venv"
+  rm -rf "$venv"
+  if /usr/bin/python3 -m venv "$venv" 2>/dev/null; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+      "matrix-synapse[oidc,redis]==$SYNAPSE_DEBIAN_VERSION" psycopg2-binary==2.9.13
+  else
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --without-pip "$venv"
+    .venv/bin/python -m pip --python "$venv/bin/python" install -q --disable-pip-version-check \
+      "matrix-synapse[oidc,redis]==$SYNAPSE_DEBIAN_VERSION" psycopg2-binary==2.9.13
+  fi
+  chmod -R a+rX "$venv"
+  echo "$want" > "$venv/.stamp"
+fi
 log "ready: . .venv/bin/activate"

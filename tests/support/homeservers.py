@@ -34,6 +34,41 @@ OIDC_CLIENT_SECRET = "oidcsecret-Ty61Bv2Rre"
 PASSWORDS = {"alice": "alice-pw-Qm3", "bob": "bob-pw-Wr8", "admin": "admin-pw-Lk5", "carol": "carol-pw-Nv2"}
 
 
+# Rate limits out of the way of tests that log in many times in a row.
+RATE_LIMITS_OFF = {
+    "rc_login": {"address": {"per_second": 1000, "burst_count": 1000},
+                 "account": {"per_second": 1000, "burst_count": 1000},
+                 "failed_attempts": {"per_second": 1000, "burst_count": 1000}},
+    "rc_registration": {"per_second": 1000, "burst_count": 1000},
+}
+
+
+def file_log_config(path: str) -> dict:
+    """Synapse's logging config: warnings and worse into `path`."""
+    return {
+        "version": 1,
+        "formatters": {"precise": {"format": "%(asctime)s - %(name)s - %(levelname)s - %(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise", "filename": path}},
+        "root": {"level": "WARNING", "handlers": ["file"]},
+        "disable_existing_loggers": False,
+    }
+
+
+def google_oidc_provider(client_id: str) -> dict:
+    """Synapse's `oidc_providers` entry for a Google-like IdP (`oidc-google`), without network."""
+    return {
+        "idp_id": "google", "idp_name": "Google", "issuer": "https://accounts.google.invalid/",
+        "client_id": client_id, "client_secret": OIDC_CLIENT_SECRET, "discover": False,
+        "authorization_endpoint": "https://accounts.google.invalid/auth",
+        "token_endpoint": "https://accounts.google.invalid/token",
+        "userinfo_endpoint": "https://accounts.google.invalid/userinfo",
+        # Plain OAuth 2.0 (no `openid` scope): Synapse then needs no JWKS, which it would
+        # otherwise fetch at start-up (fatal on 1.136 without network).
+        "scopes": ["profile", "email"], "user_profile_method": "userinfo_endpoint",
+        "user_mapping_provider": {"config": {"localpart_template": "{{ user.preferred_username }}"}},
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,8 +93,82 @@ def http(method: str, url: str, body=None, token: str | None = None, timeout: fl
             return exc.code, raw.decode(errors="replace")
 
 
+class SynapseClient:
+    """Synapse's HTTP API, for a homeserver object with `base_url`, `server_name`,
+    `registration_secret`, `tokens` (localpart -> access token) and `log_tail()`."""
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.healthy():
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name}: Synapse did not answer /health within {timeout}s; log:\n{self.log_tail()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    def register(self, localpart: str, password: str, admin: bool = False) -> str:
+        url = self.base_url + "/_synapse/admin/v1/register"
+        status, body = http("GET", url)
+        assert status == 200, body
+        nonce = body["nonce"]
+        mac_hex = hmac.new(self.registration_secret.encode(), digestmod=hashlib.sha1)
+        fields = (nonce, localpart, password, "admin" if admin else "notadmin")
+        mac_hex.update(b"\x00".join(p.encode() for p in fields))
+        status, body = http("POST", url, {"nonce": nonce, "username": localpart, "password": password,
+                                          "admin": admin, "mac": mac_hex.hexdigest()})
+        assert status == 200, body
+        self.tokens[localpart] = body["access_token"]
+        return body["user_id"]
+
+    def login(self, localpart: str, password: str, device_id: str | None = None):
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
+                "password": password}
+        if device_id:
+            body["device_id"] = device_id
+        return http("POST", self.base_url + "/_matrix/client/v3/login", body)
+
+    def admin(self, method: str, path: str, body=None):
+        return http(method, self.base_url + path, body, token=self.tokens["admin"])
+
+    def whoami(self, token: str):
+        return http("GET", self.base_url + "/_matrix/client/v3/account/whoami", token=token)
+
+    def populate(self, sso: bool = True) -> dict:
+        """Users through the real API: an admin, two password users with several devices, an
+        SSO-linked user (when `sso`: its provider must be configured), and a deactivated one.
+        Returns what MAS should hold after the import."""
+        self.register("admin", PASSWORDS["admin"], admin=True)
+        for who in ("alice", "bob", "carol"):
+            self.register(who, PASSWORDS[who])
+        devices = {"admin": 1, "alice": 1, "bob": 1, "carol": 1}  # registration logs in once
+        for who, extra in (("alice", ["ALICEPHONE", "ALICELAPTOP"]), ("bob", ["BOBPHONE"])):
+            for device in extra:
+                status, body = self.login(who, PASSWORDS[who], device)
+                assert status == 200, body
+                devices[who] += 1
+        if sso:
+            # An SSO-linked user (no password): created and linked through the admin API.
+            status, body = self.admin("PUT", f"/_synapse/admin/v2/users/@dave:{self.server_name}", {
+                "displayname": "Dave",
+                "external_ids": [{"auth_provider": "oidc-google", "external_id": "google-sub-dave"}]})
+            assert status in (200, 201), body
+        # A deactivated user.
+        status, body = self.admin("POST", f"/_synapse/admin/v1/deactivate/@carol:{self.server_name}", {"erase": False})
+        assert status == 200, body
+        devices["carol"] = 0  # deactivation deletes the devices and tokens
+        return {"users": 5 if sso else 4, "passwords": 3, "sso_links": 1 if sso else 0,
+                "devices": sum(devices.values()),
+                "devices_by_user": devices}
+
+
 @dataclass
-class Homeserver:
+class Homeserver(SynapseClient):
     pg: PgCluster
     name: str  # inventory hostname, e.g. hs1
     basedir: str
@@ -84,6 +193,7 @@ class Homeserver:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.well_known_url = f"http://127.0.0.1:{self.web_port}/.well-known/matrix/client"
         self.tokens: dict = {}
+        self.registration_secret = f"regsecret-{self.name}-Pp91"
 
     # -- set-up -----------------------------------------------------------------------------------
 
@@ -106,14 +216,7 @@ class Homeserver:
     def write_configs(self) -> None:
         log_config = os.path.join(self.confdir, "log.yaml")
         with open(log_config, "w") as handle:
-            yaml.safe_dump({
-                "version": 1,
-                "formatters": {"precise": {"format": "%(asctime)s - %(name)s - %(levelname)s - %(message)s"}},
-                "handlers": {"file": {"class": "logging.FileHandler", "formatter": "precise",
-                                      "filename": self.log_file}},
-                "root": {"level": "WARNING", "handlers": ["file"]},
-                "disable_existing_loggers": False,
-            }, handle)
+            yaml.safe_dump(file_log_config(self.log_file), handle)
         homeserver = {
             "server_name": self.server_name,
             "public_baseurl": f"https://matrix.{self.server_name}/",
@@ -126,7 +229,7 @@ class Homeserver:
             "log_config": log_config,
             "media_store_path": os.path.join(self.dir, "media"),
             "signing_key_path": os.path.join(self.confdir, "signing.key"),
-            "registration_shared_secret": f"regsecret-{self.name}-Pp91",
+            "registration_shared_secret": self.registration_secret,
             "macaroon_secret_key": f"macaroon-{self.name}-Jj42",
             "form_secret": f"form-{self.name}-Uu17",
             "report_stats": False,
@@ -134,21 +237,8 @@ class Homeserver:
             "suppress_key_server_warning": True,
             "enable_registration": False,
             "password_config": {"enabled": True, "pepper": PEPPER},
-            "rc_login": {"address": {"per_second": 1000, "burst_count": 1000},
-                         "account": {"per_second": 1000, "burst_count": 1000},
-                         "failed_attempts": {"per_second": 1000, "burst_count": 1000}},
-            "rc_registration": {"per_second": 1000, "burst_count": 1000},
-            "oidc_providers": [{
-                "idp_id": "google", "idp_name": "Google", "issuer": "https://accounts.google.invalid/",
-                "client_id": f"synapse-{self.name}", "client_secret": OIDC_CLIENT_SECRET, "discover": False,
-                "authorization_endpoint": "https://accounts.google.invalid/auth",
-                "token_endpoint": "https://accounts.google.invalid/token",
-                "userinfo_endpoint": "https://accounts.google.invalid/userinfo",
-                # Plain OAuth 2.0 (no `openid` scope): Synapse then needs no JWKS, which it would
-                # otherwise fetch at start-up (fatal on 1.136 without network).
-                "scopes": ["profile", "email"], "user_profile_method": "userinfo_endpoint",
-                "user_mapping_provider": {"config": {"localpart_template": "{{ user.preferred_username }}"}},
-            }],
+            **RATE_LIMITS_OFF,
+            "oidc_providers": [google_oidc_provider(f"synapse-{self.name}")],
         }
         mas = {
             "http": {"public_base": f"https://auth.{self.server_name}/", "issuer": f"https://auth.{self.server_name}/"},
@@ -194,21 +284,6 @@ class Homeserver:
             raise RuntimeError(f"{self.name}: start failed: {proc.stdout}{proc.stderr}")
         self.wait_healthy(timeout)
 
-    def wait_healthy(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.healthy():
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"{self.name}: Synapse did not answer /health within {timeout}s; log:\n{self.log_tail()}")
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
-
     def stop(self) -> None:
         pid = self.pid()
         if pid:
@@ -231,56 +306,6 @@ class Homeserver:
                 return "".join(handle.readlines()[-n:])
         except OSError:
             return "(no log)"
-
-    # -- Synapse's HTTP API -----------------------------------------------------------------------
-
-    def register(self, localpart: str, password: str, admin: bool = False) -> str:
-        url = self.base_url + "/_synapse/admin/v1/register"
-        status, body = http("GET", url)
-        assert status == 200, body
-        nonce = body["nonce"]
-        mac_hex = hmac.new(f"regsecret-{self.name}-Pp91".encode(), digestmod=hashlib.sha1)
-        fields = (nonce, localpart, password, "admin" if admin else "notadmin")
-        mac_hex.update(b"\x00".join(p.encode() for p in fields))
-        status, body = http("POST", url, {"nonce": nonce, "username": localpart, "password": password,
-                                          "admin": admin, "mac": mac_hex.hexdigest()})
-        assert status == 200, body
-        self.tokens[localpart] = body["access_token"]
-        return body["user_id"]
-
-    def login(self, localpart: str, password: str, device_id: str | None = None):
-        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": localpart},
-                "password": password}
-        if device_id:
-            body["device_id"] = device_id
-        return http("POST", self.base_url + "/_matrix/client/v3/login", body)
-
-    def admin(self, method: str, path: str, body=None):
-        return http(method, self.base_url + path, body, token=self.tokens["admin"])
-
-    def populate(self) -> dict:
-        """Users through the real API: an admin, two password users with several devices, an
-        SSO-linked user, and a deactivated one. Returns what MAS should hold after the import."""
-        self.register("admin", PASSWORDS["admin"], admin=True)
-        for who in ("alice", "bob", "carol"):
-            self.register(who, PASSWORDS[who])
-        devices = {"admin": 1, "alice": 1, "bob": 1, "carol": 1}  # registration logs in once
-        for who, extra in (("alice", ["ALICEPHONE", "ALICELAPTOP"]), ("bob", ["BOBPHONE"])):
-            for device in extra:
-                status, body = self.login(who, PASSWORDS[who], device)
-                assert status == 200, body
-                devices[who] += 1
-        # An SSO-linked user (no password): created and linked through the admin API.
-        sso = f"@dave:{self.server_name}"
-        status, body = self.admin("PUT", f"/_synapse/admin/v2/users/{sso}", {
-            "displayname": "Dave", "external_ids": [{"auth_provider": "oidc-google", "external_id": "google-sub-dave"}]})
-        assert status in (200, 201), body
-        # A deactivated user.
-        status, body = self.admin("POST", f"/_synapse/admin/v1/deactivate/@carol:{self.server_name}", {"erase": False})
-        assert status == 200, body
-        devices["carol"] = 0  # deactivation deletes the devices and tokens
-        return {"users": 5, "passwords": 3, "sso_links": 1, "devices": sum(devices.values()),
-                "devices_by_user": devices}
 
 
 class Nginx:

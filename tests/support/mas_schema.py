@@ -67,17 +67,27 @@ def create_template(cluster: PgCluster, variant: str) -> str:
         return name
     cluster.create_database(name)
     try:
+        load(cluster, name, variant)
+    except RuntimeError:
+        # Leave no half-loaded template behind for the next caller to pick up.
+        cluster.drop_database(name)
+        raise
+    return name
+
+
+def load(cluster: PgCluster, dbname: str, variant: str, user: str | None = None) -> None:
+    """Loads `variant`'s schema into the existing database `dbname`, as `user` (default: the superuser).
+    Loaded as MAS's own role, everything is that role's, the pg_trgm extension included (a trusted
+    extension): as `mas-cli database migrate` leaves a database it created the schema in."""
+    try:
         subprocess.run(
             [cluster.bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-             "-h", cluster.sockdir, "-p", str(cluster.port), "-U", cluster.superuser,
-             "-d", name, "-f", VARIANTS[variant]],
+             "-h", cluster.sockdir, "-p", str(cluster.port), "-U", user or cluster.superuser,
+             "-d", dbname, "-f", VARIANTS[variant]],
             check=True, capture_output=True, text=True,
         )
     except subprocess.CalledProcessError as exc:
-        # Leave no half-loaded template behind for the next caller to pick up.
-        cluster.drop_database(name)
-        raise RuntimeError(f"loading MAS schema {variant} failed:\n{exc.stderr}") from exc
-    return name
+        raise RuntimeError(f"loading MAS schema {variant} into {dbname} failed:\n{exc.stderr}") from exc
 
 
 # What `mas-cli config sync` would write for a minimal OIDC provider, per column. Columns not

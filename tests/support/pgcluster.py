@@ -136,6 +136,73 @@ class PgCluster:
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def create_login_role(self, role: str, password: str) -> None:
+        """A login role that must give its password over TCP (scram-sha-256), as on a real server;
+        the superuser keeps trust on the socket. Re-creating an existing role resets its password."""
+        from psycopg2 import sql
+
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                verb = "ALTER" if cur.fetchone() else "CREATE"
+                cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s").format(sql.Identifier(role)), (password,))
+        finally:
+            conn.close()
+        hba = os.path.join(self.datadir, "pg_hba.conf")
+        line = f"host all {role} 127.0.0.1/32 scram-sha-256\n"
+        with open(hba) as handle:
+            lines = handle.readlines()
+        if line not in lines:
+            # First match wins: ahead of initdb's `trust` lines.
+            with open(hba, "w") as handle:
+                handle.writelines([line, *lines])
+            self.execute("SELECT pg_reload_conf()")
+
+    def drop_role(self, role: str) -> None:
+        self.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+    def give_database(self, dbname: str, owner: str) -> None:
+        """Makes `owner` own the database and everything in its public schema (tables, sequences,
+        views, types, functions), as when the application created its own schema."""
+        self.execute(f'ALTER DATABASE "{dbname}" OWNER TO "{owner}"')
+        self.execute(f"""DO $$
+DECLARE r record;
+BEGIN
+  EXECUTE format('ALTER SCHEMA public OWNER TO %I', '{owner}');
+  FOR r IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  LOOP
+    EXECUTE format('ALTER %s %I OWNER TO %I',
+                   CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                  WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.relname, '{owner}');
+  END LOOP;
+  -- Sequences not owned by a column (those follow their table).
+  FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public' AND c.relkind = 'S'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+  LOOP
+    EXECUTE format('ALTER SEQUENCE %I OWNER TO %I', r.relname, '{owner}');
+  END LOOP;
+  FOR r IN SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+            WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd')
+  LOOP
+    EXECUTE format('ALTER TYPE %I OWNER TO %I', r.typname, '{owner}');
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS sig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'public' AND NOT EXISTS (
+              SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO %I', r.sig, '{owner}');
+  END LOOP;
+END $$;""", dbname)
+
+    def tcp_uri(self, dbname: str, user: str, password: str, host: str = "127.0.0.1") -> str:
+        """A postgresql:// URI over TCP with a password, as a remote client has it."""
+        from urllib.parse import quote
+
+        return f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{self.port}/{quote(dbname, safe='')}"
+
     def dump(self, dbname: str) -> str:
         """A plain-text pg_dump of schema and data, for before/after comparisons."""
         return subprocess.run(

@@ -1,0 +1,422 @@
+"""The runbook on a fleet in the shape real users run (tests/support/ssh_fleet.py): every host reached over
+real SSH as an admin who becomes root with sudo, Debian's /usr/bin/python3 as the host Python with nothing
+added, Synapse (real, in its own venv on Debian's Python) run as an unprivileged user from the Debian
+package's layout (homeserver.yaml + conf.d/), PostgreSQL over TCP with passwords, MAS's config as
+`mas-cli config generate` writes it; the collection built with `ansible-galaxy collection build`,
+installed into a clean path and run from a controller venv that has only requirements-controller.txt.
+
+The hosts:
+  hs1  an SSO provider (MAS's config generated from Synapse's), homeserver.yaml rewritten in place
+  hs2  a Synapse worker (a real generic_worker through Redis), stopped before and started after Synapse
+  hs3  databases reached only by URI override (the configs name compose-style hosts that do not resolve)
+  hs4, hs5  the plain Debian shape, with a conf.d override file
+  hs6  a host missing a requirement: the database work is pointed at a Python without psycopg2
+
+The steps depend on each other and run in order on one module-scoped fleet: the advisor; the dry run
+changes nothing; the rollback playbook on never-migrated hosts changes nothing; one run with a failure in
+each phase on a different host (and hs6 failing its preflight) ends with every Synapse healthy on legacy
+authentication; the real run migrates; a second run changes nothing; the rollback playbook brings password
+logins and the old access tokens back and removes every file the run created. A step that finds a
+Synapse down starts it again first, as an operator would (before the migration, one that cannot start
+gets back the configs it had before any run), so that each step reports on its own.
+
+The inventory uses the documented role variables only: hs1-hs5 leave the interpreter for the database work
+to the preflight's discovery (from the running Synapse), hs6 names one (syn2mas_python); hs3 gives
+syn2mas_synapse_database_uri / syn2mas_mas_database_uri; hs2 synapse_service_worker_start_command /
+synapse_service_worker_stop_command; syn2mas_synapse_config names conf.d/ as a directory, as Synapse reads it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import re
+import subprocess
+
+import psycopg2
+import pytest
+
+from tests.support import homeservers
+from tests.support.ssh_fleet import ADMIN_USER, CONTROLLER_VENV, DEBIAN_PYTHON, PRISTINE, HostSpec, SshFleet
+
+pytestmark = pytest.mark.timeout(1800)
+
+SPECS = [
+    HostSpec("hs1", sso=True, in_place=True),
+    HostSpec("hs2", worker=True),
+    HostSpec("hs3", uri_override=True),
+    HostSpec("hs4"),
+    HostSpec("hs5"),
+    HostSpec("hs6", bare_python=True),
+]
+MIGRATING = ("hs1", "hs2", "hs3", "hs4", "hs5")
+NOT_HS6 = "synapse:!hs6"
+ONE_WAVE = ("-e", '{"syn2mas_serial": ["100%"]}')
+# What a user lists to see that nothing changed: configs, web root, state, backups.
+WATCHED = ("etc", "var/www", "var/lib/syn2mas", "var/backups")
+# The files a rollback must bring back exactly as they were: everything but the state and backups.
+CONFIGS = PRISTINE
+
+
+@pytest.fixture(scope="module")
+def fleet(pg):
+    fleet = SshFleet(pg, SPECS)
+    try:
+        fleet.setup()
+        fleet.hosts["hs5"].stale_well_known()  # an old web root the operator still has (see step 5)
+        fleet.baseline = {name: hs.files(CONFIGS) for name, hs in fleet.hosts.items()}
+        fleet.keep_pristine()
+        yield fleet
+    finally:
+        print("\nSSH fleet timings (s):", json.dumps(fleet.timings, indent=1))
+        fleet.teardown()
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def run(fleet: SshFleet, playbook: str, *args: str, limit: str | None = None):
+    """A playbook run whose output never holds a secret."""
+    result = fleet.playbook(playbook, *args, limit=limit)
+    for secret in fleet.secrets():
+        assert secret not in result.output, f"a secret ({secret[:6]}...) is in the output of {result.log}"
+    return result
+
+
+def tail(result, n: int = 3000) -> str:
+    """Why a run failed: its failed tasks, then the end of its output."""
+    failures = [line[:1500] for line in result.stdout.splitlines() if line.startswith(("fatal:", "failed:"))]
+    return (f"(full log: {result.log})\n" + "\n".join(failures) + "\n...\n" + result.stdout[-n:]
+            + result.stderr[-2000:])
+
+
+def recap(stdout: str) -> dict:
+    found = {}
+    for host, ok, changed, failed in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+"
+                                                r"failed=(\d+)", stdout, re.M):
+        found[host] = {"ok": int(ok), "changed": int(changed), "failed": int(failed)}
+    return found
+
+
+def latest_report(fleet: SshFleet, name: str = "migrate") -> dict:
+    paths = sorted(glob.glob(os.path.join(fleet.report_dir, "*", f"{name}.json")), key=os.path.getmtime)
+    assert paths, f"no {name} report in {fleet.report_dir}"
+    with open(paths[-1]) as handle:
+        return json.load(handle)
+
+
+def snapshot(fleet: SshFleet, names=MIGRATING) -> dict:
+    """Every watched file (content, mode, owner), the running Synapse and worker, both databases."""
+    state = {}
+    for name in names:
+        hs = fleet.hosts[name]
+        state[name] = {
+            "files": hs.files(WATCHED), "pid": hs.pid(), "worker_pid": hs.worker_pid(),
+            "mas": fleet.pg.dump(hs.mas_db),
+            "synapse_users": fleet.pg.execute("SELECT name, password_hash, deactivated FROM users ORDER BY name",
+                                              hs.synapse_db),
+        }
+    return state
+
+
+def changes(before: dict, after: dict) -> list[str]:
+    """What differs between two snapshots, said briefly: changed files, restarted processes, databases."""
+    found = []
+    for name in before:
+        b, a = before[name], after[name]
+        files = sorted(p for p in set(b["files"]) | set(a["files"]) if b["files"].get(p) != a["files"].get(p))
+        if files:
+            found.append(f"{name}: files {files}")
+        for key in ("pid", "worker_pid"):
+            if b[key] != a[key]:
+                found.append(f"{name}: {key} {b[key]} -> {a[key]}")
+        if b["mas"] != a["mas"]:
+            found.append(f"{name}: MAS's database changed")
+        if b["synapse_users"] != a["synapse_users"]:
+            found.append(f"{name}: Synapse's users changed")
+    return found
+
+
+def host_state(hs) -> str:
+    if not os.path.exists(hs.state_file):
+        return "legacy"
+    with open(hs.state_file) as handle:
+        return json.load(handle)["state"]
+
+
+class Problems:
+    """What is wrong, host by host: a step checks every host before it fails, naming all of them."""
+
+    def __init__(self, found=()):
+        self.found: list[str] = list(found)
+
+    def check(self, ok, what: str) -> bool:
+        if not ok:
+            self.found.append(what)
+        return bool(ok)
+
+    def assert_none(self) -> None:
+        assert not self.found, "\n".join(self.found)
+
+
+def check_legacy_and_healthy(problems: Problems, hs) -> None:
+    """Synapse answers and runs its own authentication, as configured and as a client sees it."""
+    if not problems.check(hs.healthy(), f"{hs.name}: Synapse is down; log: {hs.log_tail(5)}"):
+        return
+    if hs.spec.worker:
+        problems.check(hs.worker_healthy(), f"{hs.name}: the worker is down")
+    config = hs.effective_config()
+    problems.check(not (config.get("matrix_authentication_service") or {}).get("enabled"),
+                   f"{hs.name}: Synapse's config still delegates to MAS")
+    problems.check((config.get("password_config") or {}).get("enabled") is True,
+                   f"{hs.name}: password_config.enabled is not true")
+    status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
+    if problems.check(status == 200, f"{hs.name}: password login fails: {status} {body}"):
+        hs.expected["devices"] += 1  # that login made a device, which the import brings over later
+
+
+def mas_counts(fleet: SshFleet, hs) -> dict:
+    return dict(fleet.pg.execute("""
+        SELECT 'users', count(*) FROM users UNION ALL
+        SELECT 'deactivated', count(*) FROM users WHERE deactivated_at IS NOT NULL UNION ALL
+        SELECT 'passwords', count(*) FROM user_passwords UNION ALL
+        SELECT 'links', count(*) FROM upstream_oauth_links UNION ALL
+        SELECT 'sessions', count(*) FROM compat_sessions UNION ALL
+        SELECT 'tokens', count(*) FROM compat_access_tokens""", hs.mas_db))
+
+
+# -- the steps ---------------------------------------------------------------------------------------
+
+
+def test_01_the_fleet_is_what_users_run(fleet):
+    """The shape itself: SSH with host keys, sudo, a bare host Python, Synapse as its own user,
+    root:<synapse group> 0640 configs, the built collection, a controller venv without host libraries."""
+    for name, hs in fleet.hosts.items():
+        probe = fleet.ssh(name, f"id -un; sudo -n id -u; {DEBIAN_PYTHON} -c 'import psycopg2' 2>&1 | tail -1")
+        assert probe.returncode == 0, probe.stderr
+        lines = probe.stdout.splitlines()
+        assert lines[0] == ADMIN_USER and lines[1] == "0"
+        assert "No module named 'psycopg2'" in lines[2]
+        # Synapse (and its worker) run as the host's unprivileged user.
+        for pid in filter(None, (hs.pid(), hs.worker_pid())):
+            with open(f"/proc/{pid}/status") as handle:
+                uid = int(re.search(r"^Uid:\s+(\d+)", handle.read(), re.M).group(1))
+            assert uid == pwd.getpwnam(hs.user).pw_uid != 0
+        for path in hs.config_files():
+            st = os.stat(path)
+            assert (st.st_uid, oct(st.st_mode & 0o777)) == (0, "0o640"), path
+        if hs.spec.worker:
+            assert hs.worker_pid() and hs.worker_healthy()
+    # The collection as a user installs it, and a controller with only what a controller needs.
+    manifest = os.path.join(fleet.collections, "ansible_collections", "matrix", "syn2mas", "MANIFEST.json")
+    assert os.path.isfile(manifest)
+    for module in ("psycopg2", "bcrypt"):
+        proc = subprocess.run([os.path.join(CONTROLLER_VENV, "bin", "python"), "-c", f"import {module}"],
+                              capture_output=True, check=False)
+        assert proc.returncode != 0, f"the controller venv has {module}: it needs only requirements-controller.txt"
+
+
+def test_02_advisor_over_ssh(fleet):
+    before = {name: fleet.hosts[name].pid() for name in MIGRATING}
+    result = run(fleet, "advisor", limit=NOT_HS6)
+    assert result.rc == 0, tail(result)
+    report = latest_report(fleet, "advisor")
+    for name in MIGRATING:
+        assert report["hosts"][name]["outcome"] in ("ready", "needs attention"), (name, report["hosts"][name])
+    assert {name: fleet.hosts[name].pid() for name in MIGRATING} == before
+
+
+def test_03_check_mode_changes_nothing(fleet):
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    before = snapshot(fleet)
+    result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    out = result.stdout
+    for name in MIGRATING:
+        hs = fleet.hosts[name]
+        # Where Synapse's change goes: homeserver.yaml in place, or the conf.d override file.
+        target = hs.homeserver_yaml if hs.spec.in_place else hs.override_path
+        problems.check(target in out, f"{name}: no diff of {target}")
+        problems.check(hs.well_known in out, f"{name}: no diff of {hs.well_known}")
+        # MAS's generated default (localhost:8008) is judged as the run would rewrite it.
+        if not hs.spec.sso:
+            problems.check(f"homeserver: {hs.server_name}" in out, f"{name}: no diff of MAS's matrix.homeserver")
+    problems.check(out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1,
+                   "hs1: no dry-run counts")
+    problems.check(out.count("Dry run: users 4, passwords 3") == 4, "hs2-hs5: not 4 dry-run counts")
+    report = latest_report(fleet)
+    problems.check(report["check_mode"] is True, "the report does not say check mode")
+    outcomes = {h: report["hosts"].get(h, {}).get("outcome") for h in MIGRATING}
+    problems.check(outcomes == {h: "would migrate (check mode)" for h in MIGRATING}, f"outcomes: {outcomes}")
+    problems.assert_none()
+
+
+def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    before = snapshot(fleet)
+    result = run(fleet, "rollback", limit=NOT_HS6)
+    # Synapse was never stopped (same processes), no file was written, not even a state record.
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.assert_none()
+
+
+def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
+    """One run, one fault per host, all hosts in one wave; hs6 fails its preflight."""
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    hs1, hs2, hs3, hs4, hs5, hs6 = (fleet.hosts[n] for n in ("hs1", "hs2", "hs3", "hs4", "hs5", "hs6"))
+    psql = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres")
+    faults = {
+        # stop (real): a client left on Synapse's database, as a forgotten admin shell or an exporter.
+        # config (injected by the operator's stop command): MAS's config is left unparseable.
+        # Safe to run twice (the rollback stops Synapse again), as an operator's command must be.
+        "hs2": {"synapse_service_stop_command":
+                f"{hs2.stop_command}; grep -q unclosed {hs2.mas_yaml} || printf 'matrix: [unclosed\\n' >> {hs2.mas_yaml}"},
+        # import (injected by the operator's stop command): MAS's database is no longer fresh, as if
+        # MAS had been started on it meanwhile.
+        "hs3": {"synapse_service_stop_command":
+                f"{hs3.stop_command}; {psql} -d {hs3.mas_db} -c \"INSERT INTO users (user_id, username, created_at) "
+                f"VALUES (gen_random_uuid(), 'early-bird', now()) ON CONFLICT DO NOTHING\""},
+        # start (real): the shared secret is given as a file Synapse's own user cannot read.
+        "hs4": {"auth_delegation_synapse_secret_path": os.path.join(hs4.secrets_dir, "mas_shared_secret")},
+        # .well-known (real): the document is written where the web server does not serve it from.
+        "hs5": {"syn2mas_well_known_path": hs5.stale_well_known()},
+    }
+    hs5_stale = hs5.stale_well_known()
+    configs_before = {name: fleet.hosts[name].files(CONFIGS) for name in MIGRATING}
+    hs6_before = snapshot(fleet, ["hs6"])["hs6"]
+    leftover = psycopg2.connect(host="127.0.0.1", port=fleet.pg.port, dbname=hs1.synapse_db, user=hs1.synapse_role,
+                                password=hs1.synapse_db_password, application_name="psql")
+    fleet.write_inventory(faults)
+    try:
+        result = run(fleet, "migrate", *ONE_WAVE)
+    finally:
+        leftover.close()
+        fleet.write_inventory()
+        fleet.pg.execute("DELETE FROM users WHERE username = 'early-bird'", hs3.mas_db)
+    assert result.rc != 0
+    report = latest_report(fleet)["hosts"]
+    # Where each failure must have happened (the failed task's message, as the report keeps it).
+    where = {"hs1": r"client", "hs2": re.escape(hs2.mas_yaml), "hs3": r"not (empty|fresh)|holds? (data|rows)",
+             "hs4": r"\bstart|health", "hs5": re.escape(hs5.well_known_url)}
+    for name in MIGRATING:
+        hs = fleet.hosts[name]
+        entry = report.get(name, {})
+        error = entry.get("error") or ""
+        problems.check(entry.get("outcome") == "failed" and entry.get("rolled_back") is True,
+                       f"{name}: outcome {entry.get('outcome')!r}, rolled back {entry.get('rolled_back')!r}: {error[:300]}")
+        problems.check(re.search(where[name], error, re.I),
+                       f"{name}: not failed where injected ({where[name]!r}): {error[:300]}")
+        problems.check(host_state(hs) == "legacy", f"{name}: state {host_state(hs)!r}")
+        check_legacy_and_healthy(problems, hs)
+        # Every file the run created or changed is back as it was (the override file gone, MAS's
+        # config and .well-known restored), with its owner and mode.
+        after = hs.files(CONFIGS)
+        changed = sorted(p for p in set(after) | set(configs_before[name])
+                         if after.get(p) != configs_before[name].get(p))
+        problems.check(not changed, f"{name}: files not restored: {changed}")
+    problems.check(os.path.exists(hs5_stale), "hs5: the stale .well-known copy is gone")
+    # hs6 failed before anything happened, naming what it lacks.
+    entry = report.get("hs6", {})
+    problems.check(entry.get("outcome") == "preflight failed" and "psycopg2" in (entry.get("error") or ""),
+                   f"hs6: {entry.get('outcome')!r}: {(entry.get('error') or '')[:300]}")
+    problems.check(not changes({"hs6": hs6_before}, snapshot(fleet, ["hs6"])),
+                   f"hs6: changed although its preflight failed: {changes({'hs6': hs6_before}, snapshot(fleet, ['hs6']))}")
+    problems.check(recap(result.stdout).get("hs6", {}).get("changed") == 0, "hs6: changed tasks")
+    problems.assert_none()
+
+
+def test_06_the_real_run_migrates(fleet):
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6)
+    problems.check(result.rc == 0, tail(result, 1500))
+    report = latest_report(fleet)["hosts"]
+    for name in MIGRATING:
+        hs = fleet.hosts[name]
+        check = problems.check
+        check(report.get(name, {}).get("outcome") == "migrated", f"{name}: {report.get(name)}")
+        check(host_state(hs) == "delegated", f"{name}: state {host_state(hs)!r}")
+        if not check(hs.healthy(), f"{name}: Synapse is down; log: {hs.log_tail(5)}"):
+            continue
+        if hs.spec.worker:
+            check(hs.worker_healthy(), f"{name}: the worker is down")
+        # Synapse delegates to MAS, as configured and as a client sees it.
+        config = hs.effective_config()
+        check((config.get("matrix_authentication_service") or {}).get("enabled") is True,
+              f"{name}: Synapse does not delegate to MAS")
+        check(not (config.get("password_config") or {}).get("enabled"), f"{name}: password_config still enabled")
+        check(not config.get("oidc_providers"), f"{name}: oidc_providers still set")
+        status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
+        check(status != 200, f"{name}: Synapse still takes password logins")
+        if not hs.spec.in_place and check(os.path.exists(hs.override_path), f"{name}: no override file"):
+            # Synapse's own user reads it (Synapse started); nobody else may.
+            check(os.stat(hs.override_path).st_mode & 0o007 == 0, f"{name}: the override file is world-readable")
+        try:
+            mas = hs.mas_config()
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # reported, like every other problem
+            check(False, f"{name}: MAS's config does not parse: {exc}")
+        else:
+            check(mas["matrix"]["homeserver"] == hs.server_name, f"{name}: MAS matrix.homeserver {mas['matrix']}")
+            v1 = [s for s in mas["passwords"]["schemes"] if s["version"] == 1][0]
+            check(v1.get("algorithm") == "bcrypt" and v1.get("unicode_normalization") is True
+                  and v1.get("secret") == homeservers.PEPPER, f"{name}: MAS's scheme 1 is not Synapse's bcrypt")
+        # Users, passwords, links, sessions and tokens in MAS, the registration tokens among them.
+        expected = hs.expected
+        want = {"users": expected["users"], "deactivated": 1, "passwords": expected["passwords"],
+                "links": expected["sso_links"], "sessions": expected["devices"], "tokens": expected["devices"]}
+        counts = mas_counts(fleet, hs)
+        check(counts == want, f"{name}: MAS holds {counts}, expected {want}")
+        tokens = [hs.tokens[who] for who in ("alice", "bob", "admin")]
+        found = fleet.pg.execute("SELECT count(*) FROM compat_access_tokens WHERE access_token = ANY(%s)",
+                                 hs.mas_db, (tokens,))[0][0]
+        check(found == 3, f"{name}: {found} of the 3 old access tokens in MAS")
+        status, served = homeservers.http("GET", hs.well_known_url)
+        check(status == 200 and served.get("org.matrix.msc2965.authentication") == {
+            "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
+            and served.get("m.homeserver") == {"base_url": f"https://matrix.{hs.server_name}"},
+            f"{name}: .well-known serves {served}")
+        loose = [path for path, (_digest, mode, _uid, _gid) in hs.files(("var/backups",)).items() if mode != "0o600"]
+        check(not loose, f"{name}: backup files not 0600: {loose}")
+    problems.assert_none()
+
+
+def test_07_a_second_run_changes_nothing(fleet):
+    problems = Problems(fleet.heal())
+    before = snapshot(fleet)
+    result = run(fleet, "migrate", *ONE_WAVE, limit=NOT_HS6)
+    problems.check(result.rc == 0, tail(result, 1500))
+    problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
+    problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    problems.assert_none()
+
+
+def test_08_rollback_brings_legacy_logins_and_old_tokens_back(fleet):
+    problems = Problems(fleet.heal())
+    for name in MIGRATING:  # else there is nothing to roll back, and this step proves nothing
+        problems.check(host_state(fleet.hosts[name]) == "delegated",
+                       f"{name}: not migrated by step 6 (state {host_state(fleet.hosts[name])!r})")
+    result = run(fleet, "rollback", limit=NOT_HS6)
+    problems.check(result.rc == 0, tail(result, 1500))
+    for name in MIGRATING:
+        hs = fleet.hosts[name]
+        check_legacy_and_healthy(problems, hs)
+        if hs.healthy():
+            for who in ("bob", "admin"):
+                status, body = hs.login(who, homeservers.PASSWORDS[who])
+                problems.check(status == 200, f"{name}: {who} cannot log in: {status} {body}")
+            for who in ("alice", "bob", "admin"):
+                status, body = hs.whoami(hs.tokens[who])
+                problems.check(status == 200 and body.get("user_id") == f"@{who}:{hs.server_name}",
+                               f"{name}: {who}'s old access token: {status} {body}")
+        status, served = homeservers.http("GET", hs.well_known_url)
+        problems.check("org.matrix.msc2965.authentication" not in served, f"{name}: .well-known still names MAS")
+        problems.check(host_state(hs) == "legacy", f"{name}: state {host_state(hs)!r}")
+        # Every file the runs created is gone, every file they changed is as it was before them.
+        after = hs.files(CONFIGS)
+        changed = sorted(p for p in set(after) | set(fleet.baseline[name]) if after.get(p) != fleet.baseline[name].get(p))
+        problems.check(not changed, f"{name}: not as before the migration: {changed}")
+    problems.assert_none()
