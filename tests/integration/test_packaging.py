@@ -17,7 +17,7 @@ BIN = os.path.join(ROOT, ".venv", "bin")
 
 # What an installed collection consists of: its content, its documentation and galaxy's own files.
 SHIPPED_TOP_LEVEL = {"plugins", "roles", "playbooks", "meta", "bin", "changelogs", "docs", "README.md", "CHANGELOG.rst",
-                     "requirements.txt", "MANIFEST.json", "FILES.json"}
+                     "requirements.txt", "requirements-controller.txt", "MANIFEST.json", "FILES.json"}
 # For developing and testing the collection only (each exists in a checkout after setup and the tests).
 NOT_SHIPPED = ("tests/", "bench/", "molecule/", "scripts/", ".ci/", ".venv", ".ansible/", ".git",
                "requirements-test.txt", "requirements-bench.txt", "Makefile", "pytest.ini", "ansible.cfg",
