@@ -331,7 +331,9 @@ def test_the_rollback_finds_the_python_too(fleet, tmp_path):
     hs = fleet.hosts["rt1"]
     fleet.write_inventory({"rt1": {"ansible_python_interpreter": DEBIAN_PYTHON, "syn2mas_python": ""}})
     try:
-        run = fleet.playbook("rollback.yml", "--check", "-e", "rollback_mas_database=empty", "-v")
+        # A backup named explicitly: a legacy host without one has nothing to roll back (no task runs).
+        run = fleet.playbook("rollback.yml", "--check", "-e", "rollback_mas_database=empty", "-e",
+                             f"rollback_backup_path={tmp_path}/no-such-run", "-v")
     finally:
         fleet.write_inventory()
     out = run.stdout
