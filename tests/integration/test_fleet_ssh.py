@@ -28,7 +28,6 @@ synapse_service_worker_stop_command; syn2mas_synapse_config names conf.d/ as a d
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pwd
@@ -39,18 +38,12 @@ import psycopg2
 import pytest
 
 from tests.support import homeservers
-from tests.support.ssh_fleet import ADMIN_USER, CONTROLLER_VENV, DEBIAN_PYTHON, PRISTINE, HostSpec, SshFleet
+from tests.support.ansible_run import latest_report, recap
+from tests.support.ssh_fleet import ADMIN_USER, CONTROLLER_VENV, DEBIAN_PYTHON, DEFAULT_SPECS, PRISTINE, SshFleet
 
 pytestmark = pytest.mark.timeout(1800)
 
-SPECS = [
-    HostSpec("hs1", sso=True, in_place=True),
-    HostSpec("hs2", worker=True),
-    HostSpec("hs3", uri_override=True),
-    HostSpec("hs4"),
-    HostSpec("hs5"),
-    HostSpec("hs6", bare_python=True),
-]
+SPECS = DEFAULT_SPECS  # hs1 SSO in place, hs2 worker, hs3 URI override, hs4/hs5 plain, hs6 bare Python
 MIGRATING = ("hs1", "hs2", "hs3", "hs4", "hs5")
 NOT_HS6 = "synapse:!hs6"
 ONE_WAVE = ("-e", '{"syn2mas_serial": ["100%"]}')
@@ -90,21 +83,6 @@ def tail(result, n: int = 3000) -> str:
     failures = [line[:1500] for line in result.stdout.splitlines() if line.startswith(("fatal:", "failed:"))]
     return (f"(full log: {result.log})\n" + "\n".join(failures) + "\n...\n" + result.stdout[-n:]
             + result.stderr[-2000:])
-
-
-def recap(stdout: str) -> dict:
-    found = {}
-    for host, ok, changed, failed in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+"
-                                                r"failed=(\d+)", stdout, re.M):
-        found[host] = {"ok": int(ok), "changed": int(changed), "failed": int(failed)}
-    return found
-
-
-def latest_report(fleet: SshFleet, name: str = "migrate") -> dict:
-    paths = sorted(glob.glob(os.path.join(fleet.report_dir, "*", f"{name}.json")), key=os.path.getmtime)
-    assert paths, f"no {name} report in {fleet.report_dir}"
-    with open(paths[-1]) as handle:
-        return json.load(handle)
 
 
 def snapshot(fleet: SshFleet, names=MIGRATING) -> dict:

@@ -15,12 +15,12 @@ import glob
 import hashlib
 import json
 import os
-import re
 
 import pytest
 import yaml
 
 from tests.support import homeservers
+from tests.support.ansible_run import latest_report, recap
 from tests.support.fleet import Fleet
 
 pytestmark = pytest.mark.timeout(1500)
@@ -59,20 +59,6 @@ def snapshot(fleet: Fleet, names=None) -> dict:
                        "mas": fleet.pg.dump(hs.mas_db), "synapse_users": fleet.pg.execute(
                            "SELECT name, password_hash, deactivated FROM users ORDER BY name", hs.synapse_db)}
     return state
-
-
-def recap(stdout: str) -> dict:
-    found = {}
-    for host, ok, changed, failed in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+"
-                                                r"failed=(\d+)", stdout, re.M):
-        found[host] = {"ok": int(ok), "changed": int(changed), "failed": int(failed)}
-    return found
-
-
-def latest_report(fleet: Fleet, name: str = "migrate") -> dict:
-    paths = sorted(glob.glob(os.path.join(fleet.report_dir, "*", f"{name}.json")), key=os.path.getmtime)
-    with open(paths[-1]) as handle:
-        return json.load(handle)
 
 
 def host_state(hs) -> str:

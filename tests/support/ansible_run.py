@@ -4,9 +4,11 @@ Each task's registered result is saved as JSON next to the playbook."""
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 
@@ -62,3 +64,20 @@ def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, ve
             raise AssertionError(f"task {i} left no result; ansible-playbook said:\n{proc.stdout}\n{proc.stderr}")
         results.append(json.loads(out.read_text()))
     return PlaybookRun(rc=proc.returncode, stdout=proc.stdout + proc.stderr, results=results)
+
+
+def recap(stdout: str) -> dict:
+    """ansible-playbook's PLAY RECAP: host -> {ok, changed, failed}."""
+    found = {}
+    for host, ok, changed, failed in re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+"
+                                                r"failed=(\d+)", stdout, re.M):
+        found[host] = {"ok": int(ok), "changed": int(changed), "failed": int(failed)}
+    return found
+
+
+def latest_report(fleet, name: str = "migrate") -> dict:
+    """The newest fleet report (JSON) a playbook wrote into fleet.report_dir."""
+    paths = sorted(glob.glob(os.path.join(fleet.report_dir, "*", f"{name}.json")), key=os.path.getmtime)
+    assert paths, f"no {name} report in {fleet.report_dir}"
+    with open(paths[-1]) as handle:
+        return json.load(handle)
