@@ -56,16 +56,8 @@ options:
     description: Fail when a database does not answer, or (with O(wait_synapse_idle)) clients are left.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: It only reads; there is nothing to diff.
-  idempotent:
-    support: full
-    description: It only reads and always reports RV(ignore:changed=false).
+extends_documentation_fragment:
+  - matrix.syn2mas.read_only
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 """

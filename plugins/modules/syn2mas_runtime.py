@@ -72,20 +72,12 @@ options:
         RV(missing). V(false) only reports.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads.
-  diff_mode:
-    support: none
-    description: It only reads; there is nothing to diff.
-  idempotent:
-    support: full
-    description: It only reads and always reports RV(ignore:changed=false).
 notes:
   - Run as a user that may read other users' C(/proc/PID/cwd) and C(environ) (root, with C(become)) to
     resolve a Synapse started with a relative interpreter path; otherwise such a process is reported with
     RV(synapse_processes[].interpreter=null).
+extends_documentation_fragment:
+  - matrix.syn2mas.read_only
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 """

@@ -21,7 +21,7 @@ import yaml
 
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
-from tests.support.fleet import Fleet
+from tests.support.fleet import Fleet, running_fleet
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -32,15 +32,8 @@ WAVE_ORDER = ("hs1", "hs2", "hs3")
 
 @pytest.fixture(scope="module")
 def fleet(pg):
-    fleet = Fleet(names=WAVE_ORDER, versions={"hs3": "1.136.0"}, pg=pg)
-    try:
-        fleet.setup()
+    with running_fleet(pg, WAVE_ORDER, versions={"hs3": "1.136.0"}) as fleet:
         yield fleet
-    finally:
-        fleet.teardown()
-        for hs in fleet.hosts.values():
-            for name in (hs.synapse_db, hs.mas_db, hs.mas_db + "_gone"):
-                pg.drop_database(name)
 
 
 def snapshot(fleet: Fleet, names=None) -> dict:

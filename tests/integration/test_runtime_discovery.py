@@ -21,7 +21,7 @@ import yaml
 
 from _syn2mas import host_runtime, runbook
 from tests.support import homeservers
-from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, Fleet
+from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, Fleet, running_fleet
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -34,15 +34,8 @@ needs_debian_python = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def fleet(pg):
-    fleet = Fleet(names=("rt1",), pg=pg)
-    try:
-        fleet.setup()
+    with running_fleet(pg, ("rt1",)) as fleet:
         yield fleet
-    finally:
-        fleet.teardown()
-        for hs in fleet.hosts.values():
-            pg.drop_database(hs.synapse_db)
-            pg.drop_database(hs.mas_db)
 
 
 def run_playbook(tmp_path, fleet: Fleet, tasks: list, host_vars: dict, *args: str, wrap=()):

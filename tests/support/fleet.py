@@ -4,6 +4,7 @@ an inventory with the local connection and operator-given start/stop commands.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -53,8 +54,8 @@ class Fleet:
             "syn2mas_synapse_endpoint": f"{hs.base_url}/",
             "syn2mas_synapse_health_url": f"{hs.base_url}/health",
             "syn2mas_synapse_python": hs.python,
-            # The lab's interpreter, given as an operator would: the config modules still need ruamel.yaml on
-            # the host, which Synapse's venv (what the preflight would find on its own) does not have.
+            # The lab's interpreter, given as an operator would: this fleet is about the runbook's steps;
+            # finding Synapse's own Python is tested by test_runtime_discovery and the SSH fleet.
             "syn2mas_python": VENV_PYTHON,
             "syn2mas_well_known_path": hs.well_known,
             "syn2mas_well_known_url": hs.well_known_url,
@@ -93,6 +94,21 @@ class Fleet:
         self.nginx.stop()
         if self.own_pg:
             self.pg.stop()
+
+
+@contextlib.contextmanager
+def running_fleet(pg, names, versions=None):
+    """A set-up Fleet on the session's cluster, torn down afterwards with its databases (a MAS database a
+    test renamed away included)."""
+    fleet = Fleet(names=names, versions=versions, pg=pg)
+    try:
+        fleet.setup()
+        yield fleet
+    finally:
+        fleet.teardown()
+        for hs in fleet.hosts.values():
+            for name in (hs.synapse_db, hs.mas_db, hs.mas_db + "_gone"):
+                pg.drop_database(name)
 
 
 if __name__ == "__main__":  # manual debugging: python -m tests.support.fleet (Ctrl-C tears it down)

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from .config import format_ulid, load_mas_config, load_synapse_config
+from .config import format_ulid, load_mas_config, load_synapse_config, synapse_config_files
 from .db import connect, database_conninfo, describe, other_clients, parsed, redact, secrets_of
 from .errors import ConfigError, DatabaseError, RefusedError
 from .host_runtime import postgres_major
@@ -317,10 +317,8 @@ def expand_config_paths(paths: list) -> tuple:
     files, directories, seen = [], [], set()
     for path in paths:
         if os.path.isdir(path):
-            members = sorted(entry for entry in os.listdir(path)
-                             if entry.endswith(".yaml") and os.path.isfile(os.path.join(path, entry)))
-            directories.append({"path": path, "members": members})
-            candidates = [os.path.join(path, entry) for entry in members]
+            candidates = synapse_config_files([path])
+            directories.append({"path": path, "members": [os.path.basename(c) for c in candidates]})
         else:
             candidates = [path]
         for candidate in candidates:
@@ -383,10 +381,8 @@ def restore_files(path: str, check_mode: bool = False, only=None) -> list:
             continue
         if not os.path.isdir(directory["path"]):
             continue
-        for entry in sorted(os.listdir(directory["path"])):
-            extra = os.path.join(directory["path"], entry)
-            if (entry.endswith(".yaml") and entry not in directory["members"] and os.path.isfile(extra)
-                    and os.path.realpath(extra) not in handled):
+        for extra in synapse_config_files([directory["path"]]):
+            if os.path.basename(extra) not in directory["members"] and os.path.realpath(extra) not in handled:
                 changed.append(extra)
                 if not check_mode:
                     os.unlink(extra)
