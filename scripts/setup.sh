@@ -112,8 +112,11 @@ fi
 #    Debian's venv module; where python3-venv (ensurepip) is missing, without pip, and then the
 #    main venv's pip installs into it (pip --python), so nothing is added to the host's Python.
 #    The redis extra: Synapse workers always replicate through Redis.
+#    It lives outside the checkout, where a Debian host keeps such a venv: the checkout may sit in a
+#    directory other users cannot enter (a CI clone in a 0700 temporary directory).
 SYNAPSE_DEBIAN_VERSION=${SYNAPSE_DEBIAN_VERSION:-1.163.2}
-venv=".venv-synapse-debian/$SYNAPSE_DEBIAN_VERSION"
+venv="${SYN2MAS_SYNAPSE_DEBIAN_VENV:-/opt/syn2mas-tests/synapse-$SYNAPSE_DEBIAN_VERSION}"
+as_root install -d -m 0755 -o "$(id -u)" "$(dirname "$venv")"
 want="$SYNAPSE_DEBIAN_VERSION oidc,redis psycopg2-binary==2.9.13"
 if [ -x /usr/bin/python3 ] && ! stamp_ok "$venv/.stamp" "$want"; then
   log "installing matrix-synapse $SYNAPSE_DEBIAN_VERSION on /usr/bin/python3 into $venv"

@@ -58,7 +58,9 @@ from .pgcluster import PgCluster
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONTROLLER_VENV = os.path.join(ROOT, ".venv-controller")
 SYNAPSE_VERSION = synapse_schema.LATEST
-SYNAPSE_VENV = os.path.join(ROOT, ".venv-synapse-debian", SYNAPSE_VERSION)
+# Outside the checkout (scripts/setup.sh builds it there): Synapse's unprivileged users must be able to
+# enter it, which a checkout in a 0700 directory would not let them.
+SYNAPSE_VENV = os.environ.get("SYN2MAS_SYNAPSE_DEBIAN_VENV", f"/opt/syn2mas-tests/synapse-{SYNAPSE_VERSION}")
 DEBIAN_PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
 ADMIN_USER = "syn2mas-admin"
