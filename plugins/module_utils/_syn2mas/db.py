@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass
 
-from .errors import DatabaseError
+from . import errors
+from .errors import DatabaseError, PrivilegeError, remember_secret
 
 try:
     import psycopg2
@@ -24,29 +26,64 @@ except ImportError:  # pragma: no cover - reported by the adapters with missing_
     PSYCOPG2_IMPORT_ERROR = traceback.format_exc()
 
 SECRET_KEYS = ("password", "sslpassword")
-MASK = "********"
-# A password written out in a URI (scheme://user:PASSWORD@...) or as a keyword (password=..., sslpassword=...).
-_URI_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s]*@", re.IGNORECASE)
-_KEYWORD_PASSWORD = re.compile(r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
 
 
-def database_conninfo(config, override_uri: str | None) -> dict:
+class InvalidUriError(DatabaseError):
+    """A connection URI or string libpq cannot parse (its text is never quoted)."""
+
+
+def database_conninfo(config, override_uri: str | None, override_name: str = "") -> dict:
     """Where a database is: an explicit URI (for unusual setups) wins, and then the config file
-    (a SynapseConfig or MasConfig) is not even read for it."""
+    (a SynapseConfig or MasConfig) is not even read for it. The result is checked to parse; an
+    error names where the URI came from (`override_name`, e.g. --masDatabaseUri, or the config key)."""
     if override_uri:
-        return {"dsn": override_uri}
-    return config.database_conninfo() if config is not None else {}
+        conninfo, source = {"dsn": override_uri}, override_name or "the database URI given"
+    else:
+        if config is None:
+            return {}
+        conninfo = config.database_conninfo()
+        source = config.where("database")
+    try:
+        parsed(conninfo)
+    except InvalidUriError as exc:
+        raise InvalidUriError(f"{source}: {exc}") from None
+    except DatabaseError:  # no psycopg2: connect() reports it
+        pass
+    return conninfo
+
+
+def _uri_password(dsn: str) -> str | None:
+    """The password part of a URI that may not even parse: between `user:` and the last `@`."""
+    match = re.match(r"^\s*[a-z][a-z0-9+.-]*://([^/?#]*)@", dsn, re.IGNORECASE | re.DOTALL)
+    if not match:
+        # No `@` in the authority: libpq may still read one from a malformed URI's remainder.
+        match = re.match(r"^\s*[a-z][a-z0-9+.-]*://(.*)@", dsn, re.IGNORECASE | re.DOTALL)
+    if not match:
+        keyword = re.search(r"\b(?:ssl)?password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn, re.IGNORECASE)
+        return keyword.group(1).strip("'") if keyword else None
+    if ":" not in match.group(1):
+        return None
+    return match.group(1).split(":", 1)[1]
 
 
 def parsed(conninfo: dict) -> dict:
     """The effective libpq keywords: a `dsn` (URI or key=value string) merged with the others."""
     result = {}
-    if conninfo.get("dsn"):
+    for key in SECRET_KEYS:
+        remember_secret(conninfo.get(key))
+    dsn = conninfo.get("dsn")
+    if dsn:
+        remember_secret(_uri_password(dsn))
         try:
-            result.update(psycopg2.extensions.parse_dsn(conninfo["dsn"]))
+            result.update(psycopg2.extensions.parse_dsn(dsn))
         except psycopg2.ProgrammingError as exc:
-            # libpq quotes the URI it could not parse: its password must not reach the message.
-            raise DatabaseError(f"invalid database URI: {redact_passwords(str(exc).strip())}") from None
+            # libpq quotes the string it could not parse: only its reason is kept, never the string.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
+            reason = reason.replace(dsn, "<the URI>")
+            reason = re.sub(r'\s+in (?:URI|connection info string)?:?\s*".*$', "", reason)
+            raise InvalidUriError(f"invalid database URI: {reason.replace('invalid dsn: ', '')}") from None
+        for key in SECRET_KEYS:
+            remember_secret(result.get(key))
     result.update({k: v for k, v in conninfo.items() if k != "dsn"})
     return result
 
@@ -70,18 +107,13 @@ def secrets_of(conninfo: dict) -> list:
     return [str(params[k]) for k in SECRET_KEYS if params.get(k)]
 
 
-def redact(text: str, secrets) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, MASK)
-    return text
+def redact(text: str, secrets=()) -> str:
+    """errors.redact: the library's one redaction (known secrets, URI and keyword passwords)."""
+    return errors.redact(text, secrets)
 
 
 def redact_passwords(text: str) -> str:
-    """Masks every password written out in a database URI or keyword string within `text`: for
-    messages that may quote a connection string whose secrets are unknown (it did not even parse)."""
-    text = _URI_PASSWORD.sub(lambda m: m.group(1) + MASK + "@", text)
-    return _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + MASK, text)
+    return errors.redact(text)
 
 
 def connect(conninfo: dict, application_name: str, what: str):
@@ -103,9 +135,10 @@ def connect(conninfo: dict, application_name: str, what: str):
     return conn
 
 
-def first_line(exc: Exception) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, redacted (a driver's message may quote a connection string)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return errors.redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
 @dataclass
@@ -139,3 +172,101 @@ def other_clients(conn) -> list:
         rows = cur.fetchall()
     conn.rollback()
     return [Client(*row) for row in rows]
+
+
+# SQLSTATEs of a connection that is gone: class 08 (connection exception) and the server
+# shutting the session down (admin shutdown, crash shutdown, cannot connect now); an
+# idle-in-transaction or idle-session timeout ends the session too.
+_LOST_CODES = ("57P01", "57P02", "57P03", "25P03", "57P05")
+
+
+def connection_lost(conn, exc: BaseException) -> bool:
+    """Whether `exc` means that `conn` is gone (rather than a statement failing on a live one)."""
+    if conn is not None and getattr(conn, "closed", 0):
+        return True
+    if psycopg2 is None or not isinstance(exc, psycopg2.Error):
+        return False
+    code = getattr(exc, "pgcode", None) or ""
+    if code.startswith("08") or code in _LOST_CODES:
+        return True
+    # libpq's own "server closed the connection unexpectedly" carries no SQLSTATE.
+    return isinstance(exc, (psycopg2.InterfaceError, psycopg2.OperationalError)) and not code
+
+
+@dataclass
+class LockHolder:
+    """A session holding a lock that conflicts with the import's (autovacuum, a client, MAS)."""
+
+    pid: int
+    backend_type: str
+    application_name: str
+    user: str
+    address: str
+    tables: str
+    activity: str  # what an autovacuum worker is doing; never a client's query (it may hold secrets)
+
+    @property
+    def is_client(self) -> bool:
+        return self.backend_type == "client backend"
+
+    def __str__(self) -> str:
+        if self.is_client:
+            who = (f"{self.application_name or 'unnamed client'} (pid {self.pid}, user {self.user}, "
+                   f"from {self.address or 'local socket'})")
+        else:
+            who = f"{self.backend_type} (pid {self.pid}{', ' + self.activity if self.activity else ''})"
+        return f"{who} on {self.tables}"
+
+
+def lock_holders(conn, tables) -> list:
+    """The other sessions holding granted locks on `tables` (names), with who they are."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT a.pid, COALESCE(a.backend_type, ''), COALESCE(a.application_name, ''),
+                   COALESCE(a.usename::text, ''), COALESCE(host(a.client_addr), ''),
+                   string_agg(DISTINCT c.relname, ', ' ORDER BY c.relname),
+                   CASE WHEN a.backend_type LIKE 'autovacuum%%' THEN left(COALESCE(a.query, ''), 120) ELSE '' END
+            FROM pg_locks l
+            JOIN pg_class c ON c.oid = l.relation
+            JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.granted AND l.pid <> pg_backend_pid() AND l.database = (
+                    SELECT oid FROM pg_database WHERE datname = current_database())
+              AND c.relname = ANY(%s) AND pg_table_is_visible(c.oid)
+            GROUP BY 1, 2, 3, 4, 5, 7
+            ORDER BY 1""", (list(tables),))
+        return [LockHolder(*row) for row in cur.fetchall()]
+
+
+def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refused):
+    """Runs begin(cur) then `statement` (a LOCK TABLE) as the transaction's first statements,
+    waiting up to `wait_seconds` for the sessions holding conflicting locks (autovacuum cancels
+    itself for a waiting lock after deadlock_timeout; other holders may finish).
+
+    `refused(holders, waited_seconds)` builds the error raised when the wait runs out. A missing
+    privilege raises a PrivilegeError at once."""
+    deadline = time.monotonic() + max(wait_seconds, 0)
+    started = time.monotonic()
+    while True:
+        # Each try waits a few seconds: longer than deadlock_timeout (1s by default), after
+        # which a waiting lock makes autovacuum give way.
+        attempt_ms = int(max(min(5.0, deadline - time.monotonic()), 0.05) * 1000)
+        with conn.cursor() as cur:
+            begin(cur)
+            cur.execute(f"SET LOCAL lock_timeout = {attempt_ms}")
+            try:
+                cur.execute(statement)
+            except psycopg2.Error as exc:
+                code = getattr(exc, "pgcode", None) or ""
+                conn.rollback()
+                if code == "42501":  # insufficient_privilege
+                    raise PrivilegeError(f"{first_line(exc)}") from None
+                if code != "55P03":  # lock_not_available
+                    raise
+            else:
+                cur.execute("SET LOCAL lock_timeout = DEFAULT")
+                return
+        holders = lock_holders(conn, tables)
+        conn.rollback()
+        if time.monotonic() >= deadline:
+            raise refused(holders, time.monotonic() - started)
+        time.sleep(0.2)

@@ -4,9 +4,12 @@
 """The import: Synapse's users, passwords, third-party ids, SSO links, devices and tokens into MAS.
 
 `run_import` is what the `syn2mas_import` module and `syn2mas --command migrate` call. Order:
-configs → MAS (lock, schema, emptiness) → Synapse (other clients, snapshot, checks) → one MAS
-transaction (drop constraints, COPY every stage, rebuild, marker) → commit, or roll back for a
-dry run. Any error before the commit leaves MAS as it was.
+configs → MAS (lock, schema, emptiness, privileges) → Synapse (privileges, other clients, locked
+snapshot, fingerprint, checks) → one MAS transaction (drop constraints, COPY every stage, rebuild)
+→ Synapse checked once more (still there, nobody waiting to write) → marker → commit, or roll back
+for a dry run. Any error before the commit leaves MAS as it was; the outcome reported is what MAS
+holds (a commit whose answer was lost is looked up, and the end of the Synapse snapshot after the
+commit cannot fail the run).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Callable
 
 from . import mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from .db import connect, database_conninfo, describe, first_line, psycopg2
-from .errors import ConfigError, DatabaseError, DataError, RefusedError, Syn2masError
+from . import errors
+from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2
+from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
+                     Syn2masError)
 from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
 
@@ -43,6 +48,9 @@ class ImportOptions:
     planned_homeserver: str | None = None
     planned_provider_mapping: list = field(default_factory=list)
     maintenance_work_mem: str = "512MB"
+    # How long to wait for a session holding the tables' locks (autovacuum cleaning up after an
+    # aborted run gives way after deadlock_timeout; others may finish) before refusing.
+    lock_wait_seconds: float = 60
     # progress(event) with event = {"stage", "rows", "total", "elapsed"} or {"stage", "message"}
     progress: Callable | None = None
 
@@ -90,8 +98,8 @@ def _check_configs(options: ImportOptions):
             f"{mas.where('matrix.homeserver')} is {homeserver!r} but Synapse's server_name is "
             f"{server_name!r} ({synapse.where('server_name')}): they must be equal, fix matrix.homeserver"
         )
-    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri)
-    mas_conninfo = database_conninfo(mas, options.mas_database_uri)
+    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri, "the given Synapse database URI")
+    mas_conninfo = database_conninfo(mas, options.mas_database_uri, "the given MAS database URI")
     mapping = provider_mapping(mas, options.upstream_provider_mapping,
                                planned=options.planned_provider_mapping if planned else None)
     return synapse, server_name, synapse_conninfo, mas_conninfo, mapping
@@ -131,43 +139,85 @@ def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options
     return used, [link.provider_id for link in provisional]
 
 
+@dataclass
+class _Run:
+    """Where a run is, for messages and for telling which side's connection was lost."""
+
+    phase: str = "reading the configs"
+    mas_conn: object = None
+    synapse_conn: object = None
+
+
 def run_import(options: ImportOptions) -> dict:
-    """Runs the import; raises a Syn2masError (MAS left as it was) when it cannot complete."""
+    """Runs the import; raises a Syn2masError (MAS left as it was) when it cannot complete, or
+    Interrupted when a signal stopped it (MAS left as it was too)."""
+    run = _Run()
+    errors.defer_interrupts(False)
     try:
-        return _run_import(options)
-    except Syn2masError:
-        raise
-    except Exception as exc:
-        if psycopg2 is not None and isinstance(exc, psycopg2.Error):
-            raise DatabaseError(
-                f"the import stopped on a database error, and MAS was left as it was: {first_line(exc)}"
-            ) from None
-        raise
+        return _run_import(options, run)
+    except BaseException as exc:
+        raise _explained(exc, run) from None
+    finally:
+        for conn in (run.mas_conn, run.synapse_conn):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
 
 
-def _run_import(options: ImportOptions) -> dict:
+def _explained(exc: BaseException, run: _Run) -> BaseException:
+    """The error to report for `exc`: a signal as Interrupted, a lost connection as one, naming the
+    side and the phase, whatever layer noticed it."""
+    signum = errors.pending_interrupt()
+    if isinstance(exc, Interrupted):
+        return exc
+    if signum is not None or isinstance(exc, KeyboardInterrupt):
+        return Interrupted(signum or 2)
+    if isinstance(exc, (ConnectionLostError, RefusedError, ConfigError)):
+        return exc
+    for conn, what in ((run.synapse_conn, "Synapse"), (run.mas_conn, "MAS")):
+        if conn is not None and getattr(conn, "closed", 0):
+            return ConnectionLostError(
+                f"lost the connection to {what}'s database ({run.phase}): {first_line(exc)}. MAS was left as "
+                "it was; run the import again"
+            )
+    if isinstance(exc, Syn2masError):
+        return exc
+    if psycopg2 is not None and isinstance(exc, psycopg2.Error):
+        return DatabaseError(
+            f"the import stopped on a database error ({run.phase}), and MAS was left as it was: {first_line(exc)}"
+        )
+    return exc
+
+
+def _run_import(options: ImportOptions, run: _Run) -> dict:
     started = time.monotonic()
     run_at = datetime.now(timezone.utc)
     warnings: list = []
     synapse, server_name, synapse_conninfo, mas_conninfo, mapping = _check_configs(options)
 
-    mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    run.phase = "connecting to MAS's database"
+    mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
     writer = MasWriter(mas_conn)
-    synapse_conn = None
     try:
+        run.phase = "checking MAS's database"
         writer.try_lock()
         schema = mas_schema.detect(mas_conn)
         warnings.extend(schema.warnings)
         result = {
             "changed": False, "dry_run": options.dry_run, "already_imported": False,
+            "synapse_changed_since_import": False,
             "server_name": server_name,
             "mas_schema": {"release": schema.release, "latest_migration": schema.latest_migration},
             "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
             "counts": {}, "warnings": warnings,
         }
 
-        synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+        run.phase = "connecting to Synapse's database"
+        synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
         reader = SynapseReader(synapse_conn, server_name)
+        run.phase = "checking Synapse's database"
         result["synapse_schema_version"] = reader.schema_version()
 
         previous = writer.marker()
@@ -181,6 +231,8 @@ def _run_import(options: ImportOptions) -> dict:
                 "fresh MAS database: drop and recreate it (then `mas-cli database migrate` and "
                 "`mas-cli config sync`), or point the import at the right database"
             )
+        writer.check_privileges()
+        reader.check_privileges(lock=not options.dry_run)
 
         clients = reader.other_clients()
         if clients:
@@ -192,7 +244,10 @@ def _run_import(options: ImportOptions) -> dict:
                 )
             warnings.append(f"Synapse's database has other clients (fine for a dry run, not for the import): {listing}")
 
-        reader.begin_snapshot(lock=not options.dry_run)
+        run.phase = "locking Synapse's tables"
+        reader.begin_snapshot(lock=not options.dry_run, lock_wait_seconds=options.lock_wait_seconds)
+        run.phase = "checking Synapse's data"
+        fingerprint = reader.fingerprint()
         count, examples = reader.users_with_wrong_server_name()
         if count:
             raise DataError(
@@ -204,12 +259,15 @@ def _run_import(options: ImportOptions) -> dict:
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
         estimates = reader.estimated_rows()
-        writer.begin(options.maintenance_work_mem)
+        run.phase = "locking MAS's tables"
+        writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
         if provisional:
             writer.add_provisional_providers(provisional)
+        run.phase = "dropping MAS's constraints and indexes"
         writer.drop_constraints_and_indexes()
         reports = {}
         for stage in STAGES:
+            run.phase = f"stage {stage.name}"
             columns = schema.target_columns(stage.table)
             stage_started = time.monotonic()
 
@@ -230,56 +288,136 @@ def _run_import(options: ImportOptions) -> dict:
                 )
             _event(options, stage=stage.name, rows=written, total=written, elapsed=report.seconds, done=True)
 
+        run.phase = "rebuilding MAS's indexes and constraints"
         rebuild_started = time.monotonic()
         writer.rebuild(on_step=lambda name, i, n: _event(options, stage="rebuild", message=name, rows=i, total=n,
                                                          elapsed=time.monotonic() - rebuild_started))
         rebuild_seconds = time.monotonic() - rebuild_started
 
         counts = {name: report.as_dict() for name, report in reports.items()}
-        if options.dry_run:
-            writer.rollback()
-        else:
-            writer.set_marker({
-                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="seconds"),
-                "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
-            })
-            writer.commit()
-        reader.end_snapshot()
         result.update({
             "changed": True, "counts": counts,
             "stage_seconds": {**{n: round(r.seconds, 3) for n, r in reports.items()},
                               "rebuild": round(rebuild_seconds, 3)},
-            "duration_seconds": round(time.monotonic() - started, 3),
         })
+        if options.dry_run:
+            writer.rollback()
+            reader.end_snapshot()
+        else:
+            run.phase = "checking Synapse before the commit"
+            _check_synapse_untouched(reader)
+            run_id = secrets.token_hex(8)
+            writer.set_marker({
+                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="seconds"),
+                "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
+                "run_id": run_id, "synapse_fingerprint": fingerprint,
+            })
+            run.phase = "committing MAS's transaction"
+            # From here the outcome is MAS's: a signal no longer stops the run, which reports it.
+            errors.defer_interrupts()
+            _commit(writer, mas_conninfo, run_id, warnings)
+            note = reader.end_snapshot_after_commit()
+            if note:
+                warnings.append(note)
+        result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result
     except BaseException:
         writer.rollback()
         raise
     finally:
         writer.unlock()
-        mas_conn.close()
-        if synapse_conn is not None:
-            synapse_conn.close()
+
+
+def _check_synapse_untouched(reader: SynapseReader) -> None:
+    """Refuses the commit when a session would write to Synapse as soon as the snapshot ends (it
+    waits on the snapshot's locks) or connected since the import checked: MAS would miss it."""
+    sessions = reader.sessions_since_lock()
+    if sessions:
+        listing = "; ".join(f"{client} ({client.state})" for client in sessions)
+        raise RefusedError(
+            f"Synapse's database got other clients during the import: {listing}. What they write would be "
+            "missing from MAS, so nothing was written to MAS: stop Synapse and its workers (and close other "
+            "sessions), then import again"
+        )
+
+
+def _commit(writer: MasWriter, mas_conninfo: dict, run_id: str, warnings: list) -> None:
+    """Commits MAS's transaction; when the answer is lost, looks up whether it happened."""
+    try:
+        writer.commit()
+        return
+    except Exception as exc:
+        failure = first_line(exc)
+        lost = connection_lost(writer.conn, exc)
+    if not lost:
+        errors.defer_interrupts(False)
+        raise DatabaseError(f"MAS refused the commit, and MAS was left as it was: {failure}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+        except DatabaseError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(1)
+                continue
+            raise ConnectionLostError(
+                f"lost the connection to MAS's database at the commit ({failure}) and cannot reach it since "
+                f"({exc}): whether the import was committed is unknown. Run the import again once MAS's "
+                "database is back: it reports `already imported` if it was, and imports if it was not"
+            ) from None
+        try:
+            previous = MasWriter(conn).marker()
+        finally:
+            conn.close()
+        break
+    if previous is not None and previous.get("run_id") == run_id:
+        warnings.append(f"the connection to MAS's database was lost at the commit ({failure}); MAS holds the "
+                        "import: it was committed")
+        return
+    errors.defer_interrupts(False)
+    raise ConnectionLostError(
+        f"lost the connection to MAS's database at the commit ({failure}); the import was not committed, and "
+        "MAS was left as it was: run the import again"
+    )
 
 
 def _already_imported(result: dict, previous: dict, reader: SynapseReader, server_name: str, started: float) -> dict:
-    """A MAS database this import already filled: nothing to do, but say if Synapse moved on."""
+    """A MAS database this import already filled: nothing to do, but say if Synapse changed since,
+    as the import does not merge (the runbook refuses such a stale import)."""
     result["already_imported"] = True
-    result["previous_import"] = previous
+    result["previous_import"] = {k: v for k, v in previous.items() if k != "synapse_fingerprint"}
     if previous.get("server_name") not in (None, server_name):
         raise RefusedError(
             f"the MAS database was filled by an import of {previous.get('server_name')!r}, not {server_name!r}: "
             "wrong database?"
         )
-    with reader.cursor() as cur:
-        cur.execute("SELECT count(*) FROM users WHERE appservice_id IS NULL")
-        now_users = cur.fetchone()[0]
+    reader.begin_snapshot(lock=False)
+    then = previous.get("synapse_fingerprint")
+    changes = []
+    if then:
+        now = reader.fingerprint()
+        for table in sorted(set(then) | set(now)):
+            old, new = then.get(table) or {}, now.get(table) or {}
+            if old != new:
+                if old.get("rows") != new.get("rows"):
+                    changes.append(f"{table}: {old.get('rows')} rows then, {new.get('rows')} now")
+                else:
+                    changes.append(f"{table}: rows changed")
+    else:  # a marker of an older collection version: only its user count to compare
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users WHERE appservice_id IS NULL")
+            now_users = cur.fetchone()[0]
+        then_users = (previous.get("migrated") or {}).get("users")
+        if then_users is not None and then_users != now_users:
+            changes.append(f"users: {then_users} imported, {now_users} now")
     reader.end_snapshot()
-    then_users = (previous.get("migrated") or {}).get("users")
-    if then_users is not None and then_users != now_users:
+    result["synapse_changed_since_import"] = bool(changes)
+    result["synapse_changes"] = changes
+    if changes:
         result["warnings"].append(
-            f"Synapse has {now_users} users now but {then_users} were imported on {previous.get('imported_at')}: "
-            "the import does not merge. To redo it, restore MAS's empty database and import again"
+            f"Synapse changed since MAS was filled from it on {previous.get('imported_at')} ({'; '.join(changes)}): "
+            "MAS lacks these changes, and the import does not merge. To redo it, restore MAS's empty database "
+            "and import again"
         )
     result["counts"] = {name: {"migrated": n, "skipped": 0, "skipped_reasons": {}, "fixed": {}}
                         for name, n in (previous.get("migrated") or {}).items()}

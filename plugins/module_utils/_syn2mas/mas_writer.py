@@ -17,8 +17,8 @@ import re
 import threading
 import time
 
-from .db import first_line
-from .errors import DataError, DatabaseError, RefusedError
+from .db import connection_lost, first_line, lock_tables
+from .errors import ConnectionLostError, DataError, DatabaseError, PrivilegeError, RefusedError
 from .mas_schema import WRITTEN_TABLES
 from .synapse_reader import STATUS_REPAIRED, STATUS_SEPARATOR
 
@@ -27,6 +27,20 @@ ADVISORY_LOCK_KEY = 0x73796E326D6173  # "syn2mas"
 MARKER_PREFIX = "matrix.syn2mas import: "
 # Tables whose values are secrets: their constraint errors never quote the offending value.
 SECRET_TABLES = ("compat_access_tokens", "compat_refresh_tokens", "user_passwords")
+# Tables that are not written but whose rows mean MAS is in use (a registration in progress).
+IN_USE_TABLES = ("user_registrations",)
+
+
+def _mas_lock_refusal(holders, waited: float) -> RefusedError:
+    listing = "; ".join(str(h) for h in holders) or "a session that has since let go"
+    if any(h.is_client for h in holders):
+        return RefusedError(
+            f"MAS's tables are in use by another session: {listing} (waited {waited:.0f}s): stop MAS during the import"
+        )
+    return RefusedError(
+        f"MAS's tables stayed locked by {listing} for {waited:.0f}s (autovacuum cleans up after an aborted "
+        "import): run the import again once it is done, or run VACUUM on MAS's database first"
+    )
 
 
 def quote_ident(name: str) -> str:
@@ -176,7 +190,7 @@ class MasWriter:
                   AND (c.relname = ANY(%s) OR c.oid IN (
                         SELECT conrelid FROM pg_constraint WHERE contype = 'f'
                         AND confrelid = to_regclass('users')))
-                ORDER BY c.relname""", (list(WRITTEN_TABLES),))
+                ORDER BY c.relname""", (list(WRITTEN_TABLES) + list(IN_USE_TABLES),))
             tables = [row[0] for row in cur.fetchall()]
             found = []
             for table in tables:
@@ -209,20 +223,41 @@ class MasWriter:
             for provider_id in ids:
                 cur.execute(f"INSERT INTO upstream_oauth_providers ({columns}) VALUES ({values})", (str(provider_id),))
 
+    def check_privileges(self) -> None:
+        """The import drops and rebuilds constraints of the written tables and of the tables pointing
+        at them, which only their owner may do: a role that does not own them is named at once."""
+        with self.conn.cursor() as cur:
+            cur.execute("""
+                SELECT current_user, array_agg(c.relname::text ORDER BY c.relname)
+                FROM pg_class c
+                WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid)
+                  AND (c.relname = ANY(%(t)s) OR c.oid IN (
+                        SELECT conrelid FROM pg_constraint WHERE contype = 'f'
+                        AND confrelid IN (SELECT to_regclass(x) FROM unnest(%(t)s::text[]) x)))
+                  AND NOT pg_has_role(current_user, c.relowner, 'USAGE')""", {"t": list(WRITTEN_TABLES)})
+            user, not_owned = cur.fetchone()
+        if not_owned:
+            raise PrivilegeError(
+                f"MAS's database role {user!r} does not own {', '.join(not_owned)}: the import drops and rebuilds "
+                "their constraints and indexes, which only their owner may do. Run the import as the role MAS "
+                "itself uses (the one `mas-cli database migrate` created the tables with)"
+            )
+
     # -- the transaction ------------------------------------------------------------------------
 
-    def begin(self, maintenance_work_mem: str) -> None:
+    def begin(self, maintenance_work_mem: str, lock_wait_seconds: float = 60) -> None:
         self.conn.autocommit = False
-        with self.conn.cursor() as cur:
+
+        def settings(cur):
             cur.execute("SET LOCAL maintenance_work_mem = %s", (maintenance_work_mem,))
             cur.execute("SET LOCAL client_encoding = 'UTF8'")
-            try:
-                cur.execute(f"LOCK TABLE {', '.join(WRITTEN_TABLES)} IN ACCESS EXCLUSIVE MODE NOWAIT")
-            except Exception as exc:
-                self.conn.rollback()
-                raise RefusedError(
-                    f"MAS's tables are in use by another session ({first_line(exc)}): stop MAS during the import"
-                ) from None
+
+        try:
+            lock_tables(self.conn, settings, f"LOCK TABLE {', '.join(WRITTEN_TABLES)} IN ACCESS EXCLUSIVE MODE",
+                        WRITTEN_TABLES, lock_wait_seconds, _mas_lock_refusal)
+        except PrivilegeError as exc:
+            raise PrivilegeError(f"MAS's database role may not lock MAS's tables ({exc}): run the import as "
+                                 "the role MAS itself uses") from None
 
     def drop_constraints_and_indexes(self) -> None:
         """Saves, then drops, every PK/UNIQUE/FK on or pointing at the written tables and their indexes."""
@@ -276,8 +311,12 @@ class MasWriter:
                 timings[name] = time.monotonic() - started
         return timings
 
-    @staticmethod
-    def _rebuild_error(name: str, table: str | None, exc: Exception) -> Exception:
+    def _rebuild_error(self, name: str, table: str | None, exc: Exception) -> Exception:
+        if connection_lost(self.conn, exc):
+            return ConnectionLostError(
+                f"lost the connection to MAS's database while rebuilding {name}: {first_line(exc)}. "
+                "Nothing was written to MAS"
+            )
         diag = getattr(exc, "diag", None)
         detail = getattr(diag, "message_detail", None) or ""
         table = table or getattr(diag, "table_name", None) or ""

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .db import first_line, other_clients
-from .errors import DatabaseError, RefusedError
+from .db import Client, first_line, lock_tables, other_clients
+from .errors import DatabaseError, PrivilegeError, RefusedError
 
 # The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse
 # cannot write to them while the snapshot is read.
@@ -358,6 +358,19 @@ def stage_params(server_name: str, links=None, seed: int = 0, run_ms: int = 0) -
     }
 
 
+def _synapse_lock_refusal(holders, waited: float) -> RefusedError:
+    listing = "; ".join(str(h) for h in holders) or "a session that has since let go"
+    if any(h.is_client for h in holders):
+        return RefusedError(
+            f"Synapse's tables are being written to by another session: {listing} (waited {waited:.0f}s): stop "
+            "Synapse and its workers before the import"
+        )
+    return RefusedError(
+        f"Synapse's tables stayed locked by {listing} for {waited:.0f}s: run the import again once it is done "
+        "(or run VACUUM on Synapse's tables first)"
+    )
+
+
 class SynapseReader:
     """Synapse's database, read in one REPEATABLE READ, READ ONLY snapshot.
 
@@ -385,11 +398,36 @@ class SynapseReader:
         """Other sessions on Synapse's database: a running Synapse, workers, admin shells."""
         return other_clients(self.conn)
 
-    def begin_snapshot(self, lock: bool) -> None:
-        """Starts the snapshot every later read sees; `lock` blocks Synapse's writes meanwhile."""
+    def check_privileges(self, lock: bool) -> None:
+        """Names what Synapse's database role may not do, before anything waits or fails on it."""
+        with self.cursor() as cur:
+            cur.execute("""
+                SELECT current_user,
+                       array_agg(t ORDER BY t) FILTER (WHERE NOT has_table_privilege(t, 'SELECT')),
+                       array_agg(t ORDER BY t) FILTER (WHERE NOT has_table_privilege(t, 'UPDATE, DELETE, TRUNCATE'))
+                FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL""", (list(SYNAPSE_TABLES),))
+            user, unreadable, unlockable = cur.fetchone()
+        self.conn.rollback()
+        if unreadable:
+            raise PrivilegeError(
+                f"Synapse's database role {user!r} lacks the SELECT privilege on {', '.join(unreadable)}: "
+                "run the import as Synapse's own database role (or GRANT SELECT on them)"
+            )
+        if lock and unlockable:
+            raise PrivilegeError(
+                f"Synapse's database role {user!r} may read but not lock {', '.join(unlockable)}: the import "
+                "locks Synapse's tables in SHARE mode so that nothing writes to them while it reads, which "
+                "needs the UPDATE, DELETE or TRUNCATE privilege (or ownership). Run the import as Synapse's "
+                "own database role"
+            )
+
+    def begin_snapshot(self, lock: bool, lock_wait_seconds: float = 60) -> None:
+        """Starts the snapshot every later read sees; `lock` blocks Synapse's writes meanwhile.
+
+        The lock is the transaction's first statement, before the snapshot is taken, so that a
+        write the lock waited for is in the snapshot rather than lost between the two."""
         self.conn.rollback()
         with self.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             missing = self.missing_tables(cur)
             if missing:
                 raise RefusedError(
@@ -403,15 +441,48 @@ class SynapseReader:
                     f"(version {OLDEST_SCHEMA_VERSION}): upgrade Synapse to {OLDEST_SYNAPSE} or newer and start it "
                     "once, then migrate"
                 )
-            if lock:
-                try:
-                    cur.execute(f"LOCK TABLE {', '.join(SYNAPSE_TABLES)} IN SHARE MODE NOWAIT")
-                except Exception as exc:  # psycopg2.errors.LockNotAvailable
-                    self.conn.rollback()
-                    raise RefusedError(
-                        "Synapse's tables are being written to by another session (" + first_line(exc)
-                        + "): stop Synapse and its workers before the import"
-                    ) from None
+        self.conn.rollback()
+
+        def begin(cur):
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+        if not lock:
+            with self.cursor() as cur:
+                begin(cur)
+            return
+        try:
+            lock_tables(self.conn, begin, f"LOCK TABLE {', '.join(SYNAPSE_TABLES)} IN SHARE MODE",
+                        SYNAPSE_TABLES, lock_wait_seconds, _synapse_lock_refusal)
+        except PrivilegeError as exc:
+            raise PrivilegeError(f"Synapse's database role may not lock its tables ({exc}): run the import "
+                                 "as Synapse's own database role") from None
+
+    def fingerprint(self) -> dict:
+        """table -> {"rows", "digest"} of every table the import reads, in the current snapshot: an
+        order-independent sum of a hash of each whole row, so any insert, update or delete shows."""
+        with self.cursor() as cur:
+            cur.execute(" UNION ALL ".join(
+                f"SELECT '{table}', count(*), md5(COALESCE(sum(hashtextextended(x::text, 0)), 0)::text) FROM {table} x"
+                for table in SYNAPSE_TABLES))
+            return {table: {"rows": rows, "digest": digest[:16]} for table, rows, digest in cur.fetchall()}
+
+    def sessions_since_lock(self) -> list:
+        """Sessions that would write to Synapse once the snapshot ends: those waiting for its
+        locks, and clients that connected since the import checked (in the snapshot's transaction,
+        which this leaves open)."""
+        with self.cursor() as cur:
+            # pg_stat_activity is read once per transaction unless its snapshot is cleared.
+            cur.execute("SELECT pg_stat_clear_snapshot()")
+            cur.execute("""
+                SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
+                       COALESCE(host(client_addr), ''), pg_backend_pid() = ANY(pg_blocking_pids(pid))
+                FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND backend_type = 'client backend'
+                ORDER BY pid""")
+            rows = cur.fetchall()
+        return [(Client(pid, name, user, address, "waiting to write" if waiting else "connected"))
+                for pid, name, user, address, waiting in rows]
 
     def missing_tables(self, cur) -> list:
         cur.execute("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r' "
@@ -421,6 +492,16 @@ class SynapseReader:
 
     def end_snapshot(self) -> None:
         self.conn.rollback()
+
+    def end_snapshot_after_commit(self) -> str | None:
+        """Ends the snapshot once MAS committed: every read was done and checked before the commit,
+        so a lost connection here is harmless; returns a note saying so, or None."""
+        try:
+            self.conn.rollback()
+        except Exception as exc:  # the server released the snapshot and its locks with the session
+            return f"the connection to Synapse's database was lost after the import committed (harmless: " \
+                   f"everything was read and checked before the commit): {first_line(exc)}"
+        return None
 
     def schema_version(self) -> int | None:
         with self.cursor() as cur:
