@@ -152,6 +152,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import redact, redact_data
 
 
 try:
@@ -184,17 +185,17 @@ def main():
     # Read-only: the same run in check mode and outside it. What it finds (unreadable configs and
     # unreachable databases included) comes back as findings; an exception here is a bug.
     try:
-        advice = run_advisor(AdvisorOptions(
+        advice = redact_data(run_advisor(AdvisorOptions(
             synapse_config=params["synapse_config"],
             mas_config=params["mas_config"],
             synapse_database_uri=params["synapse_database_uri"],
             mas_database_uri=params["mas_database_uri"],
             upstream_provider_mapping=params["upstream_provider_mapping"],
             for_real_import=params["for_real_import"],
-        ))
+        )))
     except Exception as exc:  # pragma: no cover - reported with its traceback
-        module.fail_json(msg=f"the migration advisor failed unexpectedly: {exc}", changed=False,
-                         exception=traceback.format_exc())
+        module.fail_json(msg=redact(f"the migration advisor failed unexpectedly: {exc}"), changed=False,
+                         exception=redact(traceback.format_exc()))
     errors = [_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
     warnings = [_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
     result = dict(

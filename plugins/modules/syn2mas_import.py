@@ -19,7 +19,11 @@ description:
     or interrupted import leaves MAS as it was.
   - Refuses to run while other clients (a running Synapse) are connected to Synapse's database, while another
     import runs, or when MAS's database already holds other data.
-  - Re-running after a successful import changes nothing and reports C(changed=false).
+  - Re-running after a successful import changes nothing and reports C(changed=false); it also says whether
+    Synapse changed since (RV(synapse_changed_since_import)), as the import does not merge.
+  - Waits a bounded time for sessions holding locks on the tables (autovacuum after an aborted run), then
+    refuses naming them. A missing privilege and a lost connection are reported as such.
+  - The outcome reported is what MAS holds; every message is redacted of credentials.
   - In check mode, or with O(dry_run=true), the whole import is loaded and validated, then rolled back; the
     counts are those of a real run.
 extends_documentation_fragment:
@@ -126,6 +130,19 @@ stage_seconds:
   description: Seconds per stage, and for the index and constraint rebuild.
   returned: when the import ran
   type: dict
+synapse_changed_since_import:
+  description:
+    - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since: MAS then
+      lacks those changes (the import does not merge), and the import role refuses to go on.
+    - Compared by a fingerprint of every table the import reads, recorded in MAS when the import committed.
+  returned: always
+  type: bool
+synapse_changes:
+  description: What changed in Synapse since the import MAS holds, per table.
+  returned: when RV(already_imported) is true
+  type: list
+  elements: str
+  sample: ["access_tokens: 41 rows then, 42 now", "devices: rows changed"]
 warnings_found:
   description: Things an operator should know (unmapped providers skipped, Synapse changed since the import...).
   returned: always
@@ -139,7 +156,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact, redact_data
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.importer import ImportOptions, run_import
@@ -176,9 +193,12 @@ def main():
         planned_provider_mapping=params["planned_provider_mapping"],
     )
     try:
-        result = run_import(options)
+        result = redact_data(run_import(options))
     except Syn2masError as exc:
         module.fail_json(msg=str(exc), changed=False)
+    except Exception as exc:  # a bug: its message and traceback, redacted
+        module.fail_json(msg=redact(f"the import failed unexpectedly: {type(exc).__name__}: {exc}"), changed=False,
+                         exception=redact(traceback.format_exc()))
     result["warnings_found"] = result.pop("warnings", [])
     for warning in result["warnings_found"]:
         module.warn(warning)

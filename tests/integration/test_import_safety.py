@@ -200,9 +200,11 @@ def test_rows_without_user_or_device_and_overlong_values_are_skipped_and_counted
 def test_ip_addresses_in_every_form_postgres_accepts_are_kept(env):
     good = ["192.0.2.1", "0.0.0.0", "255.255.255.255", "::1", "::", "2001:db8::1", "fe80::1:2:3:4",
             "2001:0db8:0000:0000:0000:0000:0000:0001", "::ffff:192.0.2.1", "64:ff9b::192.0.2.33",
-            "1:2:3:4:5:6:7::", "0:0:0:0:0:0:192.0.2.1"]
+            "1:2:3:4:5:6:7::", "0:0:0:0:0:0:192.0.2.1",
+            # PostgreSQL reads IPv4 octets with leading zeros as decimal, so MAS can hold them.
+            "01.2.3.4", "010.000.001.0255", "0001.2.3.4"]
     bad = ["256.1.1.1", "1.2.3", "1.2.3.4:8080", "fe80::1%eth0", "1:2:3:4:5:6:7:8:9", "::ffff:999.1.1.1",
-           "hello", "01.2.3.4", "12345::"]
+           "hello", "12345::", "0256.1.1.1", "::ffff:01.2.3.4", "2001:00db8::1", "0x1.2.3.4"]
     with env.populate() as s:
         user = s.user("alice")
         for i, ip in enumerate(good + bad):
@@ -211,6 +213,7 @@ def test_ip_addresses_in_every_form_postgres_accepts_are_kept(env):
     kept = {row[0]: row[1] for row in env.mas("SELECT device_id, host(last_active_ip) FROM compat_sessions")}
     for i, ip in enumerate(good):
         assert kept[f"D{i}"] is not None, ip
+        assert kept[f"D{i}"] == env.mas("SELECT host(%s::inet)", (ip,))[0][0], ip
     for i, ip in enumerate(bad, start=len(good)):
         assert kept[f"D{i}"] is None, ip
     assert result["counts"]["device_sessions"]["fixed"] == {"invalid IP address stored as unknown": len(bad)}

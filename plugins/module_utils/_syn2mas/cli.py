@@ -8,26 +8,31 @@
             [--dryRun [true|false]] [--upstreamProviderMapping PROVIDER:ID]...
     syn2mas --version
 
-A run that fails says why in one line on stderr; with --output json it also prints
-{"ok": false, "command": ..., "error": ..., "exit_code": N} on stdout, so a script reading stdout
-always gets JSON. Passwords are masked in both.
+A run that fails says why in one line on stderr (a traceback only with --verbose); with --output
+json it also prints {"ok": false, "command": ..., "error": ..., "exit_code": N} on stdout, so a
+script reading stdout always gets JSON. Passwords are masked in everything it prints. INT, TERM
+and HUP stop a run with one line, `syn2mas: interrupted; MAS left as it was`, and exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import traceback
 
 from . import __version__
-from .db import first_line, redact, redact_passwords, secrets_of
-from .errors import Syn2masError
+from . import errors
+from .db import first_line, secrets_of
+from .errors import Interrupted, Syn2masError, redact
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # as argparse
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # INT, TERM and HUP alike
+INTERRUPTED_MESSAGE = "interrupted; MAS left as it was"
+HANDLED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class UsageError(Exception):
@@ -81,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masDatabaseUri", metavar="URI",
                         help="PostgreSQL URI of MAS's database, instead of config.yaml's database section")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
-    parser.add_argument("--verbose", action="store_true", help="advisor: also show INFO findings")
+    parser.add_argument("--verbose", action="store_true",
+                        help="advisor: also show INFO findings; any command: a traceback for an unexpected error")
     parser.add_argument("--forRealImport", nargs="?", const=True, default=False, type=_bool, metavar="true|false",
                         help="advisor: judge as right before the real import (a running Synapse is then an ERROR)")
     return parser
@@ -144,7 +150,8 @@ def format_import_summary(result: dict) -> str:
                 examples = ", ".join(info.get("examples", []))
                 lines.append(f"      skipped {info['count']:,}: {reason}" + (f" (e.g. {examples})" if examples else ""))
             for label, n in entry.get("fixed", {}).items():
-                lines.append(f"      {n:,}: {label}")
+                examples = ", ".join((entry.get("fixed_examples") or {}).get(label, []))
+                lines.append(f"      {n:,}: {label}" + (f" (e.g. {examples})" if examples else ""))
     for warning in result.get("warnings", []):
         lines.append(f"WARN {warning}")
     return "\n".join(lines)
@@ -165,9 +172,14 @@ def run_migrate(args, out, err) -> int:
         progress=Progress(err) if args.output == "text" else None,
     ))
     if args.output == "json":
-        out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
     else:
-        out.write(format_import_summary(result) + "\n")
+        out.write(redact(format_import_summary(result)) + "\n")
+    if result.get("synapse_changed_since_import"):
+        # MAS holds an older Synapse: not a success to build on (the runbook refuses it too).
+        err.write("syn2mas: error: " + redact("MAS holds an import of Synapse that Synapse has changed since: "
+                                              + "; ".join(result.get("synapse_changes") or [])) + "\n")
+        return EXIT_FAILURE
     return 0
 
 
@@ -182,9 +194,9 @@ def run_advisor(args, out, err) -> int:
         upstream_provider_mapping=args.upstreamProviderMapping, for_real_import=args.forRealImport,
     ))
     if args.output == "json":
-        out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
     else:
-        out.write(advisor.format_human(result, verbose=args.verbose))
+        out.write(redact(advisor.format_human(result, verbose=args.verbose)))
     return advisor.exit_code(result)
 
 
@@ -205,14 +217,14 @@ def _command_line_secrets(args) -> list:
         if uri:
             try:
                 secrets.extend(secrets_of({"dsn": uri}))
-            except Exception:  # unparsable, or no psycopg2: _fail's redact_passwords() still masks it
+            except Exception:  # unparsable, or no psycopg2: its password was remembered, redact() masks it
                 pass
     return secrets
 
 
 def _fail(out, err, as_json: bool, command, message: str, exit_code: int, secrets=()) -> int:
     """Reports a failed run: one line on stderr, and a JSON object on stdout with --output json."""
-    message = redact_passwords(redact(message, secrets))
+    message = redact(message, secrets)
     err.write(f"syn2mas: error: {message}\n")
     if as_json:
         out.write(json.dumps({"ok": False, "command": command, "error": message, "exit_code": exit_code},
@@ -220,32 +232,68 @@ def _fail(out, err, as_json: bool, command, message: str, exit_code: int, secret
     return exit_code
 
 
+def _on_signal(signum, _frame):
+    errors.request_interrupt(signum)
+
+
+def _install_signal_handlers() -> dict:
+    previous = {}
+    for name in HANDLED_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            try:
+                previous[number] = signal.signal(number, _on_signal)
+            except ValueError:  # not the main thread (main() called from a test's thread)
+                pass
+    return previous
+
+
 def main(argv=None, out=None, err=None) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     argv = sys.argv[1:] if argv is None else list(argv)
+    errors.reset_interrupts()
+    previous = _install_signal_handlers()
+    try:
+        return _main(argv, out, err)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _main(argv, out, err) -> int:
     parser = build_parser()
     as_json = _wants_json(argv)
     args, command = None, None
+    secrets = []
     try:
-        args = parser.parse_args(argv)
-        command = args.command or args.command_positional
-        if command is None:
-            parser.error("--command advisor|migrate is required")
-    except UsageError as exc:
-        parser.print_usage(err)
-        return _fail(out, err, as_json, command, str(exc), EXIT_USAGE, _command_line_secrets(args))
-    secrets = _command_line_secrets(args)
-    try:
-        if command == "migrate":
-            return run_migrate(args, out, err)
-        return run_advisor(args, out, err)
-    except Syn2masError as exc:
-        return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE, secrets)
-    except KeyboardInterrupt:
-        return _fail(out, err, as_json, command, "interrupted; MAS is left as it was before this run",
-                     EXIT_INTERRUPTED)
-    except Exception as exc:  # a bug: keep its traceback, and still answer in JSON
-        err.write(redact_passwords(redact(traceback.format_exc(), secrets)))
-        return _fail(out, err, as_json, command, f"unexpected {type(exc).__name__}: {first_line(exc)}",
-                     EXIT_FAILURE, secrets)
+        try:
+            args = parser.parse_args(argv)
+            command = args.command or args.command_positional
+            if command is None:
+                parser.error("--command advisor|migrate is required")
+        except UsageError as exc:
+            parser.print_usage(err)
+            return _fail(out, err, as_json, command, str(exc), EXIT_USAGE, _command_line_secrets(args))
+        secrets = _command_line_secrets(args)
+        try:
+            if command == "migrate":
+                return run_migrate(args, out, err)
+            return run_advisor(args, out, err)
+        except Syn2masError as exc:
+            return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE, secrets)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: one line, its traceback with --verbose, and still JSON
+            if args is not None and args.verbose:
+                err.write(redact(traceback.format_exc(), secrets))
+            return _fail(out, err, as_json, command, f"unexpected {type(exc).__name__}: {first_line(exc)} "
+                         "(run with --verbose for the traceback)", EXIT_FAILURE, secrets)
+    except (Interrupted, KeyboardInterrupt):
+        # No more signals from here: the line below is the run's last word.
+        errors.defer_interrupts()
+        err.write(f"syn2mas: {INTERRUPTED_MESSAGE}\n")
+        if as_json:
+            out.write(json.dumps({"ok": False, "command": command, "error": INTERRUPTED_MESSAGE,
+                                  "exit_code": EXIT_INTERRUPTED}, indent=2, sort_keys=True) + "\n")
+        return EXIT_INTERRUPTED

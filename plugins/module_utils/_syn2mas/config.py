@@ -17,8 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .files import LOCAL_FILES
+from .errors import ConfigError, remember_secret
+from .files import LOCAL_FILES, refuse_special_file
 
 try:
     import yaml
@@ -357,10 +357,16 @@ class MasConfig:
 
 def _read_secret_file(path: str, where: str) -> str:
     try:
+        refuse_special_file(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
+            secret = handle.read().strip()
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    remember_secret(secret)
+    return secret
 
 
 def _deep_merge(base: dict, overlay: dict) -> dict:

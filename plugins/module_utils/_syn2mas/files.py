@@ -12,8 +12,24 @@ the same errors, naming the file by its path on the machine that holds it.
 from __future__ import annotations
 
 import os
+import stat
 
 from .errors import ConfigError
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def refuse_special_file(path: str) -> None:
+    """Refuses a FIFO, socket or device before it is opened: reading one may block for ever (a
+    FIFO nobody writes to) or never end. Missing files are left to the caller's open()."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            raise ConfigError(f"{path}: is {kind}, not a regular file; give the path of the file itself")
 
 
 class ConfigFileMissing(ConfigError):
@@ -46,6 +62,7 @@ class LocalFiles:
             raise ConfigError(f"{path}: cannot list the directory: {exc.strerror}") from None
 
     def read_bytes(self, path: str) -> bytes:
+        refuse_special_file(path)
         try:
             with open(path, "rb") as handle:
                 return handle.read()

@@ -61,11 +61,12 @@ class StageReport:
     skipped: int = 0
     skipped_reasons: dict = field(default_factory=dict)  # reason -> {"count", "examples"}
     fixed: dict = field(default_factory=dict)  # what was repaired -> count
+    fixed_examples: dict = field(default_factory=dict)  # what was repaired -> example rows (when named)
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
         return {"migrated": self.migrated, "skipped": self.skipped, "skipped_reasons": self.skipped_reasons,
-                "fixed": self.fixed, "seconds": round(self.seconds, 3)}
+                "fixed": self.fixed, "fixed_examples": self.fixed_examples, "seconds": round(self.seconds, 3)}
 
 
 def stage_report(stage, pipe, seconds: float) -> StageReport:
@@ -73,6 +74,9 @@ def stage_report(stage, pipe, seconds: float) -> StageReport:
     report = StageReport(migrated=pipe.rows, seconds=seconds)
     if pipe.repaired:
         report.fixed[stage.fixed_label] = pipe.repaired
+    for label, (count, first, last) in sorted(pipe.clamped.items()):
+        report.fixed[label] = count
+        report.fixed_examples[label] = sorted({first, last})
     if stage.report_skips:
         for reason, (count, first, last) in sorted(pipe.skipped.items()):
             report.skipped += count

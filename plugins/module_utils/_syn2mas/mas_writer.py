@@ -353,8 +353,9 @@ class StatusRowPipe(RowPipe):
 
     def __init__(self, on_rows=None):
         super().__init__(on_rows=on_rows)
-        self.repaired = 0
+        self.repaired = 0  # rows repaired by the stage's `fixed` rule
         self._skipped: dict = {}  # reason -> [count, first example, last example], as COPY text
+        self._clamped: dict = {}  # label -> [count, first example, last example], as COPY text
 
     def write(self, data: bytes) -> None:
         if data.endswith(self._MIGRATED):
@@ -362,10 +363,13 @@ class StatusRowPipe(RowPipe):
         else:
             cut = data.rfind(b"\t")
             status = data[cut + 1:-1]
-            if status != REPAIRED:
-                self._skip(status)
+            if not status.startswith(REPAIRED):
+                self._skip(status, self._skipped)
                 return
-            self.repaired += 1
+            if status == REPAIRED:
+                self.repaired += 1
+            else:
+                self._skip(status[len(REPAIRED):], self._clamped)
             self._buffer.append(data[:cut])
         self._buffered += len(data)
         if self._buffered >= self.CHUNK:
@@ -377,12 +381,13 @@ class StatusRowPipe(RowPipe):
             self._put(b"\n".join(self._buffer))
             self._buffer, self._buffered = [], 0
 
-    def _skip(self, status: bytes) -> None:
+    @staticmethod
+    def _skip(status: bytes, counts: dict) -> None:
         # Kept as COPY text bytes (cheap to compare); decoded once, for the report.
         reason, _sep, example = status.partition(SEPARATOR)
-        entry = self._skipped.get(reason)
+        entry = counts.get(reason)
         if entry is None:
-            self._skipped[reason] = [1, example, example]
+            counts[reason] = [1, example, example]
         else:
             entry[0] += 1
             if example < entry[1]:
@@ -393,9 +398,18 @@ class StatusRowPipe(RowPipe):
     @property
     def skipped(self) -> dict:
         """reason -> [count, first example, last example], as text."""
+        return self._as_text(self._skipped)
+
+    @property
+    def clamped(self) -> dict:
+        """label -> [count, first example, last example] of values replaced, as text."""
+        return self._as_text(self._clamped)
+
+    @staticmethod
+    def _as_text(counts: dict) -> dict:
         return {copy_unescape(reason.decode("utf-8")): [count, copy_unescape(first.decode("utf-8")),
                                                         copy_unescape(last.decode("utf-8"))]
-                for reason, (count, first, last) in self._skipped.items()}
+                for reason, (count, first, last) in counts.items()}
 
 
 REPAIRED = STATUS_REPAIRED.encode()

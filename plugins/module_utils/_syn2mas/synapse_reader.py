@@ -30,7 +30,11 @@ OLDEST_SYNAPSE = "1.136"
 # indexed MAS column would make the index rebuild fail, so such rows are skipped and counted.
 MAX_INDEXED_BYTES = 2000
 
-_IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(\.{_OCTET}){{3}}"
+# Standing alone, PostgreSQL also reads octets with leading zeros (as decimal: 010 is 10); inside
+# an IPv6 address it does not.
+_IPV4_ALONE = rf"0*{_OCTET}(\.0*{_OCTET}){{3}}"
 _H = "[0-9a-f]{1,4}"
 _IPV6 = "|".join((
     f"({_H}:){{7}}{_H}",
@@ -49,7 +53,7 @@ _IPV6 = "|".join((
 # What PostgreSQL's inet accepts, restricted to the plain forms clients send: anything else
 # (ports, zone ids, junk) becomes NULL rather than failing the whole COPY. IPv4 is tried first
 # with a case-sensitive pattern: the IPv6 one is several times costlier per row.
-IPV4_PATTERN = f"^{_IPV4}$"
+IPV4_PATTERN = f"^{_IPV4_ALONE}$"
 IPV6_PATTERN = f"^({_IPV6})$"
 VALID_IP = "(d.ip ~ %(ipv4_pattern)s OR (strpos(d.ip, ':') > 0 AND d.ip ~* %(ipv6_pattern)s))"
 
@@ -71,13 +75,42 @@ def _ts(ms: str) -> str:
     return f"(timestamptz 'epoch' + ({ms}) * interval '1 millisecond')"
 
 
-USER_MS = "COALESCE(u.creation_ts * 1000, %(run_ms)s)"
+# The milliseconds a MAS timestamp may hold here (years 1 to 9999). Synapse's columns are plain
+# bigints: a value outside (a client's bogus last_seen, an expiry of 9e18) would stop the whole
+# COPY with "interval out of range", so it is replaced (see each use) and counted, naming the row.
+MIN_MS = -62135596800000
+MAX_MS = 253402300799999
+
+
+def _out_of_range(ms: str) -> str:
+    """SQL: the millisecond value is set and outside what a timestamp holds."""
+    return f"({ms}) NOT BETWEEN {MIN_MS} AND {MAX_MS}"
+
+
+def _in_range_or_null(ms: str) -> str:
+    return f"(CASE WHEN ({ms}) BETWEEN {MIN_MS} AND {MAX_MS} THEN {ms} END)"
+
+
+CREATION_OUT_OF_RANGE = f"u.creation_ts NOT BETWEEN {MIN_MS // 1000 + 1} AND {MAX_MS // 1000}"
+USER_MS = (f"COALESCE(CASE WHEN u.creation_ts BETWEEN {MIN_MS // 1000 + 1} AND {MAX_MS // 1000} "
+           "THEN u.creation_ts * 1000 END, %(run_ms)s)")
 USER_ID = _ulid(USER_MS, "u", "u.name")
 USER_CREATED = _ts(USER_MS)
-SESSION_MS = f"COALESCE(d.last_seen, {USER_MS})"
+LAST_SEEN_MS = _in_range_or_null("d.last_seen")
+# A device's session is dated no later than its earliest token (by last_validated, as MAS's own
+# syn2mas dates it by its first token) and no later than its last activity (last_seen); with
+# neither, by its user's creation. `tv` is DEVICE_TOKENS_JOIN.
+SESSION_MS = f"COALESCE(LEAST(tv.first_validated, {LAST_SEEN_MS}), {USER_MS})"
+DEVICE_TOKENS_JOIN = f"""
+    LEFT JOIN (SELECT user_id, device_id, min({_in_range_or_null('last_validated')}) AS first_validated
+               FROM access_tokens WHERE device_id IS NOT NULL GROUP BY user_id, device_id) tv
+           ON tv.user_id = d.user_id AND tv.device_id = d.device_id"""
 # One compat session per (user, device); the key is unambiguous thanks to the length prefix.
 DEVICE_SESSION_ID = _ulid(SESSION_MS, "s", "length(d.user_id) || ':' || d.user_id || d.device_id")
-TOKEN_MS = "COALESCE(at.last_validated, %(run_ms)s)"
+TOKEN_MS = f"COALESCE({_in_range_or_null('at.last_validated')}, %(run_ms)s)"
+# An expiry after year 9999 is no expiry; one before year 1 is long past.
+TOKEN_EXPIRES = f"CASE WHEN at.valid_until_ms <= {MAX_MS} THEN {_ts(f'GREATEST(at.valid_until_ms, {MIN_MS})')} END"
+ADDED_MS = f"COALESCE({_in_range_or_null('t.added_at')}, %(run_ms)s)"
 DEVICELESS_SESSION_ID = _ulid(TOKEN_MS, "t", "at.id::text")
 ACCESS_TOKEN_ID = _ulid(TOKEN_MS, "a", "at.id::text")
 REFRESH_TOKEN_ID = _ulid(TOKEN_MS, "r", "rt.id::text")
@@ -85,6 +118,11 @@ REFRESH_TOKEN_ID = _ulid(TOKEN_MS, "r", "rt.id::text")
 SKIP_USER_MISSING = "user missing from the users table"
 SKIP_APPSERVICE = "appservice user (not migrated)"
 SKIP_DEACTIVATED = "user deactivated"
+# MAS deletes a user's third-party ids when it deactivates them: a deactivated user's emails and
+# phone numbers alike are left behind.
+SKIP_DEACTIVATED_THREEPID = SKIP_DEACTIVATED + " (MAS drops these on deactivation)"
+CLAMP_CREATION = ("users.creation_ts out of range, dated at the import", CREATION_OUT_OF_RANGE)
+CLAMP_ADDED = ("user_threepids.added_at out of range, dated at the import", _out_of_range("t.added_at"))
 SKIP_GUEST = "guest user (MAS has no guest sessions)"
 SKIP_TOO_LONG = f"value longer than {MAX_INDEXED_BYTES} bytes"
 SKIP_UNMAPPED = "SSO provider not mapped to MAS"
@@ -96,9 +134,9 @@ USER_SKIP = (
 
 # Refresh tokens: the access token of a refresh token is the first one pointing at it; a pair
 # is obsolete once it was refreshed and the successor's access token has been used.
-TOKEN_FROM = """
+TOKEN_FROM = f"""
     LEFT JOIN users u ON u.name = at.user_id
-    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id
+    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id{DEVICE_TOKENS_JOIN}
     LEFT JOIN refresh_tokens rt ON rt.id = at.refresh_token_id
     LEFT JOIN (SELECT refresh_token_id, min(id) AS first_id FROM access_tokens
                WHERE refresh_token_id IS NOT NULL GROUP BY refresh_token_id) p
@@ -157,6 +195,9 @@ class Stage:
     optional_columns: dict = field(default_factory=dict)  # written where the MAS schema has them
     fixed: str = ""  # SQL condition counting rows repaired on the way (reported, not skipped)
     fixed_label: str = ""
+    # More repairs, reported with example rows: ((label, SQL condition), ...), first match wins
+    # (after `fixed`): out-of-range values replaced as the columns say.
+    clamps: tuple = ()
     report_skips: bool = True
 
     def skip_case(self) -> str:
@@ -172,6 +213,8 @@ class Stage:
                  for condition, reason in self.skip]
         if self.fixed:
             whens.append(f"WHEN {self.fixed} THEN {_literal(STATUS_REPAIRED)}")
+        for label, condition in self.clamps:
+            whens.append(f"WHEN {condition} THEN {_literal(STATUS_REPAIRED + label + STATUS_SEPARATOR)} || {example}")
         return f"CASE {' '.join(whens)} END" if whens else "NULL::text"
 
     def select(self, target_columns) -> str:
@@ -205,6 +248,7 @@ STAGES = (
             "is_guest": "u.is_guest <> 0",
             "deactivated_at": f"CASE WHEN u.deactivated <> 0 THEN {USER_CREATED} END",
         },
+        clamps=(CLAMP_CREATION,),
     ),
     Stage(
         name="passwords", table="user_passwords", source_table="users",
@@ -223,21 +267,26 @@ STAGES = (
     Stage(
         name="emails", table="user_emails", source_table="user_threepids",
         source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium = 'email'",
-        skip=USER_SKIP + ((f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),),
+        skip=USER_SKIP + (
+            ("u.deactivated <> 0", SKIP_DEACTIVATED_THREEPID),
+            (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+        ),
         example="t.user_id || ' ' || t.address",
         columns={
-            "user_email_id": _ulid("t.added_at", "e", "t.address"),
+            "user_email_id": _ulid(ADDED_MS, "e", "t.address"),
             "user_id": USER_ID,
             "email": "t.address",
-            "created_at": _ts("t.added_at"),
+            "created_at": _ts(ADDED_MS),
         },
-        optional_columns={"confirmed_at": _ts("COALESCE(t.validated_at, t.added_at)")},
+        optional_columns={"confirmed_at": _ts(f"COALESCE({_in_range_or_null('t.validated_at')}, {ADDED_MS})")},
+        clamps=(CLAMP_ADDED, ("user_threepids.validated_at out of range, dated when added",
+                              _out_of_range("t.validated_at"))),
     ),
     Stage(
         name="other_threepids", table="user_unsupported_third_party_ids", source_table="user_threepids",
         source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium <> 'email'",
         skip=USER_SKIP + (
-            ("u.deactivated <> 0", SKIP_DEACTIVATED + " (MAS drops these on deactivation)"),
+            ("u.deactivated <> 0", SKIP_DEACTIVATED_THREEPID),
             (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
         ),
         example="t.user_id || ' ' || t.medium || ':' || t.address",
@@ -245,8 +294,9 @@ STAGES = (
             "user_id": USER_ID,
             "medium": "t.medium",
             "address": "t.address",
-            "created_at": _ts("t.added_at"),
+            "created_at": _ts(ADDED_MS),
         },
+        clamps=(CLAMP_ADDED,),
     ),
     Stage(
         name="upstream_links", table="upstream_oauth_links", source_table="user_external_ids",
@@ -268,7 +318,7 @@ STAGES = (
     ),
     Stage(
         name="device_sessions", table="compat_sessions", source_table="devices",
-        source=f"FROM {DEVICES_WITH_IP_CHECK} d\nLEFT JOIN users u ON u.name = d.user_id\nWHERE true",
+        source=f"FROM {DEVICES_WITH_IP_CHECK} d\nLEFT JOIN users u ON u.name = d.user_id{DEVICE_TOKENS_JOIN}\nWHERE true",
         skip=USER_SKIP + (
             ("u.deactivated <> 0", SKIP_DEACTIVATED),
             ("u.is_guest <> 0", SKIP_GUEST),
@@ -281,13 +331,14 @@ STAGES = (
             "device_id": "d.device_id",
             "created_at": _ts(SESSION_MS),
             "is_synapse_admin": "u.admin <> 0",
-            "last_active_at": _ts("d.last_seen"),
+            "last_active_at": _ts(LAST_SEEN_MS),
             "last_active_ip": "CASE WHEN d.ip_ok THEN d.ip END",
             "user_agent": "d.user_agent",
             "human_name": "d.display_name",
         },
         fixed=INVALID_IP,
         fixed_label="invalid IP address stored as unknown",
+        clamps=(("devices.last_seen out of range, stored as unknown", _out_of_range("d.last_seen")),),
     ),
     Stage(
         name="deviceless_sessions", table="compat_sessions", source_table="access_tokens",
@@ -300,7 +351,8 @@ STAGES = (
             "device_id": "NULL",
             "created_at": _ts(TOKEN_MS),
             "is_synapse_admin": "false",
-            "last_active_at": _ts("at.last_validated"),
+            # A deviceless token's last use is not a session's activity (none is known).
+            "last_active_at": "NULL",
             "last_active_ip": "NULL",
             "user_agent": "NULL",
             "human_name": "NULL",
@@ -318,8 +370,13 @@ STAGES = (
             "compat_session_id": f"CASE WHEN at.device_id IS NULL THEN {DEVICELESS_SESSION_ID} ELSE {DEVICE_SESSION_ID} END",
             "access_token": "at.token",
             "created_at": _ts(TOKEN_MS),
-            "expires_at": _ts("at.valid_until_ms"),
+            "expires_at": TOKEN_EXPIRES,
         },
+        clamps=(
+            ("access_tokens.last_validated out of range, dated at the import", _out_of_range("at.last_validated")),
+            ("access_tokens.valid_until_ms out of range (after year 9999: no expiry)",
+             _out_of_range("at.valid_until_ms")),
+        ),
     ),
     Stage(
         name="refresh_tokens", table="compat_refresh_tokens", source_table="refresh_tokens",
@@ -328,7 +385,7 @@ STAGES = (
                WHERE refresh_token_id IS NOT NULL GROUP BY refresh_token_id) p ON p.refresh_token_id = rt.id
     LEFT JOIN access_tokens at ON at.id = p.first_id
     LEFT JOIN users u ON u.name = at.user_id
-    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id
+    LEFT JOIN devices d ON d.user_id = at.user_id AND d.device_id = at.device_id""" + DEVICE_TOKENS_JOIN + """
     LEFT JOIN (SELECT DISTINCT refresh_token_id FROM access_tokens
                WHERE used AND refresh_token_id IS NOT NULL) su ON su.refresh_token_id = rt.next_token_id
 WHERE true""",
