@@ -73,7 +73,12 @@ def parsed(conninfo: dict) -> dict:
         remember_secret(conninfo.get(key))
     dsn = conninfo.get("dsn")
     if dsn:
-        remember_secret(_uri_password(dsn))
+        password = _uri_password(dsn)
+        remember_secret(password)
+        # An unencoded `@` in the password: libpq splits at the first one, and the password's
+        # remainder becomes the host, which messages show. Each part is a secret then.
+        for part in (password or "").split("@")[1:] if password and "@" in password else ():
+            remember_secret(part)
         try:
             result.update(psycopg2.extensions.parse_dsn(dsn))
         except psycopg2.ProgrammingError as exc:
