@@ -293,3 +293,394 @@ def test_a_failing_connection_never_shows_the_password_anywhere(env, tmp_path):
     assert run.returncode == 1
     assert "cannot connect to the MAS database" in run.stderr
     assert_no_secret(run.stdout + run.stderr, "CLI")
+
+
+# -- locks: a bounded wait, naming who holds them ------------------------------------------------
+
+def hold_lock(env, dbname, statement, application_name):
+    conn = psycopg2.connect(env.pg.dsn(dbname, application_name=application_name))
+    conn.cursor().execute(statement)  # inside a transaction that stays open
+    return conn
+
+
+def test_a_lock_holder_that_is_not_mas_is_waited_for_then_the_import_runs(env):
+    small_homeserver(env)
+    holder = hold_lock(env, env.mas_db, "SELECT count(*) FROM compat_sessions", "nightly-report")
+    releaser = threading.Timer(3, holder.rollback)
+    releaser.start()
+    try:
+        started = time.monotonic()
+        result = env.run(lock_wait_seconds=60)
+        assert time.monotonic() - started >= 2.5
+    finally:
+        releaser.join()
+        holder.close()
+    assert result["changed"] is True
+    assert env.mas("SELECT count(*) FROM users") == [(2,)]
+
+
+def test_a_lock_holder_that_stays_is_named_after_the_bounded_wait_and_the_next_run_works(env):
+    small_homeserver(env)
+    before = env.mas_dump()
+    holder = hold_lock(env, env.mas_db, "SELECT count(*) FROM compat_sessions", "nightly-report")
+    try:
+        started = time.monotonic()
+        with pytest.raises(RefusedError) as err:
+            env.run(lock_wait_seconds=2)
+        assert 2 <= time.monotonic() - started < 15
+        pid = holder.get_backend_pid()
+        assert f"MAS's tables are in use by another session: nightly-report (pid {pid}, user postgres" in str(err.value)
+        assert "on compat_sessions (waited 2s): stop MAS during the import" in str(err.value)
+        assert env.mas_dump() == before
+    finally:
+        holder.close()
+    assert_next_run_imports(env, 2)
+
+
+@pytest.fixture
+def fast_autovacuum(pg):
+    """Autovacuum looking every second (the default minute would make the test wait that long)."""
+    pg.execute("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+    pg.execute("SELECT pg_reload_conf()")
+    yield
+    pg.execute("ALTER SYSTEM RESET autovacuum_naptime")
+    pg.execute("SELECT pg_reload_conf()")
+
+
+def start_slow_autovacuum(env, dbname, table, fill_sql):
+    """Leaves dead rows in `table` (as an aborted import or a big change does) and makes autovacuum
+    clean them slowly (as a throttled autovacuum on a busy server does); returns its pid."""
+    env.pg.execute(f"ALTER TABLE {table} SET (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,"
+                   " autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)", dbname)
+    conn = env.pg.connect(dbname, autocommit=False)
+    conn.cursor().execute(fill_sql)
+    conn.rollback()  # the rows are dead: autovacuum's work
+    conn.close()
+
+    def worker():
+        rows = env.pg.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                              "AND datname = %s AND query LIKE %s", params=(dbname, f"%{table}%"))
+        return rows[0][0] if rows else None
+
+    pid = wait_for(worker, timeout=90, interval=0.2)
+    assert pid, "autovacuum did not start"
+    return pid
+
+
+def test_autovacuum_cleaning_mas_after_an_aborted_run_does_not_refuse_the_next_run(env, fast_autovacuum):
+    small_homeserver(env)
+    start_slow_autovacuum(env, env.mas_db, "users", """
+        INSERT INTO users (user_id, username, created_at)
+        SELECT gen_random_uuid(), 'aborted' || i, now() FROM generate_series(1, 200000) i""")
+    started = time.monotonic()
+    result = env.run(lock_wait_seconds=60)
+    # autovacuum gives way to a waiting lock after deadlock_timeout (1s)
+    assert time.monotonic() - started < 40
+    assert result["changed"] is True and env.mas("SELECT count(*) FROM users") == [(2,)]
+
+
+def test_autovacuum_on_synapse_after_a_big_change_does_not_refuse_the_import(env, fast_autovacuum):
+    small_homeserver(env)
+    start_slow_autovacuum(env, env.synapse_db, "devices", """
+        INSERT INTO devices (user_id, device_id, last_seen)
+        SELECT '@bob:example.test', 'MANY' || i, 1 FROM generate_series(1, 200000) i""")
+    synapse_before = env.synapse_dump()
+    result = env.run(lock_wait_seconds=60)
+    assert result["changed"] is True and result["counts"]["device_sessions"]["migrated"] == 3
+    assert env.synapse_dump() == synapse_before
+
+
+def test_an_autovacuum_holding_on_past_the_bound_is_named_as_autovacuum(env, fast_autovacuum):
+    """An anti-wraparound autovacuum does not give way; simulated by a bound shorter than deadlock_timeout."""
+    small_homeserver(env)
+    env.pg.execute("ALTER DATABASE {} SET deadlock_timeout = '30s'".format(f'"{env.mas_db}"'))
+    pid = start_slow_autovacuum(env, env.mas_db, "users", """
+        INSERT INTO users (user_id, username, created_at)
+        SELECT gen_random_uuid(), 'aborted' || i, now() FROM generate_series(1, 200000) i""")
+    with pytest.raises(RefusedError) as err:
+        env.run(lock_wait_seconds=1)
+    message = str(err.value)
+    assert f"MAS's tables stayed locked by autovacuum worker (pid {pid}, autovacuum: VACUUM" in message
+    assert "run the import again once it is done" in message
+
+
+# -- privileges are named as privileges ------------------------------------------------------------
+
+@pytest.fixture
+def login_role(pg, request):
+    made = []
+
+    def make(name):
+        role = f"{name}_{os.getpid()}_{len(made)}"
+        pg.create_login_role(role, SECRET)
+        made.append(role)
+        return role
+
+    yield make
+    for role in made:
+        for (db,) in pg.execute("SELECT datname FROM pg_database WHERE datdba = to_regrole(%s)", params=(role,)):
+            pg.execute(f'ALTER DATABASE "{db}" OWNER TO postgres')
+        for (db,) in pg.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"):
+            pg.execute(f'DROP OWNED BY "{role}" CASCADE', db)
+        pg.drop_role(role)
+
+
+def test_a_select_only_synapse_role_is_told_it_cannot_lock_and_its_dry_run_works(env, login_role):
+    small_homeserver(env)
+    role = login_role("synapse_reader")
+    env.pg.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"', env.synapse_db)
+    uri = env.pg.tcp_uri(env.synapse_db, role, SECRET)
+    with pytest.raises(PrivilegeError) as err:
+        env.run(synapse_database_uri=uri)
+    assert f"Synapse's database role '{role}' may read but not lock" in str(err.value)
+    assert "UPDATE, DELETE or TRUNCATE privilege" in str(err.value)
+    assert SECRET not in str(err.value)
+    assert env.run(synapse_database_uri=uri, dry_run=True)["counts"]["users"]["migrated"] == 2
+    env.pg.execute(f'REVOKE SELECT ON access_tokens FROM "{role}"', env.synapse_db)
+    with pytest.raises(PrivilegeError, match=rf"'{role}' lacks the SELECT privilege on access_tokens"):
+        env.run(synapse_database_uri=uri, dry_run=True)
+
+
+def test_a_mas_role_that_does_not_own_the_tables_is_told_so(env, login_role):
+    small_homeserver(env)
+    role = login_role("mas_app")
+    env.pg.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"', env.mas_db)
+    before = env.mas_dump()
+    with pytest.raises(PrivilegeError) as err:
+        env.run(mas_database_uri=env.pg.tcp_uri(env.mas_db, role, SECRET))
+    assert f"MAS's database role '{role}' does not own" in str(err.value) and "compat_sessions" in str(err.value)
+    assert env.mas_dump() == before
+    env.pg.give_database(env.mas_db, role)
+    assert env.run(mas_database_uri=env.pg.tcp_uri(env.mas_db, role, SECRET))["changed"] is True
+
+
+# -- lost connections, restarts, writes during the import: the outcome is what MAS holds -----------
+
+def run_in_thread(env, **kw):
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = env.run(**kw)
+        except BaseException as exc:  # noqa: B902 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+MAS_STEPS = {  # where to cut: the MAS statement running at that point
+    "users": 'COPY "users"', "devices": 'COPY "compat_sessions"', "tokens": 'COPY "compat_access_tokens"',
+    "rebuild": "CREATE ", "constraints": "ALTER TABLE",
+}
+
+
+@pytest.mark.parametrize("side", ["Synapse", "MAS"])
+@pytest.mark.parametrize("step", list(MAS_STEPS))
+def test_a_connection_lost_at_any_step_is_reported_as_lost_and_leaves_mas_as_it_was(env, side, step):
+    bulk_homeserver(env, 100_000)
+    mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
+    thread, outcome = run_in_thread(env)
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, MAS_STEPS[step]) or not thread.is_alive(),
+                        timeout=120, interval=0.01)
+        assert thread.is_alive(), f"the import ended before {step}: {outcome}"
+        victim = backend(env, env.synapse_db if side == "Synapse" else env.mas_db)
+        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(victim,))
+    finally:
+        thread.join(timeout=300)
+    error = outcome.get("error")
+    assert isinstance(error, ConnectionLostError), outcome
+    assert f"lost the connection to {side}'s database" in str(error)
+    wait_until_no_importer(env)
+    assert env.mas_dump() == mas_before
+    assert env.synapse_dump() == synapse_before
+    assert_next_run_imports(env, 100_000)
+
+
+def test_synapse_ending_idle_sessions_during_the_rebuild_fails_the_run_truthfully(env):
+    """A DBA's idle_in_transaction_session_timeout on Synapse ends the snapshot while MAS rebuilds:
+    the run must not commit MAS and then report a failure (the issue), nor commit a run whose
+    Synapse side it can no longer vouch for."""
+    bulk_homeserver(env, 100_000)
+    env.pg.execute(f'ALTER DATABASE "{env.synapse_db}" SET idle_in_transaction_session_timeout = \'400ms\'')
+    mas_before = env.mas_dump()
+    with pytest.raises(ConnectionLostError, match="lost the connection to Synapse's database"):
+        env.run()
+    assert env.mas_dump() == mas_before
+    env.pg.execute(f'ALTER DATABASE "{env.synapse_db}" RESET idle_in_transaction_session_timeout')
+    assert_next_run_imports(env, 100_000)
+
+
+def test_a_postgresql_fast_restart_mid_import_leaves_mas_as_it_was_and_the_next_run_works(env):
+    bulk_homeserver(env, 100_000)
+    mas_before = env.mas_dump()
+    thread, outcome = run_in_thread(env)
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, 'COPY "compat_sessions"') or not thread.is_alive(),
+                        timeout=120, interval=0.01)
+        assert thread.is_alive()
+        subprocess.run(env.pg._cmd(env.pg.bin("pg_ctl"), "-D", env.pg.datadir, "-m", "fast", "-w", "restart"),
+                       check=True, capture_output=True)
+    finally:
+        thread.join(timeout=300)
+    error = outcome.get("error")
+    assert isinstance(error, ConnectionLostError), outcome
+    assert "MAS was left as it was" in str(error)
+    assert env.mas_dump() == mas_before
+    assert_next_run_imports(env, 100_000)
+
+
+def test_a_write_to_synapse_waiting_during_the_import_is_refused_before_the_commit(env):
+    bulk_homeserver(env, 60_000)
+    mas_before = env.mas_dump()
+    thread, outcome = run_in_thread(env)
+    late = None
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, "COPY") or not thread.is_alive(), timeout=60, interval=0.01)
+        assert thread.is_alive()
+        # A client that connects after the import's check of other clients, and writes: it waits
+        # on the import's locks and would land in Synapse only once the import ended.
+        late = psycopg2.connect(env.pg.dsn(env.synapse_db, application_name="late-synapse-worker"))
+        late.autocommit = True
+        writer = threading.Thread(target=lambda: late.cursor().execute(
+            "INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 1700000000)"))
+        writer.start()
+        thread.join(timeout=300)
+        writer.join(timeout=30)
+    finally:
+        thread.join(timeout=300)
+        if late is not None:
+            late.close()
+    error = outcome.get("error")
+    assert isinstance(error, RefusedError), outcome
+    assert "late-synapse-worker" in str(error) and "waiting to write" in str(error)
+    assert "nothing was written to MAS" in str(error)
+    assert env.mas_dump() == mas_before
+    # the write landed in Synapse once the import let go; the next run carries it over
+    assert env.pg.execute("SELECT count(*) FROM users WHERE name = '@late:example.test'", env.synapse_db) == [(1,)]
+    assert_next_run_imports(env, 60_001)
+
+
+def test_a_rerun_after_synapse_changed_says_so_and_the_cli_fails(env):
+    small_homeserver(env)
+    first = env.run()
+    assert first["changed"] is True
+    unchanged = env.run()
+    assert unchanged["already_imported"] is True and unchanged["synapse_changed_since_import"] is False
+    with env.populate() as s:
+        s.login("@bob:example.test", "NEWPHONE")  # a login made in Synapse after the import
+    after = env.mas_dump()
+    stale = env.run()
+    assert stale["already_imported"] is True and stale["changed"] is False
+    assert stale["synapse_changed_since_import"] is True
+    assert any(c.startswith("access_tokens: 3 rows then, 4 now") for c in stale["synapse_changes"])
+    assert any(c.startswith("devices: ") for c in stale["synapse_changes"])
+    assert env.mas_dump() == after
+    run = syn2mas(*migrate_args(env))
+    assert run.returncode == 1
+    assert "syn2mas: error: MAS holds an import of Synapse that Synapse has changed since: access_tokens" in run.stderr
+    # A change that keeps the row counts (a password changed) shows too.
+    env.pg.execute("UPDATE users SET password_hash = 'changed' WHERE name = '@alice:example.test'", env.synapse_db)
+    assert "users: rows changed" in env.run()["synapse_changes"]
+
+
+def test_the_import_role_refuses_a_stale_import(env, tmp_path):
+    small_homeserver(env)
+    env.run()
+    with env.populate() as s:
+        s.login("@bob:example.test", "NEWPHONE")
+    state = tmp_path / "state.json"
+    playbook = tmp_path / "import.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": os.path.join(ROOT, ".venv", "bin", "python")},
+        "roles": [{"role": "matrix.syn2mas.import", "vars": {
+            "import_synapse_config": [env.homeserver_yaml], "import_mas_config": [env.mas_yaml],
+            "import_require_backup": False, "import_state_file": str(state)}}]}]))
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(playbook)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout + proc.stderr)
+    run.rc = proc.returncode
+    assert run.rc != 0
+    assert "MAS already holds an import of Synapse made on" in run.stdout
+    assert "access_tokens: 3 rows then, 4 now" in run.stdout and "the import does not merge" in run.stdout
+    assert "Refuse an import that Synapse has changed since" in run.stdout
+    assert not state.exists() or "migrated" not in state.read_text()
+
+
+# -- signals, special files, unexpected errors, pending registrations ------------------------------
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_mid_import_ends_with_one_line_and_exit_130_and_the_next_run_works(env, signame):
+    bulk_homeserver(env, 100_000)
+    before = env.mas_dump()
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *migrate_args(env)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, "COPY") or proc.poll() is not None, timeout=60,
+                        interval=0.01)
+        assert proc.poll() is None
+        proc.send_signal(getattr(signal, signame))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "syn2mas: interrupted; MAS left as it was"
+    assert [line for line in err.splitlines() if line.startswith("syn2mas:")] == [err.splitlines()[-1]]
+    assert "Traceback" not in err and out == ""
+    wait_until_no_importer(env)
+    assert env.mas_dump() == before
+    assert_next_run_imports(env, 100_000)
+
+
+def test_a_fifo_given_as_a_config_file_is_refused_at_once(env, tmp_path):
+    fifo = tmp_path / "homeserver.yaml"
+    os.mkfifo(fifo)
+    run = syn2mas("--command", "migrate", "--synapseConfigFile", str(fifo), "--masConfigFile", env.mas_yaml,
+                  timeout=20)
+    assert run.returncode == 1
+    assert run.stderr == f"syn2mas: error: {fifo}: is a named pipe (FIFO), not a regular file; give the path of the file itself\n"
+    password_fifo = tmp_path / "password"
+    os.mkfifo(password_fifo)
+    env.write_configs(mas_extra={"database": {"host": env.pg.sockdir, "port": env.pg.port, "username": "postgres",
+                                              "database": env.mas_db, "password_file": str(password_fifo)}})
+    run = syn2mas(*migrate_args(env), timeout=20)
+    assert run.returncode == 1 and "database.password_file: " in run.stderr and "named pipe (FIFO)" in run.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_only_with_verbose(env, monkeypatch, capsys):
+    """A bug cannot be made to happen on demand: the import is replaced by one that fails as a bug would."""
+    import io
+
+    from _syn2mas import cli, importer
+
+    def broken(_options):
+        raise RuntimeError(f"boom with postgresql://u:{SECRET}@host/db inside")
+
+    monkeypatch.setattr(importer, "run_import", broken)
+    for verbose in ([], ["--verbose"]):
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(migrate_args(env, *verbose), out=out, err=err)
+        assert code == 1
+        lines = err.getvalue().splitlines()
+        assert lines[-1] == ("syn2mas: error: unexpected RuntimeError: boom with postgresql://u:********@host/db "
+                             "inside (run with --verbose for the traceback)")
+        assert ("Traceback (most recent call last):" in err.getvalue()) == bool(verbose)
+        assert SECRET not in err.getvalue()
+
+
+def test_a_pending_mas_registration_means_mas_is_not_empty(make_env):
+    from tests.support import mas_schema
+
+    if "real-1.22" not in mas_schema.VARIANTS:
+        pytest.skip("MAS 1.22's reference schema (with user_registrations) is not available here")
+    env = make_env(mas_variant="real-1.22")
+    small_homeserver(env)
+    env.mas("INSERT INTO user_registrations (user_registration_id, username, created_at) "
+            "VALUES (gen_random_uuid(), 'newcomer', now())")
+    with pytest.raises(RefusedError, match=r"not empty: rows found in user_registrations"):
+        env.run()

@@ -312,7 +312,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             _check_synapse_untouched(reader)
             run_id = secrets.token_hex(8)
             writer.set_marker({
-                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="seconds"),
+                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 "run_id": run_id, "synapse_fingerprint": fingerprint,
             })
