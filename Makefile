@@ -1,11 +1,16 @@
 # Conveniences over the scripts the README documents.
-.PHONY: setup demo test bench
+.PHONY: setup demo test reliability bench
 setup:
 	bash scripts/setup.sh
 demo:
 	bash scripts/demo.sh
 test:
 	bash scripts/test.sh
+# The import's whole reliability suite: every fault at every step (the test run has one of each).
+reliability:
+	bash scripts/setup.sh
+	SYN2MAS_RELIABILITY=full .venv/bin/python -m pytest tests/integration/test_import_reliability.py \
+		tests/integration/test_import_safety.py
 N ?= 100000
 bench:
 	bash scripts/bench.sh $(N)

@@ -443,9 +443,9 @@ def run_pipe(read_into, write_from, on_rows=None, pipe=None) -> tuple:
         pipe.close()
         thread.join(timeout=30)
         if pipe.error is not None and not isinstance(pipe.error, StreamClosed):
-            raise DatabaseError(f"reading from Synapse failed: {first_line(pipe.error)}") from None
+            raise DatabaseError(f"reading from Synapse failed, and MAS was left as it was: {first_line(pipe.error)}") from None
         raise
     thread.join()
     if pipe.error is not None:
-        raise DatabaseError(f"reading from Synapse failed: {first_line(pipe.error)}")
+        raise DatabaseError(f"reading from Synapse failed, and MAS was left as it was: {first_line(pipe.error)}")
     return result, pipe
