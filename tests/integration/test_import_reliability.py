@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -533,6 +534,28 @@ def test_a_parallel_worker_of_the_synapse_reader_terminated_is_a_database_error_
     assert "MAS was left as it was" in str(error) and 'terminating background worker "parallel worker"' in str(error)
     assert env.mas_dump() == mas_before
     assert_next_run_imports(env, 100_000)
+
+
+def test_a_connection_lost_mid_copy_prints_one_line_and_never_a_row(env):
+    """psycopg2 prints what it meets inside a COPY callback, with the row being copied (a token)."""
+    bulk_homeserver(env, 100_000)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *migrate_args(env)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, 'COPY "compat_access_tokens"') or proc.poll() is not None,
+                        timeout=120, interval=0.01)
+        assert proc.poll() is None
+        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend(env, env.mas_db),))
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    lines = err.splitlines()
+    assert lines[-1].startswith("syn2mas: error: lost the connection to MAS's database (stage access_tokens)")
+    # the rest is the per-stage progress of the stages done before
+    assert all(re.match(r"^\w+: [\d,]+ rows in [\d.]+s", line) for line in lines[:-1]), err
+    assert "syt_" not in err
 
 
 def test_synapse_ending_idle_sessions_during_the_rebuild_fails_the_run_truthfully(env):

@@ -15,6 +15,7 @@ commit cannot fail the run).
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -157,17 +158,25 @@ def run_import(options: ImportOptions) -> dict:
     Interrupted when a signal stopped it (MAS left as it was too)."""
     run = _Run()
     errors.defer_interrupts(False)
+    # psycopg2 prints some errors it meets inside a COPY (a connection lost mid-stream) through
+    # sys.excepthook, quoting the row being copied, which may hold a token: the run reports them.
+    excepthook, sys.excepthook = sys.excepthook, _quiet_excepthook
     try:
         return _run_import(options, run)
     except BaseException as exc:
         raise _explained(exc, run) from None
     finally:
+        sys.excepthook = excepthook
         for conn in (run.mas_conn, run.synapse_conn):
             if conn is not None:
                 try:
                     conn.close()
                 except Exception:
                     pass
+
+
+def _quiet_excepthook(_type, _value, _traceback) -> None:
+    """Says nothing: what the driver would print is reported by the run, redacted."""
 
 
 def _explained(exc: BaseException, run: _Run) -> BaseException:
@@ -182,8 +191,9 @@ def _explained(exc: BaseException, run: _Run) -> BaseException:
         return exc
     for conn, what in ((run.synapse_conn, "Synapse"), (run.mas_conn, "MAS")):
         if conn is not None and getattr(conn, "closed", 0):
+            detail = getattr(exc, "detail", None) or first_line(exc)
             return ConnectionLostError(
-                f"lost the connection to {what}'s database ({run.phase}): {first_line(exc)}. MAS was left as "
+                f"lost the connection to {what}'s database ({run.phase}): {detail}. MAS was left as "
                 "it was; run the import again"
             )
     if isinstance(exc, Syn2masError):

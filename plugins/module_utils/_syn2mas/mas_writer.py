@@ -51,6 +51,14 @@ class StreamClosed(Exception):
     pass
 
 
+class SynapseReadError(DatabaseError):
+    """Reading a stage from Synapse failed; `detail` is the driver's first line."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"reading from Synapse failed, and MAS was left as it was: {detail}")
+        self.detail = detail
+
+
 class RowPipe:
     """Carries COPY text from the Synapse reader thread to the MAS COPY, with bounded memory.
 
@@ -443,9 +451,9 @@ def run_pipe(read_into, write_from, on_rows=None, pipe=None) -> tuple:
         pipe.close()
         thread.join(timeout=30)
         if pipe.error is not None and not isinstance(pipe.error, StreamClosed):
-            raise DatabaseError(f"reading from Synapse failed, and MAS was left as it was: {first_line(pipe.error)}") from None
+            raise SynapseReadError(first_line(pipe.error)) from None
         raise
     thread.join()
     if pipe.error is not None:
-        raise DatabaseError(f"reading from Synapse failed, and MAS was left as it was: {first_line(pipe.error)}")
+        raise SynapseReadError(first_line(pipe.error))
     return result, pipe
