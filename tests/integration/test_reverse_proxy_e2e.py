@@ -127,6 +127,7 @@ server {{
     }}
 }}
 """)
+        os.chmod(self.site, 0o640)  # an operator's mode, which every step must keep
         self.proc = None
 
     @property
@@ -232,8 +233,9 @@ def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
     run = lab.playbook("migrate.yml", syn2mas_mas_upstream="http://mas-stand-in.invalid:8080")
     assert run.returncode != 0
     assert "host not found" in run.stdout, run.stdout[-6000:]
-    # The proxy's file is as it was, and nginx still serves it.
+    # The proxy's file is as it was (its mode too), and nginx still serves it.
     assert open(lab.nginx.site).read() == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     report = latest_report(lab.fleet)["hosts"]["hs1"]
     assert report["outcome"] == "failed" and report["rolled_back"] is True
     assert report["failed_phase"] == "reverse_proxy"
@@ -255,6 +257,7 @@ def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_sy
     assert lab.hs.healthy(), lab.hs.log_tail()
     site = open(lab.nginx.site).read()
     assert site != lab.original_site and reverse_proxy.nginx_remove_routes(site) == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     report = latest_report(lab.fleet)["hosts"]["hs1"]
     assert report["outcome"] == "migrated"
     assert [p["phase"] for p in report["phase_seconds"]] == [
@@ -302,6 +305,7 @@ def test_6_rollback_restores_the_proxy_and_legacy_login_works_through_it(lab):
     run = lab.playbook("rollback.yml", "-e", "rollback_mas_database=empty", "-e", "rollback_force=true")
     assert run.returncode == 0, run.stdout[-6000:]
     assert open(lab.nginx.site).read() == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     assert lab.hs.healthy()
     lab.mas.requests.clear()
     status, body = lab.password_login("bob")
