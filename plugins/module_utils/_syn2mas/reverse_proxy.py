@@ -16,11 +16,11 @@ answers them. Standard library only: it runs on the proxy's host with Debian's b
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
-import urllib.error
+import ssl
 import urllib.parse
-import urllib.request
 
 from .errors import ConfigError
 
@@ -267,16 +267,26 @@ PROBE_REFRESH_TOKEN = "syn2mas-probe-not-a-refresh-token"
 
 
 def _request(method: str, url: str, body: dict | None, timeout: float) -> tuple[int | None, object]:
+    """One request, no redirects followed (a redirect is an answer too): (status, JSON body or text),
+    or (None, why) when nothing answered. http.client, so that it runs without Ansible."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=timeout,
+                                           context=ssl.create_default_context())
+    elif parsed.scheme == "http":
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
+    else:
+        return None, f"not an http(s) URL: {url}"
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", "User-Agent": "matrix.syn2mas"})
+    headers = {"Content-Type": "application/json", "User-Agent": "matrix.syn2mas", "Host": parsed.netloc}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - operator's URL
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    except (OSError, ValueError) as exc:
-        return None, str(getattr(exc, "reason", exc))
+        conn.request(method, (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""), data, headers)
+        response = conn.getresponse()
+        status, raw = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return None, str(exc) or type(exc).__name__
+    finally:
+        conn.close()
     try:
         return status, json.loads(raw)
     except ValueError:
