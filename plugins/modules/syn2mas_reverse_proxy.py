@@ -65,6 +65,10 @@ options:
     description: Seconds to wait for each answer (V(state=probed)).
     type: int
     default: 10
+  validate_certs:
+    description: Check the TLS certificates of O(public_url) and O(mas_url) (V(state=probed)).
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -180,7 +184,8 @@ def run(module):
     params = module.params
     result = dict(changed=False, routes=list(reverse_proxy.ROUTES))
     if params["state"] == "probed":
-        findings = reverse_proxy.probe_compat_routes(params["public_url"], params["mas_url"], params["timeout"])
+        findings = reverse_proxy.probe_compat_routes(params["public_url"], params["mas_url"], params["timeout"],
+                                                     params["validate_certs"])
         result.update(findings=findings, reach_mas=all(f["reached"] == "mas" for f in findings))
         return result
     path = params["path"]
@@ -216,6 +221,7 @@ def main():
             public_url=dict(type="str"),
             mas_url=dict(type="str", default=""),
             timeout=dict(type="int", default=10),
+            validate_certs=dict(type="bool", default=True),
         ),
         required_if=[
             ("state", "present", ("mas_upstream",)),

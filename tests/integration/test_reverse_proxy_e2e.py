@@ -141,7 +141,7 @@ server {{
     def start(self):
         self.proc = subprocess.Popen([self.binary, "-c", self.conf, "-p", self.prefix],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 if homeservers.http("GET", self.url + "/_matrix/client/versions", timeout=2)[0] == 200:
                     return

@@ -10,21 +10,22 @@ import pytest
 from _syn2mas import reverse_proxy
 from _syn2mas.errors import ConfigError
 
-SITE = """# operator's site
-server {
-    listen 80;
-    server_name other.example.com;
-    location / { return 404; }
-}
-
-server {
-	listen 443 ssl;
-	server_name matrix.example.com;  # the homeserver
-	location ~ ^(/_matrix|/_synapse/client) {
-		proxy_pass http://127.0.0.1:8008;
-	}
-}
-"""
+SITE = (
+    "# operator's site\n"
+    "server {\n"
+    "    listen 80;\n"
+    "    server_name other.example.com;\n"
+    "    location / { return 404; }\n"
+    "}\n"
+    "\n"
+    "server {\n"
+    "\tlisten 443 ssl;\n"
+    "\tserver_name matrix.example.com;  # the homeserver\n"
+    "\tlocation ~ ^(/_matrix|/_synapse/client) {\n"
+    "\t\tproxy_pass http://127.0.0.1:8008;\n"
+    "\t}\n"
+    "}\n"
+)
 UPSTREAM = "http://127.0.0.1:8080/"
 ROUTED = ["/_matrix/client/v3/login", "/_matrix/client/r0/logout", "/_matrix/client/v3/logout/all",
           "/_matrix/client/v3/refresh", "/_matrix/client/unstable/login", "/_matrix/client/v3/login/sso/redirect"]

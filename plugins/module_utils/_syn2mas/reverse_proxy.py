@@ -266,13 +266,17 @@ def nginx_routes_state(text: str, upstream: str = "") -> dict:
 PROBE_REFRESH_TOKEN = "syn2mas-probe-not-a-refresh-token"
 
 
-def _request(method: str, url: str, body: dict | None, timeout: float) -> tuple[int | None, object]:
+def _request(method: str, url: str, body: dict | None, timeout: float,
+             validate_certs: bool = True) -> tuple[int | None, object]:
     """One request, no redirects followed (a redirect is an answer too): (status, JSON body or text),
     or (None, why) when nothing answered. http.client, so that it runs without Ansible."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme == "https":
-        conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=timeout,
-                                           context=ssl.create_default_context())
+        context = ssl.create_default_context()
+        if not validate_certs:  # the operator's choice, for a staging certificate
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=timeout, context=context)
     elif parsed.scheme == "http":
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
     else:
@@ -316,7 +320,8 @@ def _same_answer(first: tuple, second: tuple) -> bool:
     return body_a == body_b
 
 
-def probe_compat_routes(public_url: str, mas_url: str = "", timeout: float = 10.0) -> list[dict]:
+def probe_compat_routes(public_url: str, mas_url: str = "", timeout: float = 10.0,
+                        validate_certs: bool = True) -> list[dict]:
     """Through the homeserver's public URL: does GET /login and POST /refresh reach MAS, not Synapse?
 
     Each answer is compared with MAS's own answer to the same request (`mas_url`, MAS reached
@@ -327,11 +332,11 @@ def probe_compat_routes(public_url: str, mas_url: str = "", timeout: float = 10.
     findings = []
     for route, method, body in probes:
         path = f"/_matrix/client/v3/{route}"
-        public = _request(method, base + path, body, timeout)
+        public = _request(method, base + path, body, timeout, validate_certs)
         reached = None
         how = "by the shape of the answer"
         if mas_url:
-            direct = _request(method, str(mas_url).rstrip("/") + path, body, timeout)
+            direct = _request(method, str(mas_url).rstrip("/") + path, body, timeout, validate_certs)
             if direct[0] is not None:
                 reached = _same_answer(public, direct)
                 how = "compared with MAS's own answer"
