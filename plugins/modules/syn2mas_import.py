@@ -132,7 +132,7 @@ stage_seconds:
   type: dict
 synapse_changed_since_import:
   description:
-    - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since: MAS then
+    - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since. MAS then
       lacks those changes (the import does not merge), and the import role refuses to go on.
     - Compared by a fingerprint of every table the import reads, recorded in MAS when the import committed.
   returned: always

@@ -77,7 +77,7 @@ def parsed(conninfo: dict) -> dict:
         remember_secret(password)
         # An unencoded `@` in the password: libpq splits at the first one, and the password's
         # remainder becomes the host, which messages show. Each part is a secret then.
-        for part in (password or "").split("@")[1:] if password and "@" in password else ():
+        for part in (password or "").split("@")[1:]:
             remember_secret(part)
         try:
             result.update(psycopg2.extensions.parse_dsn(dsn))
