@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 import yaml
 
-from _syn2mas.errors import ConnectionLostError, PrivilegeError, RefusedError
+from _syn2mas.errors import ConnectionLostError, DatabaseError, DataError, PrivilegeError, RefusedError
 from tests.support import synapse_data
 from tests.support.ansible_run import run_tasks
 from tests.support.pgcluster import wait_for
@@ -592,6 +592,26 @@ def test_a_postgresql_fast_restart_mid_import_leaves_mas_as_it_was_and_the_next_
     assert "MAS was left as it was" in str(error)
     assert env.mas_dump() == mas_before
     assert_next_run_imports(env, 100_000)
+
+
+def test_a_database_error_during_the_rebuild_is_not_blamed_on_the_rows(env):
+    """Not every rebuild failure is the data's: here PostgreSQL refuses to index a table with
+    pending trigger events (an operator's deferred trigger on MAS's users)."""
+    small_homeserver(env)
+    env.mas("""
+        CREATE FUNCTION test_noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER test_deferred AFTER INSERT ON users DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW EXECUTE FUNCTION test_noop();""")
+    before = env.mas_dump()
+    with pytest.raises(DatabaseError) as err:
+        env.run()
+    assert not isinstance(err.value, DataError)
+    assert str(err.value).startswith("rebuilding MAS's ")
+    assert "pending trigger events. Nothing was written to MAS" in str(err.value)
+    assert "imported rows" not in str(err.value)
+    assert env.mas_dump() == before
+    env.mas("DROP TRIGGER test_deferred ON users")
+    assert_next_run_imports(env, 2)
 
 
 def test_a_write_to_synapse_waiting_during_the_import_is_refused_before_the_commit(env):

@@ -330,13 +330,13 @@ class MasWriter:
         table = table or getattr(diag, "table_name", None) or ""
         if table.strip('"') in SECRET_TABLES:
             detail = "the values are secrets and not shown"
-        message = (f"the imported rows break MAS's constraint {name}"
-                   f"{' on ' + table if table else ''}: {first_line(exc)}"
-                   f"{' (' + detail + ')' if detail else ''}. Nothing was written to MAS")
+        where = f"{name}{' on ' + table if table else ''}"
         code = getattr(exc, "pgcode", None) or ""
         if code.startswith("23"):  # integrity constraint violation: the data, not the database
-            return DataError(message)
-        return DatabaseError(message)
+            return DataError(f"the imported rows break MAS's constraint {where}: {first_line(exc)}"
+                             f"{' (' + detail + ')' if detail else ''}. Nothing was written to MAS")
+        # Anything else is the database's (out of disk, a timeout...), not the rows'.
+        return DatabaseError(f"rebuilding MAS's {where} failed: {first_line(exc)}. Nothing was written to MAS")
 
     def set_marker(self, payload: dict) -> None:
         with self.conn.cursor() as cur:
