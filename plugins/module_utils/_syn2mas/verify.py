@@ -1,0 +1,433 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Proof after the import: MAS holds exactly what the import had to write from Synapse.
+
+The expected rows are recomputed from Synapse with the import's own stages (synapse_reader.STAGES)
+and the parameters the import recorded in its marker (the ids' seed, its clock, the provider
+mapping), so every MAS row, ids included, can be recomputed. Each side yields, per row, its key
+and an md5 of the row as text, computed by PostgreSQL with the values cast to MAS's column types;
+both streams come sorted by key and are merge-compared here, so memory stays flat whatever the
+size. Both databases are read in READ ONLY transactions: nothing is written to either.
+
+A row missing or different in MAS whose Synapse source is newer than the import (a login after
+it) is counted as "Synapse changed since the import", not as damage; a MAS row created after the
+import by MAS itself (not with an id of the import's shape) as "added in MAS since the import".
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .config import load_mas_config, load_synapse_config
+from .db import connect, database_conninfo, describe, first_line, psycopg2
+from .errors import DatabaseError, RefusedError, Syn2masError
+from .mas_schema import detect as detect_mas_schema
+from .mas_writer import MARKER_PREFIX, MasWriter
+from .synapse_reader import STAGES, STATUS_REPAIRED, STATUS_SEPARATOR, SynapseReader, stage_params
+
+APPLICATION_NAME = "syn2mas verify"
+EXIT_MISMATCH = 12
+EXAMPLES = 3
+FETCH_ROWS = 20000
+
+# Per stage: SQL over the stage's own source saying that the Synapse row is newer than the import
+# (%(imported_ms)s), or that it hangs on a token issued after it (ids above the recorded high water).
+NEWER_USER = "COALESCE(u.creation_ts, 0) * 1000 > %(imported_ms)s"
+NEWER_TOKEN = "(COALESCE(at.last_validated, 0) > %(imported_ms)s OR at.id > %(high_access_token)s)"
+CHANGED_SINCE_IMPORT = {
+    "users": NEWER_USER,
+    "passwords": NEWER_USER,
+    "emails": f"(t.added_at > %(imported_ms)s OR COALESCE(t.validated_at, 0) > %(imported_ms)s OR {NEWER_USER})",
+    "other_threepids": f"(t.added_at > %(imported_ms)s OR {NEWER_USER})",
+    "upstream_links": NEWER_USER,
+    "device_sessions": ("(COALESCE(d.last_seen, 0) > %(imported_ms)s OR EXISTS (SELECT 1 FROM access_tokens n"
+                        " WHERE n.user_id = d.user_id AND n.device_id = d.device_id"
+                        " AND n.id > %(high_access_token)s))"),
+    "deviceless_sessions": NEWER_TOKEN,
+    "access_tokens": NEWER_TOKEN,
+    "refresh_tokens": f"(rt.id > %(high_refresh_token)s OR {NEWER_TOKEN})",
+}
+
+# Rows of a MAS table that belong to a stage (compat_sessions holds two).
+MAS_ROWS_OF_STAGE = {
+    "device_sessions": "device_id IS NOT NULL",
+    "deviceless_sessions": "device_id IS NULL",
+}
+
+# How a MAS row is named in a report when only MAS has it: its user, and what tells it apart;
+# never a token or a hash.
+MAS_LABELS = {
+    "users": ("", "m.username"),
+    "user_passwords": ("JOIN users u ON u.user_id = m.user_id", "u.username || ' password'"),
+    "user_emails": ("JOIN users u ON u.user_id = m.user_id", "u.username || ' ' || m.email"),
+    "user_unsupported_third_party_ids": ("JOIN users u ON u.user_id = m.user_id",
+                                         "u.username || ' ' || m.medium || ':' || m.address"),
+    "upstream_oauth_links": ("LEFT JOIN users u ON u.user_id = m.user_id",
+                             "COALESCE(u.username, '(no user)') || ' link ' || m.upstream_oauth_provider_id"),
+    "compat_sessions": ("LEFT JOIN users u ON u.user_id = m.user_id",
+                        "COALESCE(u.username, '(no user)') || ' device ' || COALESCE(m.device_id, '(none)')"),
+    "compat_access_tokens": ("LEFT JOIN compat_sessions s ON s.compat_session_id = m.compat_session_id "
+                             "LEFT JOIN users u ON u.user_id = s.user_id",
+                             "COALESCE(u.username, '(no user)') || ' access token of device '"
+                             " || COALESCE(s.device_id, '(none)')"),
+    "compat_refresh_tokens": ("LEFT JOIN compat_sessions s ON s.compat_session_id = m.compat_session_id "
+                              "LEFT JOIN users u ON u.user_id = s.user_id",
+                              "COALESCE(u.username, '(no user)') || ' refresh token of device '"
+                              " || COALESCE(s.device_id, '(none)')"),
+}
+
+_ID_TAG = re.compile(r"\|\| '([0-9a-f]{4})'\)::uuid$")
+
+
+@dataclass
+class VerifyOptions:
+    synapse_config: list
+    mas_config: list = field(default_factory=list)
+    synapse_database_uri: str | None = None
+    mas_database_uri: str | None = None
+    examples: int = EXAMPLES
+
+
+@dataclass
+class EntityReport:
+    """One stage's rows: what Synapse says MAS must hold, and what MAS holds."""
+
+    name: str
+    table: str
+    imported: int | None = None  # what the import's marker says it wrote
+    expected: int = 0
+    found: int = 0  # expected rows MAS holds, equal
+    missing: int = 0
+    different: int = 0
+    unexpected: int = 0
+    changed_in_synapse: int = 0  # missing or different because Synapse changed after the import
+    added_in_mas: int = 0  # rows MAS made itself after the import
+    skipped: dict = field(default_factory=dict)  # reason -> count, as the import skips them
+    examples: dict = field(default_factory=dict)  # kind -> [names]
+    seconds: float = 0.0
+
+    def example(self, kind: str, name, limit: int) -> None:
+        names = self.examples.setdefault(kind, [])
+        if len(names) < limit and name is not None:
+            names.append(name)
+
+    @property
+    def damaged(self) -> int:
+        return self.missing + self.different + self.unexpected
+
+    def as_dict(self) -> dict:
+        return {"entity": self.name, "table": self.table, "imported": self.imported, "expected": self.expected,
+                "found": self.found, "missing": self.missing, "different": self.different,
+                "unexpected": self.unexpected, "changed_in_synapse": self.changed_in_synapse,
+                "added_in_mas": self.added_in_mas, "skipped": self.skipped,
+                "examples": {k: v for k, v in self.examples.items() if v}, "seconds": round(self.seconds, 3)}
+
+
+def replay_record(reader: SynapseReader, params: dict, links: dict) -> dict:
+    """What the import records in its marker for verify: the ids' seed and clock, the provider
+    mapping, and the highest token ids of its snapshot (tokens above them came later)."""
+    with reader.cursor() as cur:
+        cur.execute("SELECT (SELECT COALESCE(max(id), 0) FROM access_tokens),"
+                    " (SELECT COALESCE(max(id), 0) FROM refresh_tokens)")
+        high_access, high_refresh = cur.fetchone()
+    return {"seed": params["seed"], "run_ms": params["run_ms"],
+            "links": {name: str(link.provider_id) for name, link in links.items()},
+            "high_water": {"access_tokens": int(high_access), "refresh_tokens": int(high_refresh)}}
+
+
+def replay_params(server_name: str, replay: dict) -> dict:
+    """The stages' query parameters exactly as the import had them, plus verify's own."""
+    params = stage_params(server_name, seed=int(replay["seed"]), run_ms=int(replay["run_ms"]))
+    links = replay.get("links") or {}
+    params["map_providers"] = list(links)
+    params["map_ids"] = list(links.values())
+    high = replay.get("high_water") or {}
+    params["imported_ms"] = int(replay["run_ms"])
+    params["high_access_token"] = int(high.get("access_tokens", 2 ** 62))
+    params["high_refresh_token"] = int(high.get("refresh_tokens", 2 ** 62))
+    return params
+
+
+def _mas_columns(conn, table: str) -> tuple:
+    """({column: SQL type}, [primary key columns in order]) of a MAS table."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (table,))
+        types = dict(cur.fetchall())
+        cur.execute("SELECT a.attname FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, n), "
+                    "pg_attribute a WHERE i.indrelid = to_regclass(%s) AND i.indisprimary "
+                    "AND a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n", (table,))
+        key = [row[0] for row in cur.fetchall()]
+    if not key:
+        raise RefusedError(f"MAS's table {table} has no primary key: is this a MAS database?")
+    return types, key
+
+
+def _key_sql(key_exprs: list, types: list) -> str:
+    """A sort key both sides order alike: a uuid as it is, else the columns as text joined by US."""
+    if len(key_exprs) == 1 and types[0] == "uuid":
+        return f"({key_exprs[0]})::uuid"
+    return "(" + " || chr(31) || ".join(f"({e})::{t}::text" for e, t in zip(key_exprs, types)) + ') COLLATE "C"'
+
+
+def expected_query(stage, columns: list, types: dict, key: list) -> str:
+    """The stage's rows as verify reads them from Synapse: key, digest, example, changed, status."""
+    exprs = {**stage.columns, **stage.optional_columns}
+    row = ", ".join(f"({exprs[c]})::{types[c]}" for c in columns)
+    key_sql = _key_sql([exprs[c] for c in key], [types[c] for c in key])
+    changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
+    migrated = f"(s.status IS NULL OR s.status = '{STATUS_REPAIRED}')"
+    # The inner query computes each row once (OFFSET 0 keeps it from being flattened).
+    return (f"SELECT CASE WHEN {migrated} THEN s.k END, CASE WHEN {migrated} THEN md5(s.r::text) END,"
+            f" s.example, s.changed, s.status\nFROM (SELECT {stage.status_case()} AS status, {key_sql} AS k,"
+            f" ROW({row}) AS r, ({stage.example})::text AS example, ({changed}) AS changed\n{stage.source}"
+            f"\nOFFSET 0) s\nORDER BY 1")
+
+
+def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
+    """The MAS rows of a stage: key, digest, and whether MAS made the row after the import."""
+    row = ", ".join(f"m.{c}" for c in columns)
+    key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
+    tag = _ID_TAG.search(stage.columns[key[0]].strip()) if len(key) == 1 else None
+    own_id = f" AND right(m.{key[0]}::text, 4) <> '{tag.group(1)}'" if tag else ""
+    added = f"(m.created_at > to_timestamp(%(imported_ms)s / 1000.0){own_id})"
+    where = MAS_ROWS_OF_STAGE.get(stage.name, "true")
+    return f"SELECT {key_sql}, md5(ROW({row})::text), {added}\nFROM {table} m\nWHERE {where}\nORDER BY 1"
+
+
+class _Stream:
+    """Rows of a named (server-side) cursor, fetched in a thread ahead of the merge, so both
+    databases work at once; at most two batches are held."""
+
+    def __init__(self, conn, name: str, query: str, params: dict):
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._thread = threading.Thread(target=self._run, args=(conn, name, query, params), daemon=True)
+        self._thread.start()
+
+    def _run(self, conn, name, query, params):
+        try:
+            with conn.cursor(name=name) as cur:
+                cur.itersize = FETCH_ROWS
+                cur.execute(query, params)
+                while True:
+                    rows = cur.fetchmany(FETCH_ROWS)
+                    if not rows:
+                        break
+                    self._queue.put(rows)
+            self._queue.put(None)
+        except BaseException as exc:  # handed to the merge, which raises it
+            self._queue.put(exc)
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise DatabaseError(f"reading failed: {first_line(item)}")
+            yield from item
+
+
+def compare(report: EntityReport, expected, found, limit: int) -> list:
+    """Merges the two sorted streams into the report; returns the keys of unexpected MAS rows
+    that the report names (looked up afterwards, so MAS's stream carries no names)."""
+    unexpected_keys = []
+    exp = iter(expected)
+    fnd = iter(found)
+    e = _next_expected(exp, report)
+    f = next(fnd, None)
+    while e is not None or f is not None:
+        if f is None or (e is not None and e[0] < f[0]):
+            report.expected += 1
+            if e[3]:
+                report.changed_in_synapse += 1
+                report.example("changed_in_synapse", e[2], limit)
+            else:
+                report.missing += 1
+                report.example("missing", e[2], limit)
+            e = _next_expected(exp, report)
+        elif e is None or f[0] < e[0]:
+            if f[2]:
+                report.added_in_mas += 1
+            else:
+                report.unexpected += 1
+                if len(unexpected_keys) < limit:
+                    unexpected_keys.append(f[0])
+            f = next(fnd, None)
+        else:
+            report.expected += 1
+            if e[1] == f[1]:
+                report.found += 1
+            elif e[3]:
+                report.changed_in_synapse += 1
+                report.example("changed_in_synapse", e[2], limit)
+            else:
+                report.different += 1
+                report.example("different", e[2], limit)
+            e = _next_expected(exp, report)
+            f = next(fnd, None)
+    return unexpected_keys
+
+
+def _next_expected(rows, report: EntityReport):
+    """The next migrated Synapse row; skipped ones (NULL keys, sorted last) are counted by reason."""
+    for row in rows:
+        if row[0] is not None:
+            return row
+        reason = (row[4] or "").split(STATUS_SEPARATOR, 1)[0]
+        report.skipped[reason] = report.skipped.get(reason, 0) + 1
+    return None
+
+
+def _name_unexpected(mas_conn, stage, table: str, key: list, types: dict, keys: list) -> list:
+    if not keys:
+        return []
+    joins, label = MAS_LABELS[table]
+    key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
+    with mas_conn.cursor() as cur:
+        cur.execute(f"SELECT {label} FROM {table} m {joins} WHERE {key_sql}::text = ANY(%s) ORDER BY 1",
+                    ([str(k) for k in keys],))
+        return [row[0] for row in cur.fetchall()]
+
+
+def run_verify(options: VerifyOptions) -> dict:
+    """Compares MAS with what the import had to write from Synapse; raises a Syn2masError when it
+    cannot (no import to verify, a database unreachable). Writes nothing anywhere."""
+    try:
+        return _run_verify(options)
+    except Syn2masError:
+        raise
+    except Exception as exc:
+        if psycopg2 is not None and isinstance(exc, psycopg2.Error):
+            raise DatabaseError(f"verify stopped on a database error: {first_line(exc)}") from None
+        raise
+
+
+def _read_only(conn) -> None:
+    conn.rollback()
+    conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+
+
+def _run_verify(options: VerifyOptions) -> dict:
+    started = time.monotonic()
+    synapse = load_synapse_config(options.synapse_config)
+    mas = load_mas_config(options.mas_config) if options.mas_config else None
+    if mas is None and not options.mas_database_uri:
+        raise RefusedError("MAS's config.yaml (or a MAS database URI) is needed to know which database to verify")
+    server_name = synapse.server_name
+    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri)
+    mas_conninfo = database_conninfo(mas, options.mas_database_uri)
+
+    mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    synapse_conn = None
+    try:
+        _read_only(mas_conn)
+        schema = detect_mas_schema(mas_conn)
+        marker = MasWriter(mas_conn).marker()
+        if marker is None:
+            raise RefusedError("MAS's database holds no import by matrix.syn2mas (no marker on its users table, "
+                               f"expected a comment starting {MARKER_PREFIX.strip()!r}): nothing to verify")
+        if marker.get("server_name") not in (None, server_name):
+            raise RefusedError(f"MAS's database holds the import of {marker.get('server_name')!r}, but Synapse's "
+                               f"server_name is {server_name!r}: wrong database?")
+        replay = marker.get("replay")
+        if not replay:
+            raise RefusedError(f"the import of {marker.get('imported_at', 'an unknown date')} was made by "
+                               f"matrix.syn2mas {marker.get('collection_version', '(unknown)')}, which did not "
+                               "record what verify needs to recompute its rows (its ids' seed)")
+        synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+        reader = SynapseReader(synapse_conn, server_name)
+        reader.begin_snapshot(lock=False)
+        params = replay_params(server_name, replay)
+        imported = marker.get("migrated") or {}
+
+        entities = []
+        for index, stage in enumerate(STAGES):
+            stage_started = time.monotonic()
+            columns = schema.target_columns(stage.table)
+            types, key = _mas_columns(mas_conn, stage.table)
+            report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
+            expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
+                               expected_query(stage, columns, types, key), params)
+            found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
+                            found_query(stage, stage.table, columns, types, key), params)
+            keys = compare(report, expected, found, options.examples)
+            if not stage.report_skips:  # another stage reports these skips
+                report.skipped = {}
+            report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys)
+            report.seconds = time.monotonic() - stage_started
+            entities.append(report)
+        reader.end_snapshot()
+        mas_conn.rollback()
+    finally:
+        mas_conn.close()
+        if synapse_conn is not None:
+            synapse_conn.close()
+    return summarize(entities, marker, server_name, schema.release, synapse_conninfo, mas_conninfo,
+                     time.monotonic() - started)
+
+
+def summarize(entities: list, marker: dict, server_name: str, release: str, synapse_conninfo, mas_conninfo,
+              seconds: float) -> dict:
+    rows = sum(e.expected for e in entities)
+    totals = {k: sum(getattr(e, k) for e in entities)
+              for k in ("expected", "found", "missing", "different", "unexpected", "changed_in_synapse",
+                        "added_in_mas")}
+    ok = totals["missing"] == 0 and totals["different"] == 0 and totals["unexpected"] == 0
+    result = {
+        "ok": ok, "changed": False, "server_name": server_name, "mas_release": release,
+        "imported_at": marker.get("imported_at"),
+        "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
+        "entities": {e.name: e.as_dict() for e in entities}, "totals": totals,
+        "synapse_changed_since_import": totals["changed_in_synapse"] > 0,
+        "duration_seconds": round(seconds, 3), "exit_code": 0 if ok else EXIT_MISMATCH,
+    }
+    result["verdict"] = verdict(result, rows, len(entities))
+    return result
+
+
+def verdict(result: dict, rows: int, entities: int) -> str:
+    totals = result["totals"]
+    losses = ", ".join(f"{totals[k]} {k}" for k in ("missing", "different", "unexpected"))
+    if result["ok"]:
+        line = f"verified: {totals['found']} rows in {entities} entities, 0 missing"
+    else:
+        damaged = [e["entity"] for e in result["entities"].values()
+                   if e["missing"] or e["different"] or e["unexpected"]]
+        line = f"MISMATCH: {losses} in {', '.join(damaged)} ({totals['found']} of {rows} rows as expected)"
+    if totals["changed_in_synapse"]:
+        changed = [e["entity"] for e in result["entities"].values() if e["changed_in_synapse"]]
+        line += (f"; Synapse changed since the import: {totals['changed_in_synapse']} row(s) newer than it "
+                 f"({', '.join(changed)}), not in MAS")
+    return line
+
+
+def format_human(result: dict) -> str:
+    """A table per entity, the named examples of every discrepancy, and the verdict last."""
+    lines = [f"Verify of the import of {result['server_name']} made {result.get('imported_at')}, "
+             f"MAS {result['mas_release']} against Synapse's database, in {result['duration_seconds']:.1f}s"]
+    heads = ("expected", "found", "missing", "different", "unexpected", "changed", "added")
+    width = max(len(name) for name in result["entities"])
+    lines.append(f"  {'entity'.ljust(width)}  " + "  ".join(f"{h:>10}" for h in heads))
+    for name, e in result["entities"].items():
+        values = (e["expected"], e["found"], e["missing"], e["different"], e["unexpected"],
+                  e["changed_in_synapse"], e["added_in_mas"])
+        lines.append(f"  {name.ljust(width)}  " + "  ".join(f"{v:>10,}" for v in values))
+    for name, e in result["entities"].items():
+        for reason, count in sorted(e["skipped"].items()):
+            lines.append(f"  {name}: {count:,} skipped as the import skips them: {reason}")
+    labels = {"missing": "MISSING in MAS", "different": "DIFFERENT in MAS", "unexpected": "UNEXPECTED in MAS",
+              "changed_in_synapse": "CHANGED in Synapse since the import"}
+    for name, e in result["entities"].items():
+        for kind, label in labels.items():
+            count = e[kind]
+            if count:
+                examples = e["examples"].get(kind) or []
+                lines.append(f"{label}: {name}: {count:,}" + (f" (e.g. {', '.join(examples)})" if examples else ""))
+    lines.append(result["verdict"])
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,148 @@
+"""`syn2mas --command verify`: after a real import on real schemas, MAS is proven to hold what
+Synapse says it must; damage planted in MAS is found and named; a Synapse that moved on after the
+import is told apart from damage; neither database changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
+from tests.support.synapse_data import SynapseData, populate_sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def syn2mas(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def verify_cli(env, *extra):
+    return syn2mas("--command", "verify", "--synapseConfigFile", env.homeserver_yaml,
+                   "--masConfigFile", env.mas_yaml, *extra)
+
+
+def verify(env) -> dict:
+    return run_verify(VerifyOptions(synapse_config=[env.homeserver_yaml], mas_config=[env.mas_yaml]))
+
+
+def imported(env) -> dict:
+    conn = env.pg.connect(env.synapse_db)
+    try:
+        populate_sample(conn, env.server_name)
+    finally:
+        conn.close()
+    result = env.run()
+    assert result["changed"] is True
+    return result
+
+
+@pytest.mark.parametrize("mas_variant", ["own-1.0", "own-1.22"])
+def test_clean_import_verifies_and_leaves_both_databases_as_they_were(make_env, mas_variant):
+    env = make_env(mas_variant=mas_variant)
+    result = imported(env)
+    synapse_before, mas_before = env.synapse_dump(), env.mas_dump()
+
+    run = verify_cli(env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    total = sum(stage["migrated"] for stage in result["counts"].values())
+    last = run.stdout.strip().splitlines()[-1]
+    assert last == f"verified: {total} rows in 9 entities, 0 missing"
+    # The skips are those of the import, with its reasons.
+    appservice = result["counts"]["users"]["skipped_reasons"]["appservice user (not migrated)"]["count"]
+    assert f"users: {appservice} skipped as the import skips them: appservice user (not migrated)" in run.stdout
+
+    as_json = json.loads(verify_cli(env, "--output", "json").stdout)
+    assert as_json["ok"] is True and as_json["exit_code"] == 0
+    for name, stage in result["counts"].items():
+        entity = as_json["entities"][name]
+        assert entity["expected"] == entity["found"] == entity["imported"] == stage["migrated"], name
+        assert sum(entity["skipped"].values()) == stage["skipped"], name
+
+    assert env.synapse_dump() == synapse_before
+    assert env.mas_dump() == mas_before
+
+
+def test_each_kind_of_damage_is_found_and_named(env):
+    imported(env)
+    # A missing user (and what hangs on it), a changed password hash, a dropped token, a session
+    # moved to another device, an extra row.
+    victim = env.mas("SELECT username FROM users u WHERE NOT deactivated_at IS NOT NULL AND NOT EXISTS "
+                     "(SELECT 1 FROM user_passwords p WHERE p.user_id = u.user_id) AND NOT EXISTS "
+                     "(SELECT 1 FROM compat_sessions s WHERE s.user_id = u.user_id) AND NOT EXISTS "
+                     "(SELECT 1 FROM user_emails e WHERE e.user_id = u.user_id) AND NOT EXISTS "
+                     "(SELECT 1 FROM user_unsupported_third_party_ids t WHERE t.user_id = u.user_id) AND NOT EXISTS "
+                     "(SELECT 1 FROM upstream_oauth_links l WHERE l.user_id = u.user_id) ORDER BY 1 LIMIT 1")[0][0]
+    env.mas("DELETE FROM users WHERE username = %s", (victim,))
+    hashed = env.mas("SELECT u.username FROM user_passwords p JOIN users u USING (user_id) ORDER BY 1 LIMIT 1")[0][0]
+    env.mas("UPDATE user_passwords SET hashed_password = hashed_password || 'x' "
+            "WHERE user_id = (SELECT user_id FROM users WHERE username = %s)", (hashed,))
+    dropped = env.mas("SELECT u.username, s.device_id, t.access_token FROM compat_access_tokens t "
+                      "JOIN compat_sessions s USING (compat_session_id) JOIN users u USING (user_id) "
+                      "WHERE s.device_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM compat_refresh_tokens r "
+                      "WHERE r.compat_access_token_id = t.compat_access_token_id) ORDER BY 1, 2 LIMIT 1")[0]
+    env.mas("DELETE FROM compat_access_tokens WHERE access_token = %s", (dropped[2],))
+    moved = env.mas("SELECT u.username, s.device_id FROM compat_sessions s JOIN users u USING (user_id) "
+                    "WHERE s.device_id IS NOT NULL AND s.device_id <> %s ORDER BY 1 DESC, 2 LIMIT 1",
+                    (dropped[1],))[0]
+    env.mas("UPDATE compat_sessions SET device_id = 'ELSEWHERE' WHERE device_id = %s "
+            "AND user_id = (SELECT user_id FROM users WHERE username = %s)", (moved[1], moved[0]))
+    env.mas("INSERT INTO users (user_id, username, created_at) VALUES "
+            "('01234567-89ab-cdef-0123-456789abcdef', 'intruder', timestamptz '2020-01-01')")
+    hashes = [row[0] for row in env.mas("SELECT hashed_password FROM user_passwords")]
+    synapse_before, mas_before = env.synapse_dump(), env.mas_dump()
+
+    run = verify_cli(env)
+    assert run.returncode == EXIT_MISMATCH, run.stdout + run.stderr
+    out = run.stdout
+    assert f"MISSING in MAS: users: 1 (e.g. @{victim}:{env.server_name})" in out
+    assert f"DIFFERENT in MAS: passwords: 1 (e.g. @{hashed}:{env.server_name})" in out
+    assert f"MISSING in MAS: access_tokens: 1 (e.g. @{dropped[0]}:{env.server_name} token " in out
+    assert f"DIFFERENT in MAS: device_sessions: 1 (e.g. @{moved[0]}:{env.server_name} {moved[1]})" in out
+    assert "UNEXPECTED in MAS: users: 1 (e.g. intruder)" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("MISMATCH: 2 missing, 2 different, 1 unexpected in users, passwords, "
+                           "device_sessions, access_tokens"), last
+    # Never a token or a hash in clear.
+    assert dropped[2] not in out and not any(h in out for h in hashes)
+    as_json = verify_cli(env, "--output", "json")
+    assert as_json.returncode == EXIT_MISMATCH
+    assert dropped[2] not in as_json.stdout and not any(h in as_json.stdout for h in hashes)
+    assert json.loads(as_json.stdout)["entities"]["access_tokens"]["missing"] == 1
+    assert env.synapse_dump() == synapse_before and env.mas_dump() == mas_before
+
+
+def test_a_login_on_synapse_after_the_import_is_a_change_not_damage(env):
+    imported(env)
+    conn = env.pg.connect(env.synapse_db)
+    try:
+        synapse = SynapseData(conn, env.server_name, seed=7)
+        user = env.mas("SELECT username FROM users WHERE deactivated_at IS NULL AND NOT is_guest "
+                       "ORDER BY 1 LIMIT 1")[0][0]
+        login = synapse.login(synapse.mxid(user), "NEWPHONE")
+    finally:
+        conn.close()
+
+    result = verify(env)
+    assert result["ok"] is True and result["exit_code"] == 0
+    assert result["synapse_changed_since_import"] is True
+    sessions, tokens = result["entities"]["device_sessions"], result["entities"]["access_tokens"]
+    assert (sessions["missing"], sessions["changed_in_synapse"]) == (0, 1)
+    assert sessions["examples"]["changed_in_synapse"] == [f"{login.user_id} NEWPHONE"]
+    assert (tokens["missing"], tokens["changed_in_synapse"]) == (0, 1)
+    assert "Synapse changed since the import: 2 row(s)" in result["verdict"]
+    run = verify_cli(env)
+    assert run.returncode == 0
+    assert f"CHANGED in Synapse since the import: device_sessions: 1 (e.g. {login.user_id} NEWPHONE)" in run.stdout
+    assert login.access_token not in run.stdout
+
+
+def test_nothing_to_verify_without_an_import(env):
+    run = verify_cli(env, "--output", "json")
+    assert run.returncode == 1
+    assert "no import by matrix.syn2mas" in json.loads(run.stdout)["error"]
