@@ -5,9 +5,10 @@
 
 The expected rows are recomputed from Synapse with the import's own stages (synapse_reader.STAGES)
 and the parameters the import recorded in its marker (the ids' seed, its clock, the provider
-mapping), so every MAS row, ids included, can be recomputed. Each side yields, per row, its key
-and an md5 of the row as text, computed by PostgreSQL with the values cast to MAS's column types;
-both streams come sorted by key and are merge-compared here, so memory stays flat whatever the
+mapping), so every MAS row, ids included, can be recomputed. Each side digests its rows in
+PostgreSQL (an md5 of the row as text, the values cast to MAS's column types) and sums them per
+bucket of keys; buckets that differ are then read row by row from both sides, sorted by key, and
+merge-compared here to name what is missing, different or unexpected. Memory stays flat whatever the
 size. Both databases are read in READ ONLY transactions: nothing is written to either.
 
 A row missing or different in MAS whose Synapse source is newer than the import (a login after
@@ -28,7 +29,7 @@ from .db import connect, database_conninfo, describe, first_line, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import detect as detect_mas_schema
 from .mas_writer import MARKER_PREFIX, MasWriter
-from .synapse_reader import STAGES, STATUS_REPAIRED, STATUS_SEPARATOR, SynapseReader, stage_params
+from .synapse_reader import STAGES, STATUS_REPAIRED, SynapseReader, stage_params
 
 APPLICATION_NAME = "syn2mas verify"
 EXIT_MISMATCH = 12
@@ -45,9 +46,10 @@ CHANGED_SINCE_IMPORT = {
     "emails": f"(t.added_at > %(imported_ms)s OR COALESCE(t.validated_at, 0) > %(imported_ms)s OR {NEWER_USER})",
     "other_threepids": f"(t.added_at > %(imported_ms)s OR {NEWER_USER})",
     "upstream_links": NEWER_USER,
-    "device_sessions": ("(COALESCE(d.last_seen, 0) > %(imported_ms)s OR EXISTS (SELECT 1 FROM access_tokens n"
-                        " WHERE n.user_id = d.user_id AND n.device_id = d.device_id"
-                        " AND n.id > %(high_access_token)s))"),
+    # The devices of tokens above the high water (few) come as a list: a subquery here would keep
+    # PostgreSQL from spreading the stage over parallel workers.
+    "device_sessions": ("(COALESCE(d.last_seen, 0) > %(imported_ms)s"
+                        " OR d.user_id || chr(31) || d.device_id = ANY(%(new_token_devices)s::text[]))"),
     "deviceless_sessions": NEWER_TOKEN,
     "access_tokens": NEWER_TOKEN,
     "refresh_tokens": f"(rt.id > %(high_refresh_token)s OR {NEWER_TOKEN})",
@@ -175,29 +177,114 @@ def _key_sql(key_exprs: list, types: list) -> str:
     return "(" + " || chr(31) || ".join(f"({e})::{t}::text" for e, t in zip(key_exprs, types)) + ') COLLATE "C"'
 
 
-def expected_query(stage, columns: list, types: dict, key: list) -> str:
-    """The stage's rows as verify reads them from Synapse: key, digest, example, changed, status."""
+# Rows are compared in buckets first: per bucket (the first hex digits of the md5 of the row's key),
+# a count and a sum of 60-bit row digests, computed by each database. Only the buckets that differ
+# are then read row by row, sorted by key, and merge-compared to name what is missing, different or
+# unexpected: a clean import moves a few thousand numbers per entity, not its rows.
+BUCKET_DIGITS = 3
+ROW_HASH = "('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint"
+
+
+def _bucket(key: str) -> str:
+    return f"substr(md5(({key})::text), 1, {BUCKET_DIGITS})"
+
+
+def _synapse_rows(stage, columns: list, types: dict, key: list) -> tuple:
+    """SQL for a stage's row as MAS must hold it, and for its key."""
     exprs = {**stage.columns, **stage.optional_columns}
-    row = ", ".join(f"({exprs[c]})::{types[c]}" for c in columns)
-    key_sql = _key_sql([exprs[c] for c in key], [types[c] for c in key])
+    row = "ROW(" + ", ".join(f"({exprs[c]})::{types[c]}" for c in columns) + ")"
+    return row, _key_sql([exprs[c] for c in key], [types[c] for c in key])
+
+
+def expected_buckets_query(stage, columns: list, types: dict, key: list) -> str:
+    """Per bucket of migrated rows ('#' and the bucket) and per skip reason: rows, digest sum, rows
+    changed since the import. Each expression is used once, so the planner can spread the stage
+    over parallel workers as it does for the import."""
+    row, key_sql = _synapse_rows(stage, columns, types, key)
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
-    migrated = f"(s.status IS NULL OR s.status = '{STATUS_REPAIRED}')"
-    # The inner query computes each row once (OFFSET 0 keeps it from being flattened).
-    return (f"SELECT CASE WHEN {migrated} THEN s.k END, CASE WHEN {migrated} THEN md5(s.r::text) END,"
-            f" s.example, s.changed, s.status\nFROM (SELECT {stage.status_case()} AS status, {key_sql} AS k,"
-            f" ROW({row}) AS r, ({stage.example})::text AS example, ({changed}) AS changed\n{stage.source}"
-            f"\nOFFSET 0) s\nORDER BY 1")
+    return (f"SELECT s.g, count(*), sum(s.h)::text, count(*) FILTER (WHERE s.changed)\n"
+            f"FROM (SELECT COALESCE({stage.skip_case()}, '#' || {_bucket(key_sql)}) AS g,"
+            f" {ROW_HASH.format(row=row)} AS h, ({changed}) AS changed\n{stage.source}) s\nGROUP BY 1")
 
 
-def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
-    """The MAS rows of a stage: key, digest, and whether MAS made the row after the import."""
+def expected_query(stage, columns: list, types: dict, key: list) -> str:
+    """The migrated rows of some buckets, sorted by key: key, digest, example, changed."""
+    row, key_sql = _synapse_rows(stage, columns, types, key)
+    changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
+    return (f"SELECT {key_sql}, md5({row}::text), ({stage.example})::text, ({changed})\n{stage.source}\n"
+            f"AND {stage.skip_case()} IS NULL AND {_bucket(key_sql)} = ANY(%(buckets)s)\nORDER BY 1")
+
+
+def _mas_rows(stage, table: str, columns: list, types: dict, key: list) -> str:
+    """The MAS rows of a stage: key, the row, and whether MAS made it after the import (a later
+    creation time and an id not of the import's shape)."""
     row = ", ".join(f"m.{c}" for c in columns)
     key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
     tag = _ID_TAG.search(stage.columns[key[0]].strip()) if len(key) == 1 else None
     own_id = f" AND right(m.{key[0]}::text, 4) <> '{tag.group(1)}'" if tag else ""
     added = f"(m.created_at > to_timestamp(%(imported_ms)s / 1000.0){own_id})"
     where = MAS_ROWS_OF_STAGE.get(stage.name, "true")
-    return f"SELECT {key_sql}, md5(ROW({row})::text), {added}\nFROM {table} m\nWHERE {where}\nORDER BY 1"
+    return f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added FROM {table} m WHERE {where}"
+
+
+def found_buckets_query(stage, table: str, columns: list, types: dict, key: list) -> str:
+    """Per bucket of the import's MAS rows: rows and digest sum; per bucket, rows MAS added since."""
+    return (f"SELECT {_bucket('s.k')}, count(*) FILTER (WHERE NOT s.added),"
+            f" sum({ROW_HASH.format(row='s.r')}) FILTER (WHERE NOT s.added)::text,"
+            f" count(*) FILTER (WHERE s.added)\n"
+            f"FROM ({_mas_rows(stage, table, columns, types, key)}) s\nGROUP BY 1")
+
+
+def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
+    """The MAS rows of some buckets, sorted by key: key, digest, added since the import."""
+    return (f"SELECT s.k, md5(s.r::text), s.added\nFROM ({_mas_rows(stage, table, columns, types, key)}) s\n"
+            f"WHERE {_bucket('s.k')} = ANY(%(buckets)s)\nORDER BY 1")
+
+
+def _fetch_all(conn, query: str, params: dict, holder: list) -> None:
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, params)
+            holder.append(cur.fetchall())
+    except BaseException as exc:  # handed to the caller, which raises it
+        holder.append(exc)
+
+
+def both(synapse_conn, synapse_query: str, mas_conn, mas_query: str, params: dict) -> tuple:
+    """Runs one query on each database at once; returns both results."""
+    results: tuple = ([], [])
+    thread = threading.Thread(target=_fetch_all, args=(synapse_conn, synapse_query, params, results[0]), daemon=True)
+    thread.start()
+    _fetch_all(mas_conn, mas_query, params, results[1])
+    thread.join()
+    for holder in results:
+        if isinstance(holder[0], BaseException):
+            raise DatabaseError(f"reading failed: {first_line(holder[0])}")
+    return results[0][0], results[1][0]
+
+
+def compare_buckets(report: EntityReport, expected_rows: list, found_rows: list) -> list:
+    """Counts what the buckets prove (rows found, skips, rows added by MAS); returns the buckets
+    that differ, to be compared row by row."""
+    expected = {}
+    for group, count, digest_sum, _changed in expected_rows:
+        if group.startswith("#"):
+            expected[group[1:]] = (count, digest_sum)
+        else:
+            report.skipped[group] = report.skipped.get(group, 0) + count
+    found = {}
+    for bucket, count, digest_sum, added in found_rows:
+        report.added_in_mas += added
+        if count:
+            found[bucket] = (count, digest_sum)
+    differing = []
+    for bucket in sorted(set(expected) | set(found)):
+        if expected.get(bucket) == found.get(bucket):
+            report.expected += expected[bucket][0]
+            report.found += expected[bucket][0]
+        else:
+            differing.append(bucket)
+    return differing
 
 
 class _Stream:
@@ -234,12 +321,13 @@ class _Stream:
 
 
 def compare(report: EntityReport, expected, found, limit: int) -> list:
-    """Merges the two sorted streams into the report; returns the keys of unexpected MAS rows
-    that the report names (looked up afterwards, so MAS's stream carries no names)."""
+    """Merges two streams sorted by key (expected: key, digest, example, changed; found: key,
+    digest, added) into the report; returns the keys of unexpected MAS rows that the report names
+    (looked up afterwards, so MAS's stream carries no names)."""
     unexpected_keys = []
     exp = iter(expected)
     fnd = iter(found)
-    e = _next_expected(exp, report)
+    e = next(exp, None)
     f = next(fnd, None)
     while e is not None or f is not None:
         if f is None or (e is not None and e[0] < f[0]):
@@ -250,11 +338,9 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
             else:
                 report.missing += 1
                 report.example("missing", e[2], limit)
-            e = _next_expected(exp, report)
+            e = next(exp, None)
         elif e is None or f[0] < e[0]:
-            if f[2]:
-                report.added_in_mas += 1
-            else:
+            if not f[2]:  # rows MAS added were counted with the buckets
                 report.unexpected += 1
                 if len(unexpected_keys) < limit:
                     unexpected_keys.append(f[0])
@@ -269,19 +355,9 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
             else:
                 report.different += 1
                 report.example("different", e[2], limit)
-            e = _next_expected(exp, report)
+            e = next(exp, None)
             f = next(fnd, None)
     return unexpected_keys
-
-
-def _next_expected(rows, report: EntityReport):
-    """The next migrated Synapse row; skipped ones (NULL keys, sorted last) are counted by reason."""
-    for row in rows:
-        if row[0] is not None:
-            return row
-        reason = (row[4] or "").split(STATUS_SEPARATOR, 1)[0]
-        report.skipped[reason] = report.skipped.get(reason, 0) + 1
-    return None
 
 
 def _name_unexpected(mas_conn, stage, table: str, key: list, types: dict, keys: list) -> list:
@@ -310,6 +386,10 @@ def run_verify(options: VerifyOptions) -> dict:
 
 def _read_only(conn) -> None:
     conn.rollback()
+    with conn.cursor() as cur:
+        # As the import's reader: memory for the per-bucket aggregates, and parallel workers.
+        cur.execute("SET work_mem = '64MB'; SET parallel_tuple_cost = 0.001; SET parallel_setup_cost = 100")
+    conn.commit()
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
 
 
@@ -344,6 +424,10 @@ def _run_verify(options: VerifyOptions) -> dict:
         reader = SynapseReader(synapse_conn, server_name)
         reader.begin_snapshot(lock=False)
         params = replay_params(server_name, replay)
+        with synapse_conn.cursor() as cur:
+            cur.execute("SELECT user_id || chr(31) || device_id FROM access_tokens WHERE id > %s "
+                        "AND device_id IS NOT NULL", (params["high_access_token"],))
+            params["new_token_devices"] = [row[0] for row in cur.fetchall()]
         imported = marker.get("migrated") or {}
 
         entities = []
@@ -352,11 +436,17 @@ def _run_verify(options: VerifyOptions) -> dict:
             columns = schema.target_columns(stage.table)
             types, key = _mas_columns(mas_conn, stage.table)
             report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
-            expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
-                               expected_query(stage, columns, types, key), params)
-            found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
-                            found_query(stage, stage.table, columns, types, key), params)
-            keys = compare(report, expected, found, options.examples)
+            differing = compare_buckets(report, *both(
+                synapse_conn, expected_buckets_query(stage, columns, types, key),
+                mas_conn, found_buckets_query(stage, stage.table, columns, types, key), params))
+            keys = []
+            if differing:
+                drill = dict(params, buckets=differing)
+                expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
+                                   expected_query(stage, columns, types, key), drill)
+                found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
+                                found_query(stage, stage.table, columns, types, key), drill)
+                keys = compare(report, expected, found, options.examples)
             if not stage.report_skips:  # another stage reports these skips
                 report.skipped = {}
             report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys)
