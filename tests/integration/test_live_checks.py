@@ -122,3 +122,72 @@ def test_synapse_down_is_an_error(synapse_configs):
     checks = by_check(result)
     assert checks["synapse_health"]["level"] == ERROR and "no answer" in checks["synapse_health"]["message"]
     assert result["ok"] is False
+
+
+class StandInMas(http.server.BaseHTTPRequestHandler):
+    """A stand-in for MAS's HTTP API (MAS itself does not run in these tests): /health, its OpenID
+    configuration with the issuer given to the server, and the compatibility login's flows."""
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        issuer = self.server.issuer
+        documents = {
+            "/health": None,
+            "/.well-known/openid-configuration": {"issuer": issuer, "account_management_uri": issuer + "account/"},
+            "/_matrix/client/v3/login": {"flows": [
+                {"type": "m.login.sso", "org.matrix.msc3824.delegated_oidc_compatibility": True},
+                {"type": "m.login.password"}]},
+        }
+        if self.path not in documents:
+            self.send_error(404)
+            return
+        body = b"ok" if documents[self.path] is None else json.dumps(documents[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json" if documents[self.path] is not None else "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stand_in_mas():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StandInMas)
+    server.issuer = ISSUER
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_with_mas_answering_every_check_is_proven_and_a_wrong_issuer_is_named(synapse_configs, static_site,
+                                                                              stand_in_mas):
+    if synapse_configs["version"] != synapse_schema.LATEST:
+        pytest.skip("the checks of MAS are the same for every Synapse release")
+    root, well_known_url = static_site
+    (root / ".well-known" / "matrix" / "client").write_text(json.dumps({
+        "org.matrix.msc2965.authentication": {"issuer": ISSUER, "account": ISSUER + "account/"}}))
+    server, mas_url = stand_in_mas
+    config = yaml.safe_load(synapse_configs["delegated"].read_text())
+    config["matrix_authentication_service"]["endpoint"] = mas_url + "/"
+    delegated = synapse_configs["work"] / "delegated-to-stand-in.yaml"
+    delegated.write_text(yaml.safe_dump(config))
+    options = LiveOptions(synapse_url=synapse_configs["url"], mas_url=mas_url, issuer=ISSUER,
+                          well_known_url=well_known_url, timeout=5)
+    synapse = Synapse(synapse_configs["version"], [delegated], synapse_configs["work"], "stand-in").start()
+    try:
+        wait_healthy(synapse, synapse_configs["url"])
+        result = run_live_checks(options)
+        assert result["verdict"] == "live checks passed: 7 of 7", result
+        assert by_check(result)["auth_metadata"]["message"] == f"Synapse's auth metadata names MAS's issuer {ISSUER}"
+        # The MAS that answers is not the one migrated: its issuer is another.
+        server.issuer = "https://other.test.local/"
+        result = run_live_checks(options)
+    finally:
+        synapse.stop()
+    checks = by_check(result)
+    assert checks["mas_openid_configuration"]["level"] == ERROR
+    assert "'https://other.test.local/'" in checks["mas_openid_configuration"]["message"]
+    assert checks["mas_health"]["level"] == OK and checks["mas_compat_login"]["level"] == OK

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
+from tests.support.ansible_run import run_tasks
 from tests.support.synapse_data import SynapseData, populate_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,3 +147,28 @@ def test_nothing_to_verify_without_an_import(env):
     run = verify_cli(env, "--output", "json")
     assert run.returncode == 1
     assert "no import by matrix.syn2mas" in json.loads(run.stdout)["error"]
+
+
+def test_module_in_check_mode_and_for_real_fails_on_damage_only(env, tmp_path):
+    imported(env)
+    task = {"matrix.syn2mas.syn2mas_verify": {"synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}}
+    mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
+    for check in (True, False):
+        run = run_tasks(tmp_path, [task], check=check)
+        result = run.result
+        assert not result.get("failed"), result
+        assert result["changed"] is False and result["ok"] is True
+        assert result["verdict"] == [result["data"]["verdict"]]
+        assert result["verdict"][0].endswith(" rows in 9 entities, 0 missing")
+    assert env.mas_dump() == mas_before and env.synapse_dump() == synapse_before
+
+    token = env.mas("SELECT access_token FROM compat_access_tokens ORDER BY 1 LIMIT 1")[0][0]
+    env.mas("UPDATE compat_access_tokens SET expires_at = timestamptz '2031-01-01' WHERE access_token = %s", (token,))
+    run = run_tasks(tmp_path, [task])
+    assert run.result["failed"] is True
+    assert run.result["msg"].startswith("MISMATCH: 0 missing, 1 different, 0 unexpected in access_tokens")
+    assert run.result["data"]["entities"]["access_tokens"]["different"] == 1
+    assert token not in run.stdout
+    relaxed = {"matrix.syn2mas.syn2mas_verify": dict(task["matrix.syn2mas.syn2mas_verify"], fail_on_mismatch=False)}
+    run = run_tasks(tmp_path, [relaxed])
+    assert not run.result.get("failed") and run.result["ok"] is False

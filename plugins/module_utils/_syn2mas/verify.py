@@ -170,6 +170,10 @@ def _mas_columns(conn, table: str) -> tuple:
     return types, key
 
 
+def _is_uuid(key: list, types: dict) -> bool:
+    return len(key) == 1 and types[key[0]] == "uuid"
+
+
 def _key_sql(key_exprs: list, types: list) -> str:
     """A sort key both sides order alike: a uuid as it is, else the columns as text joined by US."""
     if len(key_exprs) == 1 and types[0] == "uuid":
@@ -185,60 +189,67 @@ BUCKET_DIGITS = 3
 ROW_HASH = "('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint"
 
 
-def _bucket(key: str) -> str:
+def _bucket(key: str, is_uuid: bool) -> str:
+    """The bucket of a key. An id's text from its 15th character on is the hash part of the
+    import's ids (and random in MAS's own ULIDs): no md5 needed for it."""
+    if is_uuid:
+        return f"substr(({key})::text, 15, {BUCKET_DIGITS})"
     return f"substr(md5(({key})::text), 1, {BUCKET_DIGITS})"
 
 
 def _synapse_rows(stage, columns: list, types: dict, key: list) -> tuple:
-    """SQL for a stage's row as MAS must hold it, and for its key."""
+    """SQL for a stage's row as MAS must hold it, its key and its bucket."""
     exprs = {**stage.columns, **stage.optional_columns}
     row = "ROW(" + ", ".join(f"({exprs[c]})::{types[c]}" for c in columns) + ")"
-    return row, _key_sql([exprs[c] for c in key], [types[c] for c in key])
+    key_sql = _key_sql([exprs[c] for c in key], [types[c] for c in key])
+    return row, key_sql, _bucket(key_sql, _is_uuid(key, types))
 
 
 def expected_buckets_query(stage, columns: list, types: dict, key: list) -> str:
     """Per bucket of migrated rows ('#' and the bucket) and per skip reason: rows, digest sum, rows
     changed since the import. Each expression is used once, so the planner can spread the stage
     over parallel workers as it does for the import."""
-    row, key_sql = _synapse_rows(stage, columns, types, key)
+    row, _key, bucket = _synapse_rows(stage, columns, types, key)
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
     return (f"SELECT s.g, count(*), sum(s.h)::text, count(*) FILTER (WHERE s.changed)\n"
-            f"FROM (SELECT COALESCE({stage.skip_case()}, '#' || {_bucket(key_sql)}) AS g,"
+            f"FROM (SELECT COALESCE({stage.skip_case()}, '#' || {bucket}) AS g,"
             f" {ROW_HASH.format(row=row)} AS h, ({changed}) AS changed\n{stage.source}) s\nGROUP BY 1")
 
 
 def expected_query(stage, columns: list, types: dict, key: list) -> str:
     """The migrated rows of some buckets, sorted by key: key, digest, example, changed."""
-    row, key_sql = _synapse_rows(stage, columns, types, key)
+    row, key_sql, bucket = _synapse_rows(stage, columns, types, key)
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
     return (f"SELECT {key_sql}, md5({row}::text), ({stage.example})::text, ({changed})\n{stage.source}\n"
-            f"AND {stage.skip_case()} IS NULL AND {_bucket(key_sql)} = ANY(%(buckets)s)\nORDER BY 1")
+            f"AND {stage.skip_case()} IS NULL AND {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
-def _mas_rows(stage, table: str, columns: list, types: dict, key: list) -> str:
-    """The MAS rows of a stage: key, the row, and whether MAS made it after the import (a later
-    creation time and an id not of the import's shape)."""
+def _mas_rows(stage, table: str, columns: list, types: dict, key: list) -> tuple:
+    """The MAS rows of a stage (key, the row, and whether MAS made it after the import: a later
+    creation time and an id not of the import's shape), and the SQL of a row's bucket."""
     row = ", ".join(f"m.{c}" for c in columns)
     key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
     tag = _ID_TAG.search(stage.columns[key[0]].strip()) if len(key) == 1 else None
     own_id = f" AND right(m.{key[0]}::text, 4) <> '{tag.group(1)}'" if tag else ""
     added = f"(m.created_at > to_timestamp(%(imported_ms)s / 1000.0){own_id})"
     where = MAS_ROWS_OF_STAGE.get(stage.name, "true")
-    return f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added FROM {table} m WHERE {where}"
+    rows = f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added FROM {table} m WHERE {where}"
+    return rows, _bucket("s.k", _is_uuid(key, types))
 
 
 def found_buckets_query(stage, table: str, columns: list, types: dict, key: list) -> str:
     """Per bucket of the import's MAS rows: rows and digest sum; per bucket, rows MAS added since."""
-    return (f"SELECT {_bucket('s.k')}, count(*) FILTER (WHERE NOT s.added),"
+    rows, bucket = _mas_rows(stage, table, columns, types, key)
+    return (f"SELECT {bucket}, count(*) FILTER (WHERE NOT s.added),"
             f" sum({ROW_HASH.format(row='s.r')}) FILTER (WHERE NOT s.added)::text,"
-            f" count(*) FILTER (WHERE s.added)\n"
-            f"FROM ({_mas_rows(stage, table, columns, types, key)}) s\nGROUP BY 1")
+            f" count(*) FILTER (WHERE s.added)\nFROM ({rows}) s\nGROUP BY 1")
 
 
 def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
     """The MAS rows of some buckets, sorted by key: key, digest, added since the import."""
-    return (f"SELECT s.k, md5(s.r::text), s.added\nFROM ({_mas_rows(stage, table, columns, types, key)}) s\n"
-            f"WHERE {_bucket('s.k')} = ANY(%(buckets)s)\nORDER BY 1")
+    rows, bucket = _mas_rows(stage, table, columns, types, key)
+    return (f"SELECT s.k, md5(s.r::text), s.added\nFROM ({rows}) s\n"
+            f"WHERE {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
 def _fetch_all(conn, query: str, params: dict, holder: list) -> None:
