@@ -61,6 +61,13 @@ MAS_ROWS_OF_STAGE = {
     "deviceless_sessions": "device_id IS NULL",
 }
 
+# What MAS itself changes in the import's rows once it runs: such a row differing is MAS at work,
+# not damage (columns the import writes from Synapse's past, so never later than the import).
+CHANGED_BY_MAS = {
+    "users": "(m.locked_at > {t} OR m.deactivated_at > {t})",
+    "compat_sessions": "m.last_active_at > {t}",
+}
+
 # How a MAS row is named in a report when only MAS has it: its user, and what tells it apart;
 # never a token or a hash.
 MAS_LABELS = {
@@ -109,6 +116,7 @@ class EntityReport:
     unexpected: int = 0
     changed_in_synapse: int = 0  # missing or different because Synapse changed after the import
     added_in_mas: int = 0  # rows MAS made itself after the import
+    changed_in_mas: int = 0  # rows MAS itself changed after the import (a session used, a user locked)
     skipped: dict = field(default_factory=dict)  # reason -> count, as the import skips them
     examples: dict = field(default_factory=dict)  # kind -> [names]
     seconds: float = 0.0
@@ -126,7 +134,7 @@ class EntityReport:
         return {"entity": self.name, "table": self.table, "imported": self.imported, "expected": self.expected,
                 "found": self.found, "missing": self.missing, "different": self.different,
                 "unexpected": self.unexpected, "changed_in_synapse": self.changed_in_synapse,
-                "added_in_mas": self.added_in_mas, "skipped": self.skipped,
+                "added_in_mas": self.added_in_mas, "changed_in_mas": self.changed_in_mas, "skipped": self.skipped,
                 "examples": {k: v for k, v in self.examples.items() if v}, "seconds": round(self.seconds, 3)}
 
 
@@ -186,7 +194,13 @@ def _key_sql(key_exprs: list, types: list) -> str:
 # are then read row by row, sorted by key, and merge-compared to name what is missing, different or
 # unexpected: a clean import moves a few thousand numbers per entity, not its rows.
 BUCKET_DIGITS = 3
-ROW_HASH = "('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint"
+# A row's 64-bit digest: PostgreSQL 14 and newer hash the row's values as they are, with each type's
+# own hash function (as hash partitioning does, so stable across releases); older ones hash the row
+# as text, several times slower.
+ROW_HASHES = {
+    "hash_record": "hash_record_extended({row}, 0)",
+    "md5": "('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint",
+}
 
 
 def _bucket(key: str, is_uuid: bool) -> str:
@@ -205,7 +219,7 @@ def _synapse_rows(stage, columns: list, types: dict, key: list) -> tuple:
     return row, key_sql, _bucket(key_sql, _is_uuid(key, types))
 
 
-def expected_buckets_query(stage, columns: list, types: dict, key: list) -> str:
+def expected_buckets_query(stage, columns: list, types: dict, key: list, row_hash: str = "md5") -> str:
     """Per bucket of migrated rows ('#' and the bucket) and per skip reason: rows, digest sum, rows
     changed since the import. Each expression is used once, so the planner can spread the stage
     over parallel workers as it does for the import."""
@@ -213,7 +227,7 @@ def expected_buckets_query(stage, columns: list, types: dict, key: list) -> str:
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
     return (f"SELECT s.g, count(*), sum(s.h)::text, count(*) FILTER (WHERE s.changed)\n"
             f"FROM (SELECT COALESCE({stage.skip_case()}, '#' || {bucket}) AS g,"
-            f" {ROW_HASH.format(row=row)} AS h, ({changed}) AS changed\n{stage.source}) s\nGROUP BY 1")
+            f" {ROW_HASHES[row_hash].format(row=row)} AS h, ({changed}) AS changed\n{stage.source}) s\nGROUP BY 1")
 
 
 def expected_query(stage, columns: list, types: dict, key: list) -> str:
@@ -231,24 +245,27 @@ def _mas_rows(stage, table: str, columns: list, types: dict, key: list) -> tuple
     key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
     tag = _ID_TAG.search(stage.columns[key[0]].strip()) if len(key) == 1 else None
     own_id = f" AND right(m.{key[0]}::text, 4) <> '{tag.group(1)}'" if tag else ""
-    added = f"(m.created_at > to_timestamp(%(imported_ms)s / 1000.0){own_id})"
+    imported_at = "to_timestamp(%(imported_ms)s / 1000.0)"
+    added = f"(m.created_at > {imported_at}{own_id})"
+    touched = CHANGED_BY_MAS.get(table, "false").format(t=imported_at)
     where = MAS_ROWS_OF_STAGE.get(stage.name, "true")
-    rows = f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added FROM {table} m WHERE {where}"
+    rows = (f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added, COALESCE({touched}, false) AS touched"
+            f" FROM {table} m WHERE {where}")
     return rows, _bucket("s.k", _is_uuid(key, types))
 
 
-def found_buckets_query(stage, table: str, columns: list, types: dict, key: list) -> str:
+def found_buckets_query(stage, table: str, columns: list, types: dict, key: list, row_hash: str = "md5") -> str:
     """Per bucket of the import's MAS rows: rows and digest sum; per bucket, rows MAS added since."""
     rows, bucket = _mas_rows(stage, table, columns, types, key)
     return (f"SELECT {bucket}, count(*) FILTER (WHERE NOT s.added),"
-            f" sum({ROW_HASH.format(row='s.r')}) FILTER (WHERE NOT s.added)::text,"
+            f" sum({ROW_HASHES[row_hash].format(row='s.r')}) FILTER (WHERE NOT s.added)::text,"
             f" count(*) FILTER (WHERE s.added)\nFROM ({rows}) s\nGROUP BY 1")
 
 
 def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
-    """The MAS rows of some buckets, sorted by key: key, digest, added since the import."""
+    """The MAS rows of some buckets, sorted by key: key, digest, added and changed by MAS since the import."""
     rows, bucket = _mas_rows(stage, table, columns, types, key)
-    return (f"SELECT s.k, md5(s.r::text), s.added\nFROM ({rows}) s\n"
+    return (f"SELECT s.k, md5(s.r::text), s.added, s.touched\nFROM ({rows}) s\n"
             f"WHERE {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
@@ -360,6 +377,8 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
             report.expected += 1
             if e[1] == f[1]:
                 report.found += 1
+            elif f[3]:
+                report.changed_in_mas += 1
             elif e[3]:
                 report.changed_in_synapse += 1
                 report.example("changed_in_synapse", e[2], limit)
@@ -440,6 +459,7 @@ def _run_verify(options: VerifyOptions) -> dict:
                         "AND device_id IS NOT NULL", (params["high_access_token"],))
             params["new_token_devices"] = [row[0] for row in cur.fetchall()]
         imported = marker.get("migrated") or {}
+        row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
 
         entities = []
         for index, stage in enumerate(STAGES):
@@ -448,8 +468,8 @@ def _run_verify(options: VerifyOptions) -> dict:
             types, key = _mas_columns(mas_conn, stage.table)
             report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
             differing = compare_buckets(report, *both(
-                synapse_conn, expected_buckets_query(stage, columns, types, key),
-                mas_conn, found_buckets_query(stage, stage.table, columns, types, key), params))
+                synapse_conn, expected_buckets_query(stage, columns, types, key, row_hash),
+                mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params))
             keys = []
             if differing:
                 drill = dict(params, buckets=differing)
@@ -478,7 +498,7 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
     rows = sum(e.expected for e in entities)
     totals = {k: sum(getattr(e, k) for e in entities)
               for k in ("expected", "found", "missing", "different", "unexpected", "changed_in_synapse",
-                        "added_in_mas")}
+                        "added_in_mas", "changed_in_mas")}
     ok = totals["missing"] == 0 and totals["different"] == 0 and totals["unexpected"] == 0
     result = {
         "ok": ok, "changed": False, "server_name": server_name, "mas_release": release,
@@ -505,6 +525,9 @@ def verdict(result: dict, rows: int, entities: int) -> str:
         changed = [e["entity"] for e in result["entities"].values() if e["changed_in_synapse"]]
         line += (f"; Synapse changed since the import: {totals['changed_in_synapse']} row(s) newer than it "
                  f"({', '.join(changed)}), not in MAS")
+    if totals["changed_in_mas"] or totals["added_in_mas"]:
+        line += (f"; MAS at work since the import: {totals['changed_in_mas']} row(s) changed (sessions used, users "
+                 f"locked or deactivated), {totals['added_in_mas']} added")
     return line
 
 
@@ -512,13 +535,13 @@ def format_human(result: dict) -> str:
     """A table per entity, the named examples of every discrepancy, and the verdict last."""
     lines = [f"Verify of the import of {result['server_name']} made {result.get('imported_at')}, "
              f"MAS {result['mas_release']} against Synapse's database, in {result['duration_seconds']:.1f}s"]
-    heads = ("expected", "found", "missing", "different", "unexpected", "changed", "added")
+    heads = ("expected", "found", "missing", "different", "unexpected", "syn.changed", "mas.changed", "mas.added")
     width = max(len(name) for name in result["entities"])
-    lines.append(f"  {'entity'.ljust(width)}  " + "  ".join(f"{h:>10}" for h in heads))
+    lines.append(f"  {'entity'.ljust(width)}  " + "  ".join(f"{h:>11}" for h in heads))
     for name, e in result["entities"].items():
         values = (e["expected"], e["found"], e["missing"], e["different"], e["unexpected"],
-                  e["changed_in_synapse"], e["added_in_mas"])
-        lines.append(f"  {name.ljust(width)}  " + "  ".join(f"{v:>10,}" for v in values))
+                  e["changed_in_synapse"], e["changed_in_mas"], e["added_in_mas"])
+        lines.append(f"  {name.ljust(width)}  " + "  ".join(f"{v:>11,}" for v in values))
     for name, e in result["entities"].items():
         for reason, count in sorted(e["skipped"].items()):
             lines.append(f"  {name}: {count:,} skipped as the import skips them: {reason}")
