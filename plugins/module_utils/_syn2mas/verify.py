@@ -29,7 +29,7 @@ from .db import connect, database_conninfo, describe, first_line, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import detect as detect_mas_schema
 from .mas_writer import MARKER_PREFIX, MasWriter
-from .synapse_reader import STAGES, STATUS_REPAIRED, SynapseReader, stage_params
+from .synapse_reader import STAGES, SynapseReader, stage_params
 
 APPLICATION_NAME = "syn2mas verify"
 EXIT_MISMATCH = 12
