@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from . import mas_schema
+from . import mas_schema, reverse_proxy
 from .config import load_mas_config, load_synapse_config, provider_mapping
 from .db import connect, database_conninfo, describe, first_line
 from .errors import ConfigError, RefusedError, Syn2masError
+from .files import LOCAL_FILES
 from .mas_writer import ADVISORY_LOCK_KEY, MasWriter
 from .synapse_reader import (
     SKIP_APPSERVICE, SKIP_TOO_LONG, SKIP_USER_MISSING, STAGES, SynapseReader, stage_params,
@@ -128,6 +129,9 @@ CHECKS = {
     "mas_tos_uri_missing": (MAS_CONFIG, "branding.tos_uri"),
     "oidc_provider_not_in_mas": (MAS_CONFIG, "Synapse OIDC providers without a MAS provider"),
     "sso_provider_unmapped": (MAS_CONFIG, "SSO providers in use without synapse_idp_id"),
+    "mas_compat_resource": (MAS_CONFIG, "http.listeners resources: compat (legacy login, logout, refresh)"),
+    "compat_routes_reach_mas": (MAS_CONFIG, "the reverse proxy sends /login, /logout and /refresh to MAS "
+                                            "(when its nginx file or the public URL is given)"),
     "mas_database_config": (MAS_DB, "MAS's database section"),
     "mas_database_unreachable": (MAS_DB, "connecting to MAS's database"),
     "mas_running": (MAS_DB, "other clients of MAS's database"),
@@ -147,6 +151,11 @@ class AdvisorOptions:
     upstream_provider_mapping: list = field(default_factory=list)
     # True right before the real import: a running Synapse (or MAS) is then an ERROR.
     for_real_import: bool = False
+    # The reverse proxy, when given: its nginx file, and/or the homeserver's public URL to probe
+    # (MAS reached directly, to compare answers with).
+    reverse_proxy_config: str = ""
+    public_url: str = ""
+    mas_url: str = ""
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -244,6 +253,7 @@ class _Advisor:
         if self.synapse is not None:
             self.check_sso_links()
         self.check_mas_database()
+        self.check_reverse_proxy()
 
     def load_synapse(self) -> None:
         try:
@@ -1040,6 +1050,19 @@ class _Advisor:
                          f"MAS's database has no upstream provider row for {names}: the import refuses to run",
                          f"{where}, table upstream_oauth_providers ({missing[0].source})",
                          "Run `mas-cli config sync` (or start MAS once) with the config that defines these providers")
+
+    # -- MAS's compatibility layer (reverse_proxy.py) ------------------------------------------
+
+    def check_reverse_proxy(self) -> None:
+        if self.mas is not None:
+            for finding in reverse_proxy.compat_listener_findings(self.mas.raw, self.mas.where):
+                self.add(**finding)
+            public = self.synapse.raw.get("public_baseurl") if self.synapse is not None else None
+            self.summary["reverse_proxy"] = reverse_proxy.proxy_needs(public, self.mas.raw)
+        options = self.options
+        for finding in reverse_proxy.proxy_routes_findings(options.reverse_proxy_config, options.public_url,
+                                                           options.mas_url, LOCAL_FILES.read_text):
+            self.add(**finding)
 
     # -- result -----------------------------------------------------------------------------
 
