@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import mas_schema
+from . import errors, mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from . import errors
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
 from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
+from .verify import replay_record
 
 VERSION = "0.1.0"
 APPLICATION_NAME = "syn2mas"
@@ -325,6 +325,8 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 "run_id": run_id, "synapse_fingerprint": fingerprint,
+                # What `syn2mas --command verify` needs to recompute the import's rows and ids.
+                "replay": replay_record(reader, params, links),
             })
             run.phase = "committing MAS's transaction"
             # From here the outcome is MAS's: a signal no longer stops the run, which reports it.
