@@ -14,7 +14,9 @@ commit cannot fail the run).
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -88,6 +90,15 @@ def stage_report(stage, pipe, seconds: float) -> StageReport:
 def _event(options: ImportOptions, **event) -> None:
     if options.progress:
         options.progress(event)
+
+
+def _test_point(name: str) -> None:
+    """Test-only, inert unless SYN2MAS_TEST_KILL_AT / SYN2MAS_TEST_PAUSE_AT names this point: the
+    reliability suite kills the run here (SIGKILL) or stops it (SIGSTOP) to cut a connection."""
+    if os.environ.get("SYN2MAS_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("SYN2MAS_TEST_PAUSE_AT") == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _check_configs(options: ImportOptions):
@@ -217,6 +228,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
     try:
         run.phase = "checking MAS's database"
         writer.try_lock()
+        _test_point("mas-checked")
         schema = mas_schema.detect(mas_conn)
         warnings.extend(schema.warnings)
         result = {
@@ -260,6 +272,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
 
         run.phase = "locking Synapse's tables"
         reader.begin_snapshot(lock=not options.dry_run, lock_wait_seconds=options.lock_wait_seconds)
+        _test_point("synapse-locked")
         run.phase = "checking Synapse's data"
         fingerprint = reader.fingerprint()
         count, examples = reader.users_with_wrong_server_name()
@@ -275,10 +288,12 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         estimates = reader.estimated_rows()
         run.phase = "locking MAS's tables"
         writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
+        _test_point("mas-locked")
         if provisional:
             writer.add_provisional_providers(provisional)
         run.phase = "dropping MAS's constraints and indexes"
         writer.drop_constraints_and_indexes()
+        _test_point("constraints-dropped")
         reports = {}
         for stage in STAGES:
             run.phase = f"stage {stage.name}"
@@ -286,6 +301,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             stage_started = time.monotonic()
 
             def on_rows(rows, _stage=stage, _t=stage_started):
+                _test_point(f"copying-{_stage.name}")
                 # The total is the planner's estimate of the source table (exact counts cost a pass).
                 _event(options, stage=_stage.name, rows=rows, total=estimates.get(_stage.source_table),
                        elapsed=time.monotonic() - _t)
@@ -301,11 +317,17 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                     f"stage {stage.name}: MAS took {written} rows but {pipe.rows} were sent; nothing was written to MAS"
                 )
             _event(options, stage=stage.name, rows=written, total=written, elapsed=report.seconds, done=True)
+            _test_point(f"copied-{stage.name}")
 
         run.phase = "rebuilding MAS's indexes and constraints"
         rebuild_started = time.monotonic()
-        writer.rebuild(on_step=lambda name, i, n: _event(options, stage="rebuild", message=name, rows=i, total=n,
-                                                         elapsed=time.monotonic() - rebuild_started))
+        def on_step(name, index, steps):
+            _test_point(f"rebuild-{name}")
+            _event(options, stage="rebuild", message=name, rows=index, total=steps,
+                   elapsed=time.monotonic() - rebuild_started)
+
+        writer.rebuild(on_step=on_step)
+        _test_point("rebuilt")
         rebuild_seconds = time.monotonic() - rebuild_started
 
         counts = {name: report.as_dict() for name, report in reports.items()}
@@ -328,10 +350,13 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids.
                 "replay": replay_record(reader, params, links),
             })
+            _test_point("marker-written")
             run.phase = "committing MAS's transaction"
             # From here the outcome is MAS's: a signal no longer stops the run, which reports it.
             errors.defer_interrupts()
+            _test_point("before-commit")
             _commit(writer, mas_conninfo, run_id, warnings)
+            _test_point("committed")
             note = reader.end_snapshot_after_commit()
             if note:
                 warnings.append(note)
