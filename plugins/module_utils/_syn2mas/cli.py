@@ -302,7 +302,11 @@ def _main(argv, out, err) -> int:
                 parser.error("--command advisor|migrate|verify is required")
         except UsageError as exc:
             parser.print_usage(err)
-            return _fail(out, err, as_json, command, str(exc), EXIT_USAGE, _command_line_secrets(args))
+            # `--colour blue`: argparse blames `blue` (taken for the COMMAND); the unknown option is the cause.
+            unknown = [name for name in (a.split("=", 1)[0] for a in argv if a.startswith("--"))
+                       if not any(option.startswith(name) for option in parser._option_string_actions)]
+            message = f"unrecognized arguments: {' '.join(unknown)}" if unknown else str(exc)
+            return _fail(out, err, as_json, command, message, EXIT_USAGE, _command_line_secrets(args))
         secrets = _command_line_secrets(args)
         try:
             if command == "migrate":

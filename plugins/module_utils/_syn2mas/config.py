@@ -105,6 +105,11 @@ class SynapseConfig:
     @property
     def server_name(self) -> str:
         value = self.raw.get("server_name")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(
+                f"{self.where('server_name')}: expected the homeserver's domain as a string (e.g. "
+                f"`server_name: example.com`), found {type(value).__name__}"
+            )
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(
                 f"{', '.join(self.files)}: server_name is missing or empty (it is the homeserver's "

@@ -89,8 +89,27 @@ def parsed(conninfo: dict) -> dict:
             raise InvalidUriError(f"invalid database URI: {reason.replace('invalid dsn: ', '')}") from None
         for key in SECRET_KEYS:
             remember_secret(result.get(key))
-    result.update({k: v for k, v in conninfo.items() if k != "dsn"})
+    keywords = {k: v for k, v in conninfo.items() if k != "dsn"}
+    if keywords and psycopg2 is not None:
+        try:  # an unknown keyword (a typo in the config) named here, not as a failed connection
+            psycopg2.extensions.make_dsn(**keywords)
+        except psycopg2.ProgrammingError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
+            raise InvalidUriError(f"invalid connection settings: {reason.replace('invalid dsn: ', '')}") from None
+    result.update(keywords)
     return result
+
+
+def same_database(conn, other) -> bool:
+    """Whether `other` is connected to the very database that `conn` is (found by conn's session)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+        pid, started = cur.fetchone()
+    with other.cursor() as cur:
+        # backend_start is hidden from a role without rights on conn's session: then the pid decides.
+        cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND datname = current_database() "
+                    "AND (backend_start = %s OR backend_start IS NULL)", (pid, started))
+        return cur.fetchone() is not None
 
 
 def describe(conninfo: dict) -> str:

@@ -25,7 +25,7 @@ from typing import Callable
 
 from . import errors, mas_schema
 from .config import load_mas_config, load_synapse_config, provider_mapping
-from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2
+from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
 from .mas_writer import MasWriter, StatusRowPipe, run_pipe
@@ -244,6 +244,11 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
         reader = SynapseReader(synapse_conn, server_name)
         run.phase = "checking Synapse's database"
+        if same_database(mas_conn, synapse_conn):
+            raise RefusedError(
+                f"Synapse's and MAS's database are the same database ({describe(synapse_conninfo)}): the import "
+                "reads one and fills the other; check which URI or config points at the wrong one"
+            )
         result["synapse_schema_version"] = reader.schema_version()
 
         previous = writer.marker()
