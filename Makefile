@@ -11,6 +11,7 @@ reliability:
 	bash scripts/setup.sh
 	SYN2MAS_RELIABILITY=full .venv/bin/python -m pytest tests/integration/test_import_reliability.py \
 		tests/integration/test_import_kill_points.py tests/integration/test_bad_inputs.py \
+		tests/integration/test_report_secrets.py \
 		tests/integration/test_import_safety.py
 N ?= 100000
 bench:
