@@ -109,12 +109,20 @@ findings:
     remedy:
       description: How to fix it.
       type: str
+    remedied_by:
+      description:
+        - The module of this collection that remedies the finding when the runbook runs it (the auth_delegation
+          role runs them all), or V(null). The preflight role's gate lets such findings pass and lists them as
+          remedied.
+      type: str
+      sample: matrix.syn2mas.mas_synapse_link
   sample:
     - severity: WARN
       check: registration_enabled
       message: "open registration is enabled (enable_registration: true)"
       where: "/etc/matrix-synapse/homeserver.yaml: enable_registration"
       remedy: At the switch to MAS, remove enable_registration from homeserver.yaml...
+      remedied_by: matrix.syn2mas.synapse_auth_delegation
 summary:
   description: Counts per severity (C(errors), C(warnings), C(info)), the checks not run and why (C(not_run)),
     and what the import would carry over (C(users), C(passwords), C(devices), C(access_tokens),
