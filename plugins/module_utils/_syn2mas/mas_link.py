@@ -17,6 +17,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
+from . import synapse_settings
 from .config import SynapseConfig
 from .errors import ConfigError
 from .files import LOCAL_FILES
@@ -27,11 +28,8 @@ MAS_KINDS = ("synapse", "synapse_modern", "synapse_legacy", "synapse_read_only")
 
 try:
     import bcrypt
-
-    HAS_BCRYPT = True
 except ImportError:  # pragma: no cover - only verify_password needs it
     bcrypt = None
-    HAS_BCRYPT = False
 
 
 @dataclass
@@ -193,8 +191,8 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str,
         note("passwords.schemes[version 2]", "added", "argon2id hashes new passwords; hashes upgrade on login")
     if passwords.get("enabled") is False:
         result.warnings.append("passwords.enabled is false in MAS: the imported password hashes will not be usable")
-    password_config = synapse.raw.get("password_config") or {}
-    if isinstance(password_config, dict) and password_config.get("localdb_enabled") is False:
+    if isinstance(synapse.raw.get("password_config"), dict) and not synapse_settings.flag(
+            synapse.raw, "password_config.localdb_enabled", True):
         result.warnings.append("Synapse's password_config.localdb_enabled is false: its users logged in through a "
                                "password provider, which MAS cannot use")
     return result

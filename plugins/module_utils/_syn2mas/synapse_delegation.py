@@ -231,7 +231,7 @@ def plan_delegation(raw: dict, settings: DelegationSettings, where=None) -> Dele
     if synapse_settings.flag(raw, "allow_guest_access"):
         plan.warnings.append("allow_guest_access is true: MAS does not support guests (mas-cli syn2mas check "
                              "refuses it); not changed")
-    if password_config and password_config.get("localdb_enabled") is False:
+    if not synapse_settings.flag(raw, "password_config.localdb_enabled", True):
         plan.warnings.append("password_config.localdb_enabled is false: passwords were checked by a provider "
                              "module; MAS cannot do that, those users need an upstream IdP")
     modules = raw.get("modules") or []

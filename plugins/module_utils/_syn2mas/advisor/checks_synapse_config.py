@@ -192,7 +192,8 @@ def token_lifetimes_set(f):
     if not lifetimes:
         return None
     return finding(WARN, f"token lifetimes are set: {', '.join(lifetimes)}", f.synapse_where(lifetimes[0]),
-                   "Remove them at the switch (Synapse refuses to start with MAS while they are set); MAS decides session lifetimes. Migrated tokens keep their expiry")
+                   "Remove them at the switch (Synapse refuses to start with MAS while they are set); MAS decides "
+                   "session lifetimes. Migrated tokens keep their expiry")
 
 
 @check("msc3861_present", SYNAPSE_CONFIG, "experimental_features.msc3861")
@@ -242,4 +243,3 @@ def synapse_mas_conflicts(f):
     return finding(ERROR, "Synapse refuses to start with MAS enabled while these are set: "
                    + ", ".join(c.key for c in conflicts), f.synapse_where("matrix_authentication_service"),
                    "Remove or disable each of them in the homeserver.yaml used with MAS")
-

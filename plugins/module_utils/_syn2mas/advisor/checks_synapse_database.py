@@ -150,7 +150,7 @@ def skipped_rows(f):
 
 @check("invalid_ip_addresses", SYNAPSE_DB, "device IP addresses MAS cannot store", needs=SNAPSHOT)
 def invalid_ip_addresses(f):
-    fixed = f.synapse_db.counts["device_sessions"]["fixed"]
+    fixed = sum(f.synapse_db.counts["device_sessions"]["fixed"].values())
     if not fixed:
         return None
     return finding(INFO, f"{plural(fixed, 'device')} have a last-seen IP address MAS cannot store; it is imported as "

@@ -73,7 +73,7 @@ class SynapseDbFacts:
     snapshot: bool = False        # the fields below were read
     wrong_server_name: tuple = (0, [])  # (count, examples)
     in_use: dict = field(default_factory=dict)  # auth_provider -> SSO links of migrated users
-    counts: dict = field(default_factory=dict)  # stage -> {migrated, skipped, skipped_reasons, fixed}
+    counts: dict = field(default_factory=dict)  # stage -> {migrated, skipped, skipped_reasons, fixed: {label: n}}
     guests: int = 0
     active_guests: int = 0
     guest_example: str | None = None
@@ -286,11 +286,13 @@ def _read_synapse_snapshot(reader: SynapseReader, db: SynapseDbFacts, params: di
     db.wrong_server_name = reader.users_with_wrong_server_name()
     db.in_use = reader.auth_providers_in_use()
     for stage in STAGES:
-        entry = db.counts.setdefault(stage.name, {"migrated": 0, "skipped": 0, "skipped_reasons": {}, "fixed": 0})
+        # The import's shape (importer.StageReport): "fixed" is what was repaired -> count.
+        entry = db.counts.setdefault(stage.name, {"migrated": 0, "skipped": 0, "skipped_reasons": {}, "fixed": {}})
         for reason, n, first, last, fixed in reader.stage_counts(stage, params):
             if reason is None:
                 entry["migrated"] += n
-                entry["fixed"] += fixed or 0
+                if fixed:
+                    entry["fixed"][stage.fixed_label] = entry["fixed"].get(stage.fixed_label, 0) + fixed
             else:
                 entry["skipped"] += n
                 entry["skipped_reasons"][reason] = {"count": n, "examples": sorted({e for e in (first, last) if e})}
@@ -386,8 +388,8 @@ def _mas_facts(conn, mapping: dict) -> MasDbFacts:
         db.providers_table = cur.fetchone()[0]
     conn.rollback()
     if mapping and db.providers_table:
-        db.providers_present = {str(p) for p in writer.existing_providers([link.provider_id
-                                                                            for link in mapping.values()])}
+        ids = [link.provider_id for link in mapping.values()]
+        db.providers_present = {str(p) for p in writer.existing_providers(ids)}
         conn.rollback()
     return db
 
