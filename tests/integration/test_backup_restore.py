@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 
-from _syn2mas import runbook
+from _syn2mas import backup
+from _syn2mas.probe import database_targets
 from _syn2mas.db import database_conninfo
 from _syn2mas.config import load_synapse_config
 
@@ -25,7 +26,7 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     well_known = str(tmp_path / "www" / "client")
     targets = {"synapse": database_conninfo(load_synapse_config([env.homeserver_yaml]), None)}
 
-    made = runbook.make_backup(str(tmp_path / "backups"), "run1", targets,
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", targets,
                                [env.homeserver_yaml, str(confd), override, well_known])
     assert made["verified"] is True
     manifest = made["manifest"]
@@ -38,21 +39,21 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     write(well_known, "{}\n")
     write(str(confd / "notes.txt"), "an operator's file, not Synapse's\n")
 
-    assert sorted(runbook.restore_files(made["path"], check_mode=True)) == sorted(
+    assert sorted(backup.restore_files(made["path"], check_mode=True)) == sorted(
         [override, well_known, str(confd / "10-server.yaml")])
     assert os.path.exists(override)  # check mode changes nothing
-    changed = runbook.restore_files(made["path"])
+    changed = backup.restore_files(made["path"])
     assert sorted(changed) == sorted([override, well_known, str(confd / "10-server.yaml")])
     assert sorted(os.listdir(confd)) == ["10-server.yaml", "README", "notes.txt"]
     assert open(confd / "10-server.yaml").read() == "server_name: example.test\n"
     assert not os.path.exists(well_known)
-    assert runbook.restore_files(made["path"]) == []  # a second restore has nothing to do
+    assert backup.restore_files(made["path"]) == []  # a second restore has nothing to do
 
 
 def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restore(env, tmp_path):
     confd = tmp_path / "conf.d"
     write(str(confd / "a.yaml"), "a: 1\n")
-    made = runbook.make_backup(str(tmp_path / "backups"), "run1", {}, [str(confd)])
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [str(confd)])
     write(str(confd / "b.yaml"), "b: 2\n")  # created by the run, not named to the backup
-    assert runbook.restore_files(made["path"]) == [str(confd / "b.yaml")]
+    assert backup.restore_files(made["path"]) == [str(confd / "b.yaml")]
     assert os.listdir(confd) == ["a.yaml"]

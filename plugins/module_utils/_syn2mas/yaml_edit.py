@@ -460,6 +460,8 @@ def backup_file(path: str) -> str:
     return candidate
 
 
+# Longer than a screen: the durable-write sequence (temporary file, fsync, mode and owner, backup,
+# rename, fsync of the directory) reads best as one list of steps.
 def atomic_write(path: str, text: str, backup: bool = False, new_file_mode: int = 0o600) -> str | None:
     """Replaces `path` with `text` atomically; returns the backup's path (or None).
 
