@@ -164,17 +164,13 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support imp
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import (
-        AdvisorOptions, exit_code, format_finding, run_advisor,
+        AdvisorOptions, exit_code, run_advisor,
     )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor.report import finding_line
 except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two above
     ADVISOR_IMPORT_ERROR = traceback.format_exc()
 else:
     ADVISOR_IMPORT_ERROR = None
-
-
-def _line(finding):
-    # format_finding without the leading severity: the list says it.
-    return format_finding(finding).split(" ", 1)[1]
 
 
 def main():
@@ -203,8 +199,8 @@ def main():
     except Exception as exc:  # pragma: no cover - reported with its traceback
         module.fail_json(msg=f"the migration advisor failed unexpectedly: {exc}", changed=False,
                          exception=traceback.format_exc())
-    errors = [_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
-    warnings = [_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
+    errors = [finding_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
+    warnings = [finding_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
     result = dict(
         changed=False,
         findings=advice["findings"],

@@ -250,7 +250,7 @@ def _read_synapse_database(facts: Facts, found: list) -> None:
             cur.execute("SET lock_timeout = %s", (LOCK_TIMEOUT,))
         conn.commit()
         reader = SynapseReader(conn, facts.server_name)
-        facts.synapse_db = _synapse_session_facts(reader)
+        facts.synapse_db = synapse_session_facts(reader)
         facts.summary["synapse_schema_version"] = facts.synapse_db.schema_version
         _read_synapse_snapshot(reader, facts.synapse_db, stage_params(facts.server_name, facts.mapping))
     except RefusedError as exc:
@@ -268,7 +268,8 @@ def _read_synapse_database(facts: Facts, found: list) -> None:
         _close(conn)
 
 
-def _synapse_session_facts(reader: SynapseReader) -> SynapseDbFacts:
+def synapse_session_facts(reader: SynapseReader) -> SynapseDbFacts:
+    """Who else uses Synapse's database, and its schema (read before any snapshot; the import reads them too)."""
     clients = reader.other_clients()
     version = reader.schema_version()
     with reader.cursor() as cur:

@@ -29,6 +29,12 @@ def format_finding(finding: dict) -> str:
     return line
 
 
+def finding_line(finding: dict) -> str:
+    """A finding as one line without its severity: `check: message [where] -> remedy`. It is how the
+    module lists errors and warnings, and the text the import refuses with."""
+    return format_finding(finding).split(" ", 1)[1]
+
+
 def format_human(result: dict, verbose: bool = False) -> str:
     """One line per finding (INFO only when verbose), then a summary line; ends with a newline."""
     lines = [format_finding(f) for f in result["findings"] if verbose or f["severity"] != INFO]
@@ -48,5 +54,5 @@ def format_human(result: dict, verbose: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["ERROR", "EXIT_CLEAN", "EXIT_ERRORS", "EXIT_WARNINGS", "INFO", "WARN", "exit_code", "format_finding",
-           "format_human"]
+__all__ = ["ERROR", "EXIT_CLEAN", "EXIT_ERRORS", "EXIT_WARNINGS", "INFO", "WARN", "exit_code", "finding_line",
+           "format_finding", "format_human"]
