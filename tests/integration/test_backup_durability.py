@@ -31,8 +31,8 @@ def test_every_file_of_a_backup_and_its_directories_are_fsynced_before_it_counts
     well_known.write_text("{}")
     targets = database_targets([env.homeserver_yaml], [env.mas_yaml])
     result = backup.make_backup(str(dest), "20260101T000000Z", targets,
-                                 [env.homeserver_yaml, env.mas_yaml, str(well_known), str(tmp_path / "absent")],
-                                 bindir=env.pg.bindir)
+                                [env.homeserver_yaml, env.mas_yaml, str(well_known), str(tmp_path / "absent")],
+                                bindir=env.pg.bindir)
 
     assert result["verified"] is True and result["changed"] is True
     renames = [e for e in events if e[0] == "rename"]

@@ -27,7 +27,7 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     targets = {"synapse": database_conninfo(load_synapse_config([env.homeserver_yaml]), None)}
 
     made = backup.make_backup(str(tmp_path / "backups"), "run1", targets,
-                               [env.homeserver_yaml, str(confd), override, well_known])
+                              [env.homeserver_yaml, str(confd), override, well_known])
     assert made["verified"] is True
     manifest = made["manifest"]
     assert manifest["directories"] == [{"path": str(confd), "members": ["10-server.yaml"]}]

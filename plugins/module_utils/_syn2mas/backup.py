@@ -301,7 +301,6 @@ def restore_database(path: str, name: str, conninfo: dict, bindir: str | None = 
           f"--dbname={dbname}", stored], env, secrets_of(conninfo), f"pg_restore of the {name} database")
 
 
-
 # -- the backup module's runs -------------------------------------------------------------------
 
 def check_run_id(run_id: str) -> str:

@@ -108,7 +108,6 @@ def free_bytes(path: str) -> tuple:
     return st.f_bavail * st.f_frsize, probe
 
 
-
 # -- the probe module's run ---------------------------------------------------------------------
 
 def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float = 120, space_path: str | None = None,
