@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from _syn2mas import backup
-from _syn2mas.probe import database_targets
 from _syn2mas.db import database_conninfo
 from _syn2mas.config import load_synapse_config
 
