@@ -32,6 +32,19 @@ options:
         a running Synapse (or MAS), are then an C(ERROR) instead of an C(INFO).
     type: bool
     default: false
+  reverse_proxy_config:
+    description:
+      - The nginx file with the homeserver's C(server) block; the advisor says whether it routes C(/_matrix/client/*/login),
+        C(/logout) and C(/refresh) to MAS already (MAS's compatibility layer).
+    type: path
+  public_url:
+    description:
+      - The homeserver's public URL; the advisor asks it for C(GET /_matrix/client/v3/login) and
+        C(POST /_matrix/client/v3/refresh) and says whether MAS answers them.
+    type: str
+  mas_url:
+    description: MAS reached directly, to compare the answers through O(public_url) with.
+    type: str
   fail_on:
     description:
       - When the task fails.
@@ -178,6 +191,9 @@ def main():
         argument_spec=dict(
             **database_options(),
             for_real_import=dict(type="bool", default=False),
+            reverse_proxy_config=dict(type="path"),
+            public_url=dict(type="str"),
+            mas_url=dict(type="str"),
             fail_on=dict(type="str", choices=["error", "warning", "never"], default="error"),
         ),
         supports_check_mode=True,
@@ -195,6 +211,9 @@ def main():
             mas_database_uri=params["mas_database_uri"],
             upstream_provider_mapping=params["upstream_provider_mapping"],
             for_real_import=params["for_real_import"],
+            reverse_proxy_config=params["reverse_proxy_config"] or "",
+            public_url=params["public_url"] or "",
+            mas_url=params["mas_url"] or "",
         ))
     except Exception as exc:  # pragma: no cover - reported with its traceback
         module.fail_json(msg=f"the migration advisor failed unexpectedly: {exc}", changed=False,

@@ -388,6 +388,31 @@ def _mas_providers_not_synced(c):
     c.sql_mas("DELETE FROM upstream_oauth_providers")
 
 
+# MAS's compatibility layer: the listener resource, and the operator's nginx file.
+def _listeners(*resources):
+    return lambda c: c.mas["http"].update(listeners=[
+        {"name": "web", "resources": [{"name": r} for r in resources], "binds": [{"host": "localhost", "port": 8080}]},
+        {"name": "internal", "resources": [{"name": "health"}], "binds": [{"host": "localhost", "port": 8081}]}])
+
+
+def _nginx_site(with_routes):
+    def change(c):
+        site = """server {
+    listen 443 ssl;
+    server_name matrix.example.test;
+    location ~ ^(/_matrix|/_synapse/client) { proxy_pass http://localhost:8008; }
+}
+"""
+        if with_routes:
+            from _syn2mas.reverse_proxy import nginx_add_routes
+            site = nginx_add_routes(site, "http://localhost:8080")
+        path = os.path.join(c.env.workdir, "matrix.example.test.conf")
+        with open(path, "w") as handle:
+            handle.write(site)
+        c.options["reverse_proxy_config"] = path
+    return change
+
+
 FIRES = [
     ("synapse_config_invalid", ERROR, _missing_file),
     ("synapse_config_invalid", ERROR, _no_server_name),
@@ -450,6 +475,8 @@ FIRES = [
     ("mas_password_secret_file_newline", ERROR, _secret_file(PEPPER + "\n")),
     ("oidc_provider_not_in_mas", WARN, _unused_gitlab),
     ("sso_provider_unmapped", ERROR, _google_unmapped),
+    ("mas_compat_resource", ERROR, _listeners("discovery", "human", "oauth", "graphql", "assets")),
+    ("compat_routes_reach_mas", WARN, _nginx_site(with_routes=False)),
     ("mas_database_config", ERROR, _mas_uri_and_host),
     ("mas_database_unreachable", ERROR, _mas_missing_db),
     ("mas_running", INFO, _mas_running(False)),
@@ -514,6 +541,8 @@ QUIET = [
     ("mas_password_secret_file_newline", _secret_file(PEPPER)),
     ("oidc_provider_not_in_mas", _unused_gitlab_in_mas),
     ("sso_provider_unmapped", _google_mapped_explicitly),
+    ("mas_compat_resource", _listeners("discovery", "human", "oauth", "compat", "graphql", "assets")),
+    ("compat_routes_reach_mas", _nginx_site(with_routes=True)),
     ("mas_database_config", _mas_uri_and_host_overridden),
     ("mas_database_unreachable", _nothing),
     ("mas_running", _nothing),

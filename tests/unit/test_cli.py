@@ -135,3 +135,24 @@ def test_progress_before_the_stage_total_is_known():
     out = Terminal()
     Progress(out)({"stage": "devices", "rows": 300, "total": None, "elapsed": 1.0})
     assert "devices: 300 rows, 300 rows/s" in out.getvalue()
+
+
+def test_advisor_checks_the_compat_layer_and_the_nginx_file(tmp_path):
+    homeserver, mas, site = tmp_path / "homeserver.yaml", tmp_path / "mas.yaml", tmp_path / "matrix.conf"
+    homeserver.write_text(yaml.safe_dump({"server_name": "example.test", "public_baseurl": "https://matrix.example.test/",
+                                          "database": {"name": "psycopg2", "args": {
+                                              "host": str(tmp_path / "no-socket"), "dbname": "synapse"}}}))
+    mas.write_text(yaml.safe_dump({"matrix": {"homeserver": "example.test"}, "http": {
+        "public_base": "https://auth.example.test/",
+        "listeners": [{"name": "web", "resources": [{"name": "human"}, {"name": "oauth"}],
+                       "binds": [{"address": "[::]:8080"}]}]}}))
+    site.write_text("server {\n    server_name matrix.example.test;\n"
+                    "    location ~ ^(/_matrix|/_synapse/client) { proxy_pass http://127.0.0.1:8008; }\n}\n")
+    code, out, _err = run_main("advisor", "--synapseConfigFile", str(homeserver), "--masConfigFile", str(mas),
+                               "--reverseProxyConfig", str(site), "--output", "json")
+    result = json.loads(out)
+    severities = {f["check"]: f["severity"] for f in result["findings"]}
+    assert severities["mas_compat_resource"] == "ERROR" and severities["compat_routes_reach_mas"] == "WARN"
+    assert code == 10
+    assert result["summary"]["reverse_proxy"]["homeserver_public_baseurl"] == "https://matrix.example.test/"
+    assert result["summary"]["reverse_proxy"]["mas_public_base"] == "https://auth.example.test/"

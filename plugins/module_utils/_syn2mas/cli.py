@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="advisor: also show INFO findings")
     parser.add_argument("--forRealImport", nargs="?", const=True, default=False, type=_bool, metavar="true|false",
                         help="advisor: judge as right before the real import (a running Synapse is then an ERROR)")
+    parser.add_argument("--reverseProxyConfig", default="", metavar="FILE",
+                        help="advisor: the nginx file with the homeserver's server block (are the compat routes there?)")
+    parser.add_argument("--publicUrl", default="", metavar="URL",
+                        help="advisor: the homeserver's public URL, probed for /login and /refresh reaching MAS")
+    parser.add_argument("--masUrl", default="", metavar="URL",
+                        help="advisor: MAS reached directly, to compare the probe's answers with")
     return parser
 
 
@@ -180,6 +186,7 @@ def run_advisor(args, out, err) -> int:
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
         upstream_provider_mapping=args.upstreamProviderMapping, for_real_import=args.forRealImport,
+        reverse_proxy_config=args.reverseProxyConfig, public_url=args.publicUrl, mas_url=args.masUrl,
     ))
     if args.output == "json":
         out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")

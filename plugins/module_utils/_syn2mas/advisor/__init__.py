@@ -17,8 +17,9 @@ chosen and the remedy says why.
 
 from __future__ import annotations
 
-from . import checks_mas_config, checks_mas_database, checks_sso_links, checks_synapse_config  # noqa: F401
-from . import checks_synapse_database
+from . import checks_mas_config, checks_mas_database, checks_reverse_proxy, checks_sso_links  # noqa: F401
+from . import checks_synapse_config, checks_synapse_database  # noqa: F401
+from .. import reverse_proxy
 from .facts import APPLICATION_NAME, LOCK_TIMEOUT, AdvisorOptions, Facts, gather
 from .registry import (
     ERROR, INFO, MAS_CONFIG, MAS_DB, REGISTRY, SEVERITY_ORDER, SYNAPSE_CONFIG, SYNAPSE_DB, WARN, NotRun,
@@ -80,6 +81,8 @@ def result(facts: Facts, findings: list, not_run: dict) -> dict:
     }
     summary.update(facts.summary)
     summary.update(checks_synapse_database.counts_summary(facts))
+    if facts.mas is not None:  # what the reverse proxy has to route (reverse_proxy.py)
+        summary["reverse_proxy"] = reverse_proxy.proxy_needs(facts.settings.get("public_baseurl"), facts.mas.raw)
     return {"findings": findings, "summary": summary}
 
 

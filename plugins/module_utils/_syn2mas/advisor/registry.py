@@ -31,6 +31,7 @@ NEEDS = GROUPS + (SERVER_NAME, SYNAPSE_SNAPSHOT, MAPPING)
 SYNAPSE_AUTH_DELEGATION = "matrix.syn2mas.synapse_auth_delegation"
 MAS_SYNAPSE_LINK = "matrix.syn2mas.mas_synapse_link"
 MAS_UPSTREAM_PROVIDER = "matrix.syn2mas.mas_upstream_provider"
+REVERSE_PROXY = "matrix.syn2mas.syn2mas_reverse_proxy"  # the reverse_proxy role, when syn2mas_reverse_proxy is set
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _register(entry: Check) -> None:
 def check(check_id: str, group: str, looks_at: str, needs=None, remedied_by: str | None = None):
     """Declares the decorated function as the check `check_id`; it needs `needs` (by default its group)."""
     def register(judge):
-        _register(Check(check_id, group, tuple(needs or (group,)), looks_at, judge, remedied_by))
+        _register(Check(check_id, group, (group,) if needs is None else tuple(needs), looks_at, judge, remedied_by))
         judge.check_id = check_id
         return judge
     return register

@@ -1,0 +1,317 @@
+"""Legacy clients through the reverse proxy, on real parts: Debian's nginx on loopback in front of a real
+Synapse (its own config: an operator's site file with the homeserver's server block), the runbook run
+by ansible-playbook with the reverse_proxy role managing that nginx (its `nginx -t` and reload commands
+given as an operator gives them).
+
+MAS cannot run here: a small HTTP server STANDS IN FOR MAS at MAS's address (`MasStandIn`). It answers
+the compat routes in MAS's shape and records every request that reaches it, so the tests can tell which
+requests the proxy sent to MAS and which to Synapse.
+
+The steps run in order on one module-scoped homeserver: before the migration the probe finds Synapse
+behind the compat routes -> check mode shows the nginx diff and changes nothing -> an nginx that refuses
+the new config (`nginx -t` fails) stops the run before Synapse starts, the proxy's file unchanged, and
+the rescue brings Synapse back on legacy authentication -> the real run sends the three compat routes
+to MAS and everything else to Synapse -> a second run (and the role on its own) changes nothing -> the
+rollback restores the proxy's file and legacy password login works through the proxy again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from _syn2mas import reverse_proxy
+from tests.support import homeservers
+from tests.support.ansible_run import latest_report, recap
+from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, running_fleet
+
+pytestmark = pytest.mark.timeout(1500)
+
+
+class MasStandIn:
+    """STANDS IN FOR MAS (which cannot run here): answers /login, /logout and /refresh in the shape MAS's
+    compatibility layer does and records each request (method, path) that reaches it."""
+
+    def __init__(self):
+        self.requests: list = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                stand_in.requests.append((self.command, self.path))
+                route = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+                if route == "login" and self.command == "GET":
+                    status, body = 200, {"flows": [
+                        {"type": "m.login.password"},
+                        {"type": "m.login.sso", "oauth_aware_preferred": True,
+                         "org.matrix.msc3824.delegated_oidc_compatibility": True},
+                        {"type": "m.login.token"}]}
+                elif route == "refresh":
+                    status, body = 401, {"errcode": "M_UNKNOWN_TOKEN", "error": "stand-in: unknown refresh token"}
+                elif route in ("login", "logout"):
+                    status, body = (200, {"user_id": "@standin:x", "access_token": "stand-in"}) \
+                        if route == "login" else (200, {})
+                else:
+                    status, body = 404, {"errcode": "M_NOT_FOUND", "error": "stand-in: not a compat route"}
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", homeservers.free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class OperatorNginx:
+    """Debian's nginx as an operator runs it in front of Synapse: nginx.conf includes sites/*.conf, and the
+    homeserver's site proxies /_matrix and /_synapse/client to Synapse with a regex location."""
+
+    def __init__(self, basedir: str, hs):
+        self.prefix = os.path.join(basedir, "proxy")
+        os.makedirs(os.path.join(self.prefix, "sites"), exist_ok=True)
+        os.makedirs(os.path.join(self.prefix, "tmp"), exist_ok=True)
+        self.port = homeservers.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conf = os.path.join(self.prefix, "nginx.conf")
+        self.site = os.path.join(self.prefix, "sites", "matrix.conf")
+        self.binary = homeservers.Nginx.binary()
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        with open(self.conf, "w") as handle:
+            handle.write(f"""daemon off;
+{user}worker_processes 1;
+pid {self.prefix}/nginx.pid;
+error_log {self.prefix}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {self.prefix}/access.log;
+  client_body_temp_path {self.prefix}/tmp;
+  proxy_temp_path {self.prefix}/tmp;
+  fastcgi_temp_path {self.prefix}/tmp;
+  uwsgi_temp_path {self.prefix}/tmp;
+  scgi_temp_path {self.prefix}/tmp;
+  include {self.prefix}/sites/*.conf;
+}}
+""")
+        with open(self.site, "w") as handle:
+            handle.write(f"""# The homeserver, behind nginx (operator's file)
+server {{
+    listen 127.0.0.1:{self.port};
+    server_name matrix.{hs.server_name};
+
+    location ~ ^(/_matrix|/_synapse/client) {{
+        proxy_pass http://127.0.0.1:{hs.port};
+        proxy_set_header X-Forwarded-For $remote_addr;
+        proxy_set_header Host $host;
+        client_max_body_size 50M;
+    }}
+}}
+""")
+        os.chmod(self.site, 0o640)  # an operator's mode, which every step must keep
+        self.proc = None
+
+    @property
+    def test_command(self) -> str:
+        return f"{self.binary} -t -q -c {self.conf} -p {self.prefix}"
+
+    @property
+    def reload_command(self) -> str:
+        return f"{self.binary} -s reload -c {self.conf} -p {self.prefix}"
+
+    def start(self):
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf, "-p", self.prefix],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _attempt in range(100):
+            try:
+                if homeservers.http("GET", self.url + "/_matrix/client/versions", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            threading.Event().wait(0.1)
+        raise RuntimeError(f"nginx did not start in front of Synapse: {open(self.prefix + '/error.log').read()}")
+
+    def pid(self) -> int:
+        with open(os.path.join(self.prefix, "nginx.pid")) as handle:
+            return int(handle.read().strip())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Lab:
+    def __init__(self, fleet, nginx, mas):
+        self.fleet, self.nginx, self.mas = fleet, nginx, mas
+        self.hs = fleet.hosts["hs1"]
+        self.original_site = open(nginx.site).read()
+
+    def vars(self, **extra) -> dict:
+        return {"hs1": {
+            "syn2mas_reverse_proxy": "nginx",
+            "syn2mas_reverse_proxy_config": self.nginx.site,
+            "syn2mas_reverse_proxy_server_name": f"matrix.{self.hs.server_name}",
+            "syn2mas_reverse_proxy_test_command": self.nginx.test_command,
+            "syn2mas_reverse_proxy_reload_command": self.nginx.reload_command,
+            "syn2mas_mas_upstream": self.mas.url,
+            "syn2mas_homeserver_url": self.nginx.url,
+            **extra}}
+
+    def playbook(self, name: str, *args: str, **extra):
+        self.fleet.write_inventory(self.vars(**extra))
+        return self.fleet.playbook(name, *args)
+
+    def through_proxy(self, method, path, body=None, token=None):
+        return homeservers.http(method, self.nginx.url + path, body, token=token)
+
+    def password_login(self, who="alice"):
+        return self.through_proxy("POST", "/_matrix/client/v3/login", {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": who},
+            "password": homeservers.PASSWORDS[who]})
+
+
+@pytest.fixture(scope="module")
+def lab(pg):
+    with running_fleet(pg, ("hs1",)) as fleet:
+        mas = MasStandIn()
+        nginx = OperatorNginx(fleet.base, fleet.hosts["hs1"])
+        nginx.start()
+        try:
+            yield Lab(fleet, nginx, mas)
+        finally:
+            nginx.stop()
+            mas.stop()
+
+
+def test_1_before_the_migration_the_probe_finds_synapse_behind_the_compat_routes(lab):
+    findings = reverse_proxy.probe_compat_routes(lab.nginx.url, lab.mas.url)
+    assert {f["route"]: f["reached"] for f in findings} == {"login": "not_mas", "refresh": "not_mas"}
+    assert all(f["severity"] == "ERROR" for f in findings)
+    # Judged without MAS's own answers too: Synapse's /login has no OAuth-aware SSO flow.
+    assert reverse_proxy.probe_compat_routes(lab.nginx.url)[0]["reached"] == "not_mas"
+    # The stand-in's own answers are what the probe calls MAS.
+    direct = reverse_proxy.probe_compat_routes(lab.mas.url, lab.mas.url)
+    assert {f["reached"] for f in direct} == {"mas"}
+    lab.mas.requests.clear()
+
+
+def test_2_check_mode_shows_the_nginx_diff_and_changes_nothing(lab):
+    pid = lab.nginx.pid()
+    run = lab.playbook("migrate.yml", "--check", "--diff")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert open(lab.nginx.site).read() == lab.original_site
+    assert f"+        proxy_pass {lab.mas.url};" in run.stdout
+    assert "+    location ~ ^/_matrix/client/[^/]+/(login|logout|refresh)(/|$) {" in run.stdout
+    assert lab.nginx.pid() == pid and lab.mas.requests == []
+    assert lab.hs.healthy()
+
+
+def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
+    # A MAS address nginx cannot resolve: `nginx -t` fails ("host not found in upstream").
+    run = lab.playbook("migrate.yml", syn2mas_mas_upstream="http://mas-stand-in.invalid:8080")
+    assert run.returncode != 0
+    assert "host not found" in run.stdout, run.stdout[-6000:]
+    # The proxy's file is as it was (its mode too), and nginx still serves it.
+    assert open(lab.nginx.site).read() == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    report = latest_report(lab.fleet)["hosts"]["hs1"]
+    assert report["outcome"] == "failed" and report["rolled_back"] is True
+    assert report["failed_phase"] == "reverse_proxy"
+    # Synapse was never started on the new configuration: the run went from the proxy to the rollback.
+    assert [p["phase"] for p in report["phase_seconds"]] == [
+        "backup", "synapse_stop", "auth_delegation", "import", "reverse_proxy", "rollback"]
+    # The rescue started Synapse again on legacy authentication: password login works through the proxy.
+    assert lab.hs.healthy()
+    status, body = lab.password_login()
+    assert status == 200 and body["user_id"] == f"@alice:{lab.hs.server_name}", body
+    assert lab.mas.requests == []
+
+
+def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_synapse(lab):
+    run = lab.playbook("migrate.yml")
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    live_check = run.stdout.split("Check that they reach MAS, not Synapse]", 1)[1].split("TASK [", 1)[0]
+    assert "ok: [hs1]" in live_check, live_check  # the live check ran, and passed
+    assert lab.hs.healthy(), lab.hs.log_tail()
+    site = open(lab.nginx.site).read()
+    assert site != lab.original_site and reverse_proxy.nginx_remove_routes(site) == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    report = latest_report(lab.fleet)["hosts"]["hs1"]
+    assert report["outcome"] == "migrated"
+    assert [p["phase"] for p in report["phase_seconds"]] == [
+        "backup", "synapse_stop", "auth_delegation", "import", "reverse_proxy", "synapse_start", "well_known"]
+    lab.mas.requests.clear()
+    compat = [("GET", "/_matrix/client/v3/login"), ("POST", "/_matrix/client/v3/login"),
+              ("POST", "/_matrix/client/v3/logout"), ("POST", "/_matrix/client/r0/refresh"),
+              ("GET", "/_matrix/client/v3/login/sso/redirect?redirectUrl=x")]
+    for method, path in compat:
+        lab.through_proxy(method, path, {} if method == "POST" else None)
+    assert lab.mas.requests == compat
+    # Every other client route reaches Synapse: the same answer as from Synapse directly, nothing at MAS.
+    lab.mas.requests.clear()
+    others = [("GET", "/_matrix/client/versions"), ("GET", f"/_matrix/client/v3/profile/@alice:{lab.hs.server_name}"),
+              ("GET", "/_matrix/client/v3/sync"), ("GET", "/_matrix/client/v3/publicRooms"),
+              ("GET", "/_matrix/client/v3/account/whoami"), ("POST", "/_matrix/client/v3/loginx"),
+              ("GET", "/_synapse/client/pick_username/account_details")]
+    for method, path in others:
+        direct = homeservers.http(method, lab.hs.base_url + path, {} if method == "POST" else None)
+        proxied = lab.through_proxy(method, path, {} if method == "POST" else None)
+        assert proxied[0] == direct[0], (path, proxied, direct)
+        assert proxied[0] != 502, path
+    assert lab.mas.requests == []
+
+
+def test_5_a_second_run_changes_nothing(lab, tmp_path):
+    site = open(lab.nginx.site).read()
+    run = lab.playbook("migrate.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert all(s["changed"] == 0 for s in recap(run.stdout).values()), recap(run.stdout)
+    # The role on its own (the host is delegated, so the runbook skips it): no change, no reload.
+    playbook = tmp_path / "proxy.yml"
+    playbook.write_text(yaml.safe_dump([{"hosts": "synapse", "gather_facts": False, "roles": [
+        {"role": "matrix.syn2mas.reverse_proxy"}]}]))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
+               PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
+    role_run = subprocess.run([PLAYBOOK, "-i", lab.fleet.inventory, str(playbook), "--diff"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert role_run.returncode == 0, role_run.stdout[-4000:]
+    assert recap(role_run.stdout)["hs1"]["changed"] == 0, role_run.stdout  # a reload would count as a change
+    assert open(lab.nginx.site).read() == site
+
+
+def test_6_rollback_restores_the_proxy_and_legacy_login_works_through_it(lab):
+    run = lab.playbook("rollback.yml", "-e", "rollback_mas_database=empty", "-e", "rollback_force=true")
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert open(lab.nginx.site).read() == lab.original_site
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    assert lab.hs.healthy()
+    lab.mas.requests.clear()
+    status, body = lab.password_login("bob")
+    assert status == 200, body
+    status, me = lab.through_proxy("GET", "/_matrix/client/v3/account/whoami", token=body["access_token"])
+    assert status == 200 and me["user_id"] == f"@bob:{lab.hs.server_name}", me
+    status, _body = lab.through_proxy("POST", "/_matrix/client/v3/logout", {}, token=body["access_token"])
+    assert status == 200
+    assert lab.mas.requests == []
