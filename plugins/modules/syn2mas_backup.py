@@ -172,13 +172,18 @@ else:
 
 def run(module):
     p = module.params
-    targets = database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"])
+
+    def targets():
+        return database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"])
+
     if p["state"] == "present":
         files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
-        return _backup.make_backup(p["dest"], _backup.check_run_id(p["run_id"]), targets, files, p["pg_bindir"],
+        return _backup.make_backup(p["dest"], _backup.check_run_id(p["run_id"]), targets(), files, p["pg_bindir"],
                                    p["keep"], module.check_mode)
-    return _backup.restore(p["dest"], p["run_id"], targets, p["restore_files"], p["restore_databases"],
-                           p["pg_bindir"], module.check_mode)
+    # A restore reads the configs only for the databases it restores: the files it puts back may be
+    # the very ones a failed run left unreadable.
+    return _backup.restore(p["dest"], p["run_id"], targets() if p["restore_databases"] else {}, p["restore_files"],
+                           p["restore_databases"], p["pg_bindir"], module.check_mode)
 
 
 def main():

@@ -56,3 +56,26 @@ def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restor
     write(str(confd / "b.yaml"), "b: 2\n")  # created by the run, not named to the backup
     assert backup.restore_files(made["path"]) == [str(confd / "b.yaml")]
     assert os.listdir(confd) == ["a.yaml"]
+
+
+def test_a_restore_of_files_does_not_need_the_configs_it_puts_back(env, tmp_path):
+    """A failed run may leave MAS's config unparseable: restoring the files must still work."""
+    import json
+    import subprocess
+
+    env.write_configs()
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [env.homeserver_yaml, env.mas_yaml])
+    good = open(env.mas_yaml).read()
+    with open(env.mas_yaml, "a") as handle:
+        handle.write("matrix: [unclosed\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = {"ANSIBLE_MODULE_ARGS": {"state": "restored", "dest": str(tmp_path / "backups"), "run_id": "run1",
+                                    "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}}
+    proc = subprocess.run([os.path.join(root, ".venv", "bin", "python"), "-m",
+                           "ansible_collections.matrix.syn2mas.plugins.modules.syn2mas_backup"],
+                          input=json.dumps(args), capture_output=True, text=True, timeout=120, check=False,
+                          env=dict(os.environ, PYTHONPATH=os.path.join(root, ".venv", "collections")))
+    result = json.loads(proc.stdout)
+    assert not result.get("failed"), result
+    assert result["restored_files"] == [env.mas_yaml] and made["verified"]
+    assert open(env.mas_yaml).read() == good
