@@ -3,7 +3,9 @@ and a restore puts back exactly what was there - files the run created are remov
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
 from _syn2mas import backup
 from _syn2mas.db import database_conninfo
@@ -60,9 +62,6 @@ def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restor
 
 def test_a_restore_of_files_does_not_need_the_configs_it_puts_back(env, tmp_path):
     """A failed run may leave MAS's config unparseable: restoring the files must still work."""
-    import json
-    import subprocess
-
     env.write_configs()
     made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [env.homeserver_yaml, env.mas_yaml])
     good = open(env.mas_yaml).read()
