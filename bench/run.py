@@ -237,6 +237,28 @@ def run_import(homeserver: str, mas: str, workdir: str, dry_run: bool) -> dict:
     }
 
 
+def run_verify(homeserver: str, mas: str, workdir: str) -> dict:
+    """`syn2mas --command verify` after the real import: it must find every row (exit 0)."""
+    run = run_measured([sys.executable, SYN2MAS, "--command", "verify", "--synapseConfigFile", homeserver,
+                        "--masConfigFile", mas, "--output", "json"], workdir, "verify")
+    try:
+        result = json.loads(run["stdout"])
+    except ValueError:
+        raise RuntimeError(f"verify printed no JSON (exit {run['exit_code']}): {run['stderr'][-2000:]}")
+    if run["exit_code"] != 0:
+        raise RuntimeError(f"verify failed (exit {run['exit_code']}): {result.get('verdict') or result.get('error')}")
+    return {
+        "wall_seconds": round(run["wall_seconds"], 3),
+        "duration_seconds": result["duration_seconds"],
+        "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        "cpu_seconds": round(run["user_seconds"] + run["system_seconds"], 3),
+        "loadavg_after": run["loadavg_after"],
+        "rows": result["totals"]["found"],
+        "verdict": result["verdict"],
+        "entity_seconds": {name: e["seconds"] for name, e in result["entities"].items()},
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # The floor
 # ------------------------------------------------------------------------------------------
@@ -535,7 +557,7 @@ def machine_info(cluster) -> dict:
 
 
 def run_size(cluster, n_users: int, seed: int = 0, workdir: str | None = None, profile: bool = False,
-             keep: bool = False, advisor: bool = True, repeats: int | None = None) -> dict:
+             keep: bool = False, advisor: bool = True, repeats: int | None = None, verify: bool = True) -> dict:
     workdir = workdir or tempfile.mkdtemp(prefix="syn2mas-bench-")
     tag = f"n{n_users}_{os.getpid()}"
     synapse_db, mas_db, dry_db, scratch_db = (f"bench_{kind}_{tag}" for kind in ("synapse", "mas", "dry", "floor"))
@@ -580,6 +602,10 @@ def run_size(cluster, n_users: int, seed: int = 0, workdir: str | None = None, p
             log(f"N={n_users:,}: import {real_runs[-1]['wall_seconds']:.1f}s")
         record["dry_run"] = _median_run(dry_runs)
         record["import"] = _median_run(real_runs)
+        if verify:
+            log(f"N={n_users:,}: verify")
+            record["verify"] = run_verify(*real_configs, workdir)
+            log(f"N={n_users:,}: verify {record['verify']['wall_seconds']:.1f}s: {record['verify']['verdict']}")
         cluster.drop_database(dry_db)
         log(f"N={n_users:,}: staging the floor's rows")
 
@@ -689,6 +715,12 @@ def format_table(record: dict) -> str:
     lines.append(f"dry run: {dry['wall_seconds']:.2f}s end to end ({_fmt_ratio(record['ratios']['dry_run_over_import'])}"
                  f" of the import); peak RSS: import {imp['peak_rss_mb']:.1f} MB, dry run {dry['peak_rss_mb']:.1f} MB"
                  f"; import CPU {imp['cpu_seconds']:.1f}s")
+    if record.get("verify"):
+        v = record["verify"]
+        lines.append(f"verify: {v['rows']:,} rows in {v['wall_seconds']:.2f}s end to end "
+                     f"({_fmt_ratio(_ratio(v['wall_seconds'], imp['wall_seconds']))} of the import), "
+                     f"{_rate(v['rows'], v['wall_seconds'])} rows/s, peak RSS {v['peak_rss_mb']:.1f} MB, "
+                     f"CPU {v['cpu_seconds']:.1f}s")
     by_method = floor.get("copy_seconds_by_method", {})
     if by_method:
         lines.append("floor COPY by way (the fastest per table counts): "
@@ -732,6 +764,10 @@ def check_targets(records: list) -> list:
         deviation = abs(by_n[n]["ratios"]["dry_run_over_import"] - 1)
         checks.append((f"dry run within {TARGET_DRY_RUN_DEVIATION:.0%} of the import at {n:,}",
                        f"{by_n[n]['ratios']['dry_run_over_import']:.2f}x", deviation <= TARGET_DRY_RUN_DEVIATION))
+    for n in sizes:
+        if by_n[n].get("verify"):
+            ratio = by_n[n]["verify"]["wall_seconds"] / by_n[n]["import"]["wall_seconds"]
+            checks.append((f"verify takes no longer than the import at {n:,}", f"{ratio:.2f}x", ratio <= 1))
     if 100_000 in by_n and 1_000_000 in by_n:
         scale = by_n[1_000_000]["import"]["wall_seconds"] / by_n[100_000]["import"]["wall_seconds"]
         checks.append((f"1,000,000 takes <= {TARGET_SCALING_1M_OVER_100K:g}x the time of 100,000", f"{scale:.2f}x",
@@ -874,6 +910,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pgoptions", default="",
                         help="PGOPTIONS for the import's sessions, to try settings (e.g. \"-c work_mem=256MB\")")
     parser.add_argument("--no-advisor", action="store_true", help="skip the advisor run")
+    parser.add_argument("--no-verify", action="store_true", help="skip verify after the import")
     parser.add_argument("--results", default=RESULTS_JSON, help="results file to append to")
     parser.add_argument("--plot", default=PLOT_PNG, help="plot to redraw from the results file")
     parser.add_argument("--no-plot", action="store_true")
@@ -898,7 +935,7 @@ def main(argv=None) -> int:
             for n in sizes:
                 record = run_size(cluster, n, seed=args.seed, workdir=workdir, profile=args.profile,
                                   keep=args.keep, advisor=not args.no_advisor,
-                                  repeats=args.repeat)
+                                  repeats=args.repeat, verify=not args.no_verify)
                 records.append(record)
                 append_results(args.results, [record])
                 print(format_table(record) + "\n", flush=True)

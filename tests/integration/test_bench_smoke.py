@@ -48,7 +48,12 @@ def test_bench_runs_at_a_tiny_size(pg, tmp_path):
     assert record["floor"]["build_seconds"] > 0
     assert set(record["profile"]["synapse_side"]) >= {"users", "access_tokens"}
 
+    # verify ran after the import and found every row the import wrote.
+    assert record["verify"]["rows"] == sum(record["import"]["migrated"].values())
+    assert record["verify"]["verdict"] == f"verified: {record['verify']['rows']} rows in 9 entities, 0 missing"
+
     table = bench.format_table(record)
+    assert "verify: " in table
     assert "TOTAL, end to end" in table and "imp/floor" in table and "dry run:" in table
     assert "users" in table and "compat_access_tokens" in table
 

@@ -317,6 +317,12 @@ def test_06_the_real_run_migrates(fleet):
         hs = fleet.hosts[name]
         check = problems.check
         check(report.get(name, {}).get("outcome") == "migrated", f"{name}: {report.get(name)}")
+        # The import was proven against Synapse on the host, and the live checks ran from it.
+        verified = report.get(name, {}).get("verified") or {}
+        check(verified.get("ok") is True and verified.get("verdict", "").endswith(" rows in 9 entities, 0 missing"),
+              f"{name}: verify: {verified}")
+        live = report.get(name, {}).get("live_checks") or {}
+        check(live.get("ok") is True, f"{name}: live checks: {live}")
         check(host_state(hs) == "delegated", f"{name}: state {host_state(hs)!r}")
         if not check(hs.healthy(), f"{name}: Synapse is down; log: {hs.log_tail(5)}"):
             continue

@@ -49,7 +49,7 @@ def run_main(*argv):
 def test_missing_command_and_bad_boolean_are_usage_errors():
     code, out, err = run_main()
     assert (code, out) == (2, "")
-    assert err.startswith("usage: syn2mas ") and err.endswith("syn2mas: error: --command advisor|migrate is required\n")
+    assert err.startswith("usage: syn2mas ") and err.endswith("syn2mas: error: --command advisor|migrate|verify is required\n")
     code, out, err = run_main("--command", "migrate", "--dryRun", "maybe")
     assert (code, out) == (2, "")
     assert err.endswith("syn2mas: error: argument --dryRun: expected true or false, got 'maybe'\n")
@@ -65,7 +65,7 @@ def test_version_is_the_collections_from_galaxy_yml():
 
 
 @pytest.mark.parametrize("argv, command, error", [
-    ([], None, "--command advisor|migrate is required"),
+    ([], None, "--command advisor|migrate|verify is required"),
     (["migrate", "--dryRun", "maybe"], None, "argument --dryRun: expected true or false, got 'maybe'"),
     (["--command", "advisor", "--output=json", "--bogus"], None, "unrecognized arguments: --bogus"),
     (["--command", "advisor"], "advisor", "--synapseConfigFile is required"),

@@ -6,6 +6,7 @@
     syn2mas --command advisor --synapseConfigFile homeserver.yaml [--masConfigFile config.yaml]
     syn2mas --command migrate --synapseConfigFile homeserver.yaml --masConfigFile config.yaml
             [--dryRun [true|false]] [--upstreamProviderMapping PROVIDER:ID]...
+    syn2mas --command verify --synapseConfigFile homeserver.yaml --masConfigFile config.yaml
     syn2mas --version
 
 A run that fails says why in one line on stderr; with --output json it also prints
@@ -28,6 +29,7 @@ from .errors import Syn2masError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # as argparse
 EXIT_INTERRUPTED = 130
+COMMANDS = ("advisor", "migrate", "verify")
 
 
 class UsageError(Exception):
@@ -60,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="show the version of the syn2mas command (the matrix.syn2mas collection's) and exit")
-    parser.add_argument("command_positional", nargs="?", choices=("advisor", "migrate"), metavar="COMMAND",
-                        help="advisor or migrate (same as --command)")
-    parser.add_argument("--command", choices=("advisor", "migrate"), help="advisor or migrate")
+    parser.add_argument("command_positional", nargs="?", choices=COMMANDS, metavar="COMMAND",
+                        help="advisor, migrate or verify (same as --command)")
+    parser.add_argument("--command", choices=COMMANDS, help="advisor, migrate or verify (after the import: "
+                        "MAS holds exactly what Synapse's database says it must; exit 12 when not)")
     parser.add_argument("--synapseConfigFile", action="append", default=[], metavar="FILE",
                         help="Synapse's homeserver.yaml or a config directory (its *.yaml files, sorted); repeat for "
                              "split configs (merged as Synapse merges them)")
@@ -177,6 +180,24 @@ def run_migrate(args, out, err) -> int:
     return 0
 
 
+def run_verify(args, out, err) -> int:
+    from . import verify
+
+    if not args.synapseConfigFile:
+        raise Syn2masError("--synapseConfigFile is required")
+    if not args.masConfigFile and not args.masDatabaseUri:
+        raise Syn2masError("--masConfigFile is required for verify")
+    result = verify.run_verify(verify.VerifyOptions(
+        synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
+        synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
+    ))
+    if args.output == "json":
+        out.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        out.write(verify.format_human(result))
+    return result["exit_code"]
+
+
 def run_advisor(args, out, err) -> int:
     from . import advisor
 
@@ -238,7 +259,7 @@ def main(argv=None, out=None, err=None) -> int:
         args = parser.parse_args(argv)
         command = args.command or args.command_positional
         if command is None:
-            parser.error("--command advisor|migrate is required")
+            parser.error("--command advisor|migrate|verify is required")
     except UsageError as exc:
         parser.print_usage(err)
         return _fail(out, err, as_json, command, str(exc), EXIT_USAGE, _command_line_secrets(args))
@@ -246,6 +267,8 @@ def main(argv=None, out=None, err=None) -> int:
     try:
         if command == "migrate":
             return run_migrate(args, out, err)
+        if command == "verify":
+            return run_verify(args, out, err)
         return run_advisor(args, out, err)
     except Syn2masError as exc:
         return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE, secrets)

@@ -25,6 +25,7 @@ from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
+from .verify import replay_record
 
 VERSION = "0.1.0"
 APPLICATION_NAME = "syn2mas"
@@ -238,6 +239,8 @@ def _run_import(options: ImportOptions) -> dict:
             writer.set_marker({
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="seconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
+                # What `syn2mas --command verify` needs to recompute the import's rows and ids.
+                "replay": replay_record(reader, params, links),
             })
             writer.commit()
         reader.end_snapshot()
