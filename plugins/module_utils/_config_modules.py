@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_synapse_config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import ConfigError
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
-    LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
+    MAS_KINDS, LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
-    DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, new_override_document,
+    DEFAULT_MSC3861_CLIENT_ID, DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, new_override_document,
     override_values, plan_delegation,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
@@ -50,7 +50,7 @@ SYNAPSE_AUTH_DELEGATION_SPEC = dict(
         synapse_version=dict(type="str"),
         synapse_python=dict(type="path"),
         issuer=dict(type="str"),
-        client_id=dict(type="str", default="0000000000000000000SYNAPSE"),
+        client_id=dict(type="str", default=DEFAULT_MSC3861_CLIENT_ID),
         client_auth_method=dict(type="str", default="client_secret_basic",
                                 choices=["client_secret_basic", "client_secret_post"]),
         client_secret=dict(type="str", no_log=True),
@@ -71,7 +71,7 @@ MAS_SYNAPSE_LINK_SPEC = dict(
         secret=dict(type="str", no_log=True),
         secret_file=dict(type="path"),
         pepper_file=dict(type="path"),
-        kind=dict(type="str", choices=["synapse", "synapse_modern", "synapse_legacy", "synapse_read_only"]),
+        kind=dict(type="str", choices=list(MAS_KINDS)),
         **FILE_OPTIONS
     ),
     mutually_exclusive=[["secret", "secret_file"]],
