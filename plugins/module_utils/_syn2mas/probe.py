@@ -27,10 +27,10 @@ def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=
     targets = {}
     if synapse_config or synapse_database_uri:
         config = None if synapse_database_uri else load_synapse_config(synapse_config)
-        targets["synapse"] = database_conninfo(config, synapse_database_uri)
+        targets["synapse"] = database_conninfo(config, synapse_database_uri, "the given Synapse database URI")
     if mas_config or mas_database_uri:
         config = None if mas_database_uri else load_mas_config(mas_config)
-        targets["mas"] = database_conninfo(config, mas_database_uri)
+        targets["mas"] = database_conninfo(config, mas_database_uri, "the given MAS database URI")
     return targets
 
 

@@ -238,7 +238,7 @@ def _read_synapse_database(facts: Facts, found: list) -> None:
     if facts.server_name is None:
         return _synapse_db_missing(facts, "Synapse's server_name is unknown")
     try:
-        conninfo = database_conninfo(facts.synapse, options.synapse_database_uri)
+        conninfo = database_conninfo(facts.synapse, options.synapse_database_uri, "the given Synapse database URI")
     except ConfigError:  # reported by the synapse_database_config check
         return _synapse_db_missing(facts, "Synapse's database section is unusable")
     facts.summary["synapse_database"] = _describe(conninfo)
@@ -327,7 +327,7 @@ def _read_mas_database(facts: Facts, found: list) -> None:
         facts.missing[MAS_DB] = facts.missing[MAS_CONFIG]
         return
     try:
-        conninfo = database_conninfo(facts.mas, options.mas_database_uri)
+        conninfo = database_conninfo(facts.mas, options.mas_database_uri, "the given MAS database URI")
     except ConfigError as exc:
         found.append((MAS_DATABASE_CONFIG, finding(
             ERROR, str(exc), facts.mas_where("database"),
