@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_synapse_config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import ConfigError
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
-    LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
+    MAS_KINDS, LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
-    DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, new_override_document,
+    DEFAULT_MSC3861_CLIENT_ID, DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, new_override_document,
     override_values, plan_delegation,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
@@ -50,7 +50,7 @@ SYNAPSE_AUTH_DELEGATION_SPEC = dict(
         synapse_version=dict(type="str"),
         synapse_python=dict(type="path"),
         issuer=dict(type="str"),
-        client_id=dict(type="str", default="0000000000000000000SYNAPSE"),
+        client_id=dict(type="str", default=DEFAULT_MSC3861_CLIENT_ID),
         client_auth_method=dict(type="str", default="client_secret_basic",
                                 choices=["client_secret_basic", "client_secret_post"]),
         client_secret=dict(type="str", no_log=True),
@@ -71,7 +71,7 @@ MAS_SYNAPSE_LINK_SPEC = dict(
         secret=dict(type="str", no_log=True),
         secret_file=dict(type="path"),
         pepper_file=dict(type="path"),
-        kind=dict(type="str", choices=["synapse", "synapse_modern", "synapse_legacy", "synapse_read_only"]),
+        kind=dict(type="str", choices=list(MAS_KINDS)),
         **FILE_OPTIONS
     ),
     mutually_exclusive=[["secret", "secret_file"]],
@@ -166,6 +166,38 @@ def edit_mas_synapse_link(params, reader):
     return ConfigEdit(doc=doc, new_text=doc.render(), result=result, secrets=secrets, warnings=outcome.warnings)
 
 
+def _selected_providers(synapse, wanted, warnings: list) -> list:
+    """Synapse's OIDC providers the edit is about: `wanted`, or all that Synapse enables."""
+    if synapse is None:
+        raise ConfigError("synapse_config is required with state=present, or to remove all providers")
+    selected = select_providers(synapse, wanted)
+    if wanted is not None:
+        return selected
+    kept = []
+    for provider in selected:
+        if provider.source.endswith("oidc_config") and provider.config.get("enabled") is not True:
+            warnings.append(
+                f"{provider.source}: skipped: Synapse ignores oidc_config unless `enabled: true` (select it "
+                "with synapse_idp_id if users are still linked to it)")
+            continue
+        kept.append(provider)
+    return kept
+
+
+def _provider_item(change, entry: dict, converted, public_base) -> dict:
+    """One provider of the module's result: what was done to it, and its redirect URI."""
+    return {
+        "synapse_idp_id": change.synapse_idp_id,
+        "id": change.id,
+        "action": change.action,
+        "human_name": entry.get("human_name"),
+        "issuer": entry.get("issuer"),
+        "redirect_uri": redirect_uri(public_base, change.id) if change.id and change.action != "removed" else None,
+        "source": converted.source if converted else None,
+        "warnings": list(converted.warnings) if converted else [],
+    }
+
+
 def edit_mas_upstream_provider(params, reader):
     """MAS's upstream_oauth2.providers converted from Synapse's OIDC providers (or removed)."""
     path = params["path"]
@@ -175,27 +207,11 @@ def edit_mas_upstream_provider(params, reader):
     secrets = []
     wanted = params["synapse_idp_id"]
 
-    synapse = None
+    synapse = load_synapse_config(params["synapse_config"], reader) if params["synapse_config"] else None
     selected = []
-    if params["synapse_config"]:
-        synapse = load_synapse_config(params["synapse_config"], reader)
     if params["state"] == "present" or wanted is None:
-        if synapse is None:
-            raise ConfigError("synapse_config is required with state=present, or to remove all providers")
-        selected = select_providers(synapse, wanted)
-        if wanted is None:
-            kept = []
-            for provider in selected:
-                if provider.source.endswith("oidc_config") and provider.config.get("enabled") is not True:
-                    warnings.append(
-                        f"{provider.source}: skipped: Synapse ignores oidc_config unless `enabled: true` (select it "
-                        "with synapse_idp_id if users are still linked to it)")
-                    continue
-                kept.append(provider)
-            selected = kept
-        for provider in selected:
-            if provider.config.get("client_secret"):
-                secrets.append(str(provider.config["client_secret"]))
+        selected = _selected_providers(synapse, wanted, warnings)
+        secrets.extend(str(p.config["client_secret"]) for p in selected if p.config.get("client_secret"))
 
     if params["state"] == "present":
         converted = [convert_provider(p) for p in selected]
@@ -216,18 +232,8 @@ def edit_mas_upstream_provider(params, reader):
     http = doc.data.get("http") or {}
     public_base = params["public_base"] or (http.get("public_base") if isinstance(http, dict) else None)
     for change in changes:
-        converted = by_id.get(change.synapse_idp_id)
         entry = plain(change.entry) if change.entry is not None else {}
-        item = {
-            "synapse_idp_id": change.synapse_idp_id,
-            "id": change.id,
-            "action": change.action,
-            "human_name": entry.get("human_name"),
-            "issuer": entry.get("issuer"),
-            "redirect_uri": redirect_uri(public_base, change.id) if change.id and change.action != "removed" else None,
-            "source": converted.source if converted else None,
-            "warnings": list(converted.warnings) if converted else [],
-        }
+        item = _provider_item(change, entry, by_id.get(change.synapse_idp_id), public_base)
         if entry.get("client_secret"):
             secrets.append(str(entry["client_secret"]))
         result["providers"].append(item)

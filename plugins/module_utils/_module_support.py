@@ -46,11 +46,12 @@ def require_libraries(module, library_error=None, psycopg2=False, ruamel=False):
 
 
 def exit_with(module, run):
-    """Exits with the result of run(module), or fails with its Syn2masError's message."""
+    """Exits with the result of run(module), or fails with its Syn2masError's message (and the partial
+    result the error carries, if any)."""
     try:
         result = run(module)
     except Syn2masError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), **getattr(exc, "result", {}))
     module.exit_json(**result)
 
 

@@ -122,12 +122,20 @@ findings:
     remedy:
       description: How to fix it.
       type: str
+    remedied_by:
+      description:
+        - The module of this collection that remedies the finding when the runbook runs it (the auth_delegation
+          role runs them all), or V(null). The preflight role's gate lets such findings pass and lists them as
+          remedied.
+      type: str
+      sample: matrix.syn2mas.mas_synapse_link
   sample:
     - severity: WARN
       check: registration_enabled
       message: "open registration is enabled (enable_registration: true)"
       where: "/etc/matrix-synapse/homeserver.yaml: enable_registration"
       remedy: At the switch to MAS, remove enable_registration from homeserver.yaml...
+      remedied_by: matrix.syn2mas.synapse_auth_delegation
 summary:
   description: Counts per severity (C(errors), C(warnings), C(info)), the checks not run and why (C(not_run)),
     and what the import would carry over (C(users), C(passwords), C(devices), C(access_tokens),
@@ -170,17 +178,13 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors imp
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import (
-        AdvisorOptions, exit_code, format_finding, run_advisor,
+        AdvisorOptions, exit_code, run_advisor,
     )
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor.report import finding_line
 except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two above
     ADVISOR_IMPORT_ERROR = traceback.format_exc()
 else:
     ADVISOR_IMPORT_ERROR = None
-
-
-def _line(finding):
-    # format_finding without the leading severity: the list says it.
-    return format_finding(finding).split(" ", 1)[1]
 
 
 def main():
@@ -215,8 +219,8 @@ def main():
     except Exception as exc:  # pragma: no cover - reported with its traceback
         module.fail_json(msg=redact(f"the migration advisor failed unexpectedly: {exc}"), changed=False,
                          exception=redact(traceback.format_exc()))
-    errors = [_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
-    warnings = [_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
+    errors = [finding_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
+    warnings = [finding_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
     result = dict(
         changed=False,
         findings=advice["findings"],

@@ -153,21 +153,37 @@ manifest:
   type: dict
 """
 
-import os
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
-
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    database_options, exit_with, require_libraries,
+)
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import backup as _backup
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.probe import database_targets
 except ImportError:  # pragma: no cover
-    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+    LIBRARY_IMPORT_ERROR = traceback.format_exc()
 else:
-    RUNBOOK_IMPORT_ERROR = None
+    LIBRARY_IMPORT_ERROR = None
+
+
+def run(module):
+    p = module.params
+
+    def targets():
+        return database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"])
+
+    if p["state"] == "present":
+        files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
+        return _backup.make_backup(p["dest"], _backup.check_run_id(p["run_id"]), targets(), files, p["pg_bindir"],
+                                   p["keep"], module.check_mode)
+    # A restore reads the configs only for the databases it restores: the files it puts back may be
+    # the very ones a failed run left unreadable.
+    return _backup.restore(p["dest"], p["run_id"], targets() if p["restore_databases"] else {}, p["restore_files"],
+                           p["restore_databases"], p["pg_bindir"], module.check_mode)
 
 
 def main():
@@ -185,41 +201,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    require_libraries(module, RUNBOOK_IMPORT_ERROR, psycopg2=True)
-    p = module.params
-    run_id = p["run_id"]
-    if not run_id or "/" in run_id or run_id.startswith("."):
-        module.fail_json(msg=f"run_id {run_id!r} must be a plain directory name")
-    try:
-        if p["state"] == "present":
-            targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
-                                                p["mas_database_uri"])
-            files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
-            result = _runbook.make_backup(p["dest"], run_id, targets, files, p["pg_bindir"], p["keep"],
-                                          module.check_mode)
-        else:
-            path = os.path.join(p["dest"], run_id)
-            check = _runbook.verify_backup(path, p["pg_bindir"])
-            if not check["verified"]:
-                module.fail_json(msg=f"cannot restore from {path}: {'; '.join(check['problems'])}", path=path,
-                                 verified=False)
-            result = dict(changed=False, path=path, verified=True, manifest=check["manifest"], restored_files=[],
-                          restored_databases=[])
-            if p["restore_files"]:
-                result["restored_files"] = _runbook.restore_files(path, module.check_mode)
-            if p["restore_databases"]:
-                targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
-                                                    p["mas_database_uri"])
-                for name in p["restore_databases"]:
-                    if name not in targets:
-                        module.fail_json(msg=f"restoring the {name} database needs its config or URI", **result)
-                    if not module.check_mode:
-                        _runbook.restore_database(path, name, targets[name], p["pg_bindir"])
-                    result["restored_databases"].append(name)
-            result["changed"] = bool(result["restored_files"] or result["restored_databases"])
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    require_libraries(module, LIBRARY_IMPORT_ERROR, psycopg2=True)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

@@ -107,16 +107,24 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
-
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    database_options, exit_with, require_libraries,
+)
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import probe as _probe
 except ImportError:  # pragma: no cover
-    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+    LIBRARY_IMPORT_ERROR = traceback.format_exc()
 else:
-    RUNBOOK_IMPORT_ERROR = None
+    LIBRARY_IMPORT_ERROR = None
+
+
+def run(module):
+    p = module.params
+    targets = _probe.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
+                                      p["mas_database_uri"])
+    return _probe.probe_targets(targets, p["wait_synapse_idle"], p["timeout"], p["space_path"], p["mas_config"],
+                                p["check_providers"], p["fail_on_unreachable"])
 
 
 def main():
@@ -131,41 +139,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    require_libraries(module, RUNBOOK_IMPORT_ERROR, psycopg2=True)
-    p = module.params
-    result = dict(changed=False, databases_bytes=0)
-    try:
-        targets = _runbook.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
-                                            p["mas_database_uri"])
-        problems = []
-        for name, conninfo in targets.items():
-            what = "Synapse" if name == "synapse" else "MAS"
-            if name == "synapse" and p["wait_synapse_idle"]:
-                info = _runbook.wait_idle(conninfo, what, p["timeout"])
-                if info["reachable"] and info["other_clients"]:
-                    listing = "; ".join(f"pid {c['pid']} {c['application_name'] or 'unnamed'} from {c['address'] or 'local socket'}"
-                                        for c in info["other_clients"])
-                    problems.append(f"clients are still connected to Synapse's database after {p['timeout']}s: "
-                                    f"{listing}")
-            else:
-                info = _runbook.probe_database(conninfo, what)
-            result[name] = info
-            if not info["reachable"]:
-                problems.append(info["error"])
-            else:
-                result["databases_bytes"] += info["size_bytes"] or 0
-        if p["space_path"]:
-            result["free_bytes"], result["space_checked_at"] = _runbook.free_bytes(p["space_path"])
-        if p["check_providers"]:
-            if "mas" not in targets or not p["mas_config"]:
-                module.fail_json(msg="check_providers needs mas_config", **result)
-            if result["mas"]["reachable"]:
-                result["providers"] = _runbook.mas_provider_rows(targets["mas"], p["mas_config"])
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc), **result)
-    if problems and p["fail_on_unreachable"]:
-        module.fail_json(msg="; ".join(problems), **result)
-    module.exit_json(**result)
+    require_libraries(module, LIBRARY_IMPORT_ERROR, psycopg2=True)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

@@ -106,23 +106,33 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import require_libraries
-
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import runbook as _runbook
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import state_record as _state_record
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.probe import database_targets
 except ImportError:  # pragma: no cover
-    RUNBOOK_IMPORT_ERROR = traceback.format_exc()
+    LIBRARY_IMPORT_ERROR = traceback.format_exc()
+    DEFAULT_STATE_FILE, STATES = "/var/lib/syn2mas/state.json", ("legacy", "migrated", "delegated")
 else:
-    RUNBOOK_IMPORT_ERROR = None
+    LIBRARY_IMPORT_ERROR = None
+    DEFAULT_STATE_FILE, STATES = _state_record.DEFAULT_STATE_FILE, _state_record.STATES
+
+
+def run(module):
+    p = module.params
+    mas = None
+    if p["mas_config"] or p["mas_database_uri"]:
+        mas = database_targets(mas_config=p["mas_config"], mas_database_uri=p["mas_database_uri"])["mas"]
+    return _state_record.move(p["path"], p["state"], mas, p["run_id"], p["details"], p["force"], module.check_mode,
+                              module._diff)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", default="/var/lib/syn2mas/state.json"),
-            state=dict(type="str", choices=list(("legacy", "migrated", "delegated"))),
+            path=dict(type="path", default=DEFAULT_STATE_FILE),
+            state=dict(type="str", choices=list(STATES)),
             mas_config=dict(type="list", elements="path", default=[]),
             mas_database_uri=dict(type="str", no_log=True),
             run_id=dict(type="str"),
@@ -131,33 +141,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    p = module.params
     # The database (and so psycopg2) is needed only to look for MAS logins since the import.
-    require_libraries(module, RUNBOOK_IMPORT_ERROR, psycopg2=bool(p["mas_config"] or p["mas_database_uri"]))
-    try:
-        current = _runbook.read_state(p["path"])
-        result = dict(changed=False, state=current["state"], previous_state=current["state"],
-                      history=current["history"], record=current["record"])
-        activity = None
-        if p["mas_config"] or p["mas_database_uri"]:
-            targets = _runbook.database_targets(mas_config=p["mas_config"], mas_database_uri=p["mas_database_uri"])
-            activity = _runbook.mas_activity(targets["mas"])
-            result["mas_activity"] = activity
-        wanted = p["state"]
-        if wanted is not None and wanted != current["state"]:
-            _runbook.check_transition(current["state"], wanted, activity, p["force"])
-            result.update(changed=True, state=wanted)
-            if module._diff:
-                result["diff"] = {"before": f"state: {current['state']}\n", "after": f"state: {wanted}\n",
-                                  "before_header": p["path"], "after_header": p["path"]}
-            if not module.check_mode:
-                data = _runbook.write_state(p["path"], current, wanted, p["run_id"], p["details"])
-                result.update(history=data["history"], record=data["record"])
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc))
-    except (OSError, ValueError) as exc:
-        module.fail_json(msg=f"{p['path']}: {exc}")
-    module.exit_json(**result)
+    require_libraries(module, LIBRARY_IMPORT_ERROR,
+                      psycopg2=bool(module.params["mas_config"] or module.params["mas_database_uri"]))
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

@@ -733,6 +733,7 @@ def test_the_counts_are_exactly_those_of_the_import(case):
     for stage, counts in imported["counts"].items():
         mine = result["summary"]["counts"][stage]
         assert mine["migrated"] == counts["migrated"], stage
+        assert mine["fixed"] == counts["fixed"], stage  # one shape: what was repaired -> count
         if stage != "deviceless_sessions":  # the import reports its skips under access_tokens
             assert {r: v["count"] for r, v in mine["skipped_reasons"].items()} == \
                    {r: v["count"] for r, v in counts["skipped_reasons"].items()}, stage

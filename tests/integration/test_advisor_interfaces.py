@@ -66,7 +66,10 @@ def test_cli_exit_codes_human_and_json_output(env):
     result = json.loads(run.stdout)
     assert set(result) == {"findings", "summary"}
     for finding in result["findings"]:
-        assert set(finding) == {"severity", "check", "message", "where", "remedy"}
+        assert set(finding) == {"severity", "check", "message", "where", "remedy", "remedied_by"}
+    remedied_by = {f["check"]: f["remedied_by"] for f in result["findings"]}
+    assert remedied_by["registration_enabled"] == "matrix.syn2mas.synapse_auth_delegation"
+    assert remedied_by["guest_access_enabled"] is None  # MAS has no guests: nothing the run can change
     assert [f["check"] for f in result["findings"] if f["severity"] != "INFO"] == [
         "guest_access_enabled", "registration_enabled"]
     assert (result["summary"]["errors"], result["summary"]["warnings"], result["summary"]["users"]) == (1, 1, 3)
@@ -232,3 +235,32 @@ def test_playbook_ends_zero_when_the_advisor_ran_everywhere(env, tmp_path):
     run, report = advisor_playbook(env, tmp_path, {"hs1": {}, "hs2": {}})[:2]
     assert run.returncode == 0, run.stdout + run.stderr
     assert {h: e["outcome"] for h, e in report["hosts"].items()} == {"hs1": "needs attention", "hs2": "needs attention"}
+
+
+def test_playbook_gate_blocks_on_what_the_run_cannot_remedy_and_lists_the_rest_as_remedied(env, tmp_path):
+    """Findings carry the module that remedies them (remedied_by), and the gate reads that, not a list."""
+    clean_data(env)
+    pepper_file = tmp_path / "pepper"
+    pepper_file.write_text(CLEAN_SYNAPSE["password_config"]["pepper"] + "\n")  # what `echo $PEPPER >` writes
+    mas = copy.deepcopy(CLEAN_MAS)
+    scheme = mas["passwords"]["schemes"][0]
+    del scheme["secret"]
+    scheme["secret_file"] = str(pepper_file)
+    env.write_configs(copy.deepcopy(CLEAN_SYNAPSE), mas)
+    (tmp_path / "remedied").mkdir()
+    (tmp_path / "blocked").mkdir()
+    run, report = advisor_playbook(env, tmp_path / "remedied", {"hs1": {}})[:2]
+    assert run.returncode == 0, run.stdout + run.stderr
+    findings = report["hosts"]["hs1"]["findings"]
+    # mas_synapse_link writes the pepper inline in the run, so this ERROR does not block it.
+    assert findings["remedied"] == ["mas_password_secret_file_newline"], findings
+    assert findings["blocking"] == [] and findings["errors"] == []
+    assert report["hosts"]["hs1"]["outcome"] == "ready"
+
+    # Guest access is an ERROR no module of the run remedies: it blocks.
+    env.write_configs({**copy.deepcopy(CLEAN_SYNAPSE), "allow_guest_access": "false"}, mas)  # on for Synapse
+    run, report = advisor_playbook(env, tmp_path / "blocked", {"hs1": {}})[:2]
+    findings = report["hosts"]["hs1"]["findings"]
+    assert report["hosts"]["hs1"]["outcome"] == "blocked", findings
+    assert [line.split(":")[0] for line in findings["blocking"]] == ["guest_access_enabled"]
+    assert findings["remedied"] == ["mas_password_secret_file_newline"]

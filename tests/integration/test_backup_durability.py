@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from _syn2mas import runbook
+from _syn2mas import backup
+from _syn2mas.probe import database_targets
 
 
 def test_every_file_of_a_backup_and_its_directories_are_fsynced_before_it_counts(env, tmp_path, monkeypatch):
@@ -28,10 +29,10 @@ def test_every_file_of_a_backup_and_its_directories_are_fsynced_before_it_counts
     dest = tmp_path / "backups" / "syn2mas"  # neither directory exists yet
     well_known = tmp_path / "client"
     well_known.write_text("{}")
-    targets = runbook.database_targets([env.homeserver_yaml], [env.mas_yaml])
-    result = runbook.make_backup(str(dest), "20260101T000000Z", targets,
-                                 [env.homeserver_yaml, env.mas_yaml, str(well_known), str(tmp_path / "absent")],
-                                 bindir=env.pg.bindir)
+    targets = database_targets([env.homeserver_yaml], [env.mas_yaml])
+    result = backup.make_backup(str(dest), "20260101T000000Z", targets,
+                                [env.homeserver_yaml, env.mas_yaml, str(well_known), str(tmp_path / "absent")],
+                                bindir=env.pg.bindir)
 
     assert result["verified"] is True and result["changed"] is True
     renames = [e for e in events if e[0] == "rename"]

@@ -3,9 +3,11 @@ and a restore puts back exactly what was there - files the run created are remov
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 
-from _syn2mas import runbook
+from _syn2mas import backup
 from _syn2mas.db import database_conninfo
 from _syn2mas.config import load_synapse_config
 
@@ -25,8 +27,8 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     well_known = str(tmp_path / "www" / "client")
     targets = {"synapse": database_conninfo(load_synapse_config([env.homeserver_yaml]), None)}
 
-    made = runbook.make_backup(str(tmp_path / "backups"), "run1", targets,
-                               [env.homeserver_yaml, str(confd), override, well_known])
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", targets,
+                              [env.homeserver_yaml, str(confd), override, well_known])
     assert made["verified"] is True
     manifest = made["manifest"]
     assert manifest["directories"] == [{"path": str(confd), "members": ["10-server.yaml"]}]
@@ -38,21 +40,41 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     write(well_known, "{}\n")
     write(str(confd / "notes.txt"), "an operator's file, not Synapse's\n")
 
-    assert sorted(runbook.restore_files(made["path"], check_mode=True)) == sorted(
+    assert sorted(backup.restore_files(made["path"], check_mode=True)) == sorted(
         [override, well_known, str(confd / "10-server.yaml")])
     assert os.path.exists(override)  # check mode changes nothing
-    changed = runbook.restore_files(made["path"])
+    changed = backup.restore_files(made["path"])
     assert sorted(changed) == sorted([override, well_known, str(confd / "10-server.yaml")])
     assert sorted(os.listdir(confd)) == ["10-server.yaml", "README", "notes.txt"]
     assert open(confd / "10-server.yaml").read() == "server_name: example.test\n"
     assert not os.path.exists(well_known)
-    assert runbook.restore_files(made["path"]) == []  # a second restore has nothing to do
+    assert backup.restore_files(made["path"]) == []  # a second restore has nothing to do
 
 
 def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restore(env, tmp_path):
     confd = tmp_path / "conf.d"
     write(str(confd / "a.yaml"), "a: 1\n")
-    made = runbook.make_backup(str(tmp_path / "backups"), "run1", {}, [str(confd)])
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [str(confd)])
     write(str(confd / "b.yaml"), "b: 2\n")  # created by the run, not named to the backup
-    assert runbook.restore_files(made["path"]) == [str(confd / "b.yaml")]
+    assert backup.restore_files(made["path"]) == [str(confd / "b.yaml")]
     assert os.listdir(confd) == ["a.yaml"]
+
+
+def test_a_restore_of_files_does_not_need_the_configs_it_puts_back(env, tmp_path):
+    """A failed run may leave MAS's config unparseable: restoring the files must still work."""
+    env.write_configs()
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [env.homeserver_yaml, env.mas_yaml])
+    good = open(env.mas_yaml).read()
+    with open(env.mas_yaml, "a") as handle:
+        handle.write("matrix: [unclosed\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = {"ANSIBLE_MODULE_ARGS": {"state": "restored", "dest": str(tmp_path / "backups"), "run_id": "run1",
+                                    "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}}
+    proc = subprocess.run([os.path.join(root, ".venv", "bin", "python"), "-m",
+                           "ansible_collections.matrix.syn2mas.plugins.modules.syn2mas_backup"],
+                          input=json.dumps(args), capture_output=True, text=True, timeout=120, check=False,
+                          env=dict(os.environ, PYTHONPATH=os.path.join(root, ".venv", "collections")))
+    result = json.loads(proc.stdout)
+    assert not result.get("failed"), result
+    assert result["restored_files"] == [env.mas_yaml] and made["verified"]
+    assert open(env.mas_yaml).read() == good

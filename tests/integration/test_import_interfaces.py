@@ -87,7 +87,7 @@ def test_cli_upstream_provider_mapping_flag(env):
         s.external_id("@alice:example.test", "cas", "alice-cas")
     common = ["--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile", env.mas_yaml]
     refused = syn2mas(*common)
-    assert refused.returncode == 1 and "cas (1 link)" in refused.stderr
+    assert refused.returncode == 1 and "1 user link of auth_provider 'cas' (CAS login)" in refused.stderr
     ok = syn2mas(*common, "--upstreamProviderMapping", f"cas:{LEGACY_ID}")
     assert ok.returncode == 0, ok.stderr
     assert env.mas("SELECT subject FROM upstream_oauth_links WHERE upstream_oauth_provider_id = %s",

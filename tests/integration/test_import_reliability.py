@@ -266,7 +266,7 @@ def test_a_malformed_database_uri_never_shows_its_password_on_the_cli(env, sourc
              "--masDatabaseUri": "the given MAS database URI",
              "--synapseDatabaseUri": "the given Synapse database URI"}[name]
     assert where in migrate_error
-    assert "invalid database URI" in outputs[4]  # the advisor's finding
+    assert "invalid database URI" in outputs[4] and where in outputs[4]  # the advisor's finding names it too
 
 
 def test_a_malformed_database_uri_never_shows_its_password_in_module_results_or_logs(env, tmp_path):

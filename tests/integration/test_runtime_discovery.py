@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from _syn2mas import host_runtime, runbook
+from _syn2mas import host_runtime, probe
 from tests.support import homeservers
 from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, Fleet, running_fleet
 
@@ -118,7 +118,7 @@ def test_a_synapse_started_with_a_relative_python_and_config_is_resolved(fleet, 
 
 def test_the_probe_reports_the_server_version_pg_dump_is_compared_with(fleet):
     hs = fleet.hosts["rt1"]
-    info = runbook.probe_database(runbook.database_targets([hs.homeserver_yaml])["synapse"], "Synapse")
+    info = probe.probe_database(probe.database_targets([hs.homeserver_yaml])["synapse"], "Synapse")
     num = int(fleet.pg.execute("SHOW server_version_num")[0][0])
     assert info["server_version_num"] == num
     assert info["server_major"] == host_runtime.postgres_major(num)

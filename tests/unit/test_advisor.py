@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from _syn2mas import advisor
+from _syn2mas import advisor, synapse_settings
+from _syn2mas.advisor import registry
 from _syn2mas.advisor import AdvisorOptions, exit_code, format_human, run_advisor
 
 
@@ -73,11 +74,19 @@ def test_invalid_yaml_and_a_sqlite_homeserver_are_findings(tmp_path):
 
 
 @pytest.mark.parametrize("value, expected", [
-    (True, True), ("true", True), ("yes", True), (1, True), (False, False), ("false", False), (None, False),
-    (0, False), ("no", False),
+    (True, True), ("true", True), ("yes", True), (1, True), (False, False), ("false", False), (0, False), ("no", False),
 ])
-def test_flags_read_as_synapse_reads_them(value, expected):
-    assert advisor._truthy(value) is expected
+def test_enable_registration_is_read_with_synapses_strtobool(value, expected):
+    assert synapse_settings.flag({"enable_registration": value}, "enable_registration") is expected
+    assert synapse_settings.flag({}, "enable_registration") is False
+
+
+@pytest.mark.parametrize("value, expected", [
+    (True, True), ("true", True), (1, True), (False, False), (None, False), (0, False), ("", False),
+    ("false", True), ("no", True),  # Python's truthiness, as Synapse reads allow_guest_access
+])
+def test_other_switches_are_read_with_pythons_truthiness_as_synapse_does(value, expected):
+    assert synapse_settings.flag({"allow_guest_access": value}, "allow_guest_access") is expected
 
 
 def test_every_check_has_a_group_and_a_description():
@@ -85,3 +94,17 @@ def test_every_check_has_a_group_and_a_description():
     for check, (group, what) in advisor.CHECKS.items():
         assert group in groups and what, check
         assert check == check.lower() and " " not in check
+
+
+def test_a_check_declared_twice_is_refused_when_the_library_loads():
+    with pytest.raises(ValueError, match="declared twice"):
+        registry.check("registration_enabled", advisor.SYNAPSE_CONFIG, "enable_registration")(lambda facts: None)
+
+
+def test_the_remedied_checks_are_those_of_the_conflict_table_and_the_mas_link():
+    remedied = {c.id: c.remedied_by for c in advisor.REGISTRY.values() if c.remedied_by}
+    delegation = {c.check for c in synapse_settings.MAS_CONFLICTS if c.check} | {"synapse_mas_conflicts"}
+    assert {c for c, by in remedied.items() if by == registry.SYNAPSE_AUTH_DELEGATION} == delegation
+    assert remedied["mas_password_secret_file_newline"] == registry.MAS_SYNAPSE_LINK
+    # The findings whose users stay affected after the edit are not remedied by it.
+    assert not {"cas_enabled", "saml2_enabled", "jwt_enabled", "password_providers", "guest_access_enabled"} & set(remedied)

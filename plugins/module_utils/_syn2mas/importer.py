@@ -30,6 +30,8 @@ from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError,
                      Syn2masError)
 from .mas_writer import MasWriter, StatusRowPipe, run_pipe
 from .synapse_reader import STAGES, SynapseReader, stage_params
+from .advisor.facts import MasDbFacts, synapse_session_facts
+from .advisor.refusals import import_facts, refuse
 from .verify import replay_record
 
 VERSION = "0.1.0"
@@ -108,33 +110,36 @@ def _check_configs(options: ImportOptions):
     if mas is None and not options.mas_database_uri:
         raise ConfigError("MAS's config.yaml (or a MAS database URI) is needed to know where to import into")
     planned = options.dry_run
-    homeserver = options.planned_homeserver if planned and options.planned_homeserver else (mas and mas.homeserver)
-    if mas is not None and homeserver != server_name:
-        raise RefusedError(
-            f"{mas.where('matrix.homeserver')} is {homeserver!r} but Synapse's server_name is "
-            f"{server_name!r} ({synapse.where('server_name')}): they must be equal, fix matrix.homeserver"
-        )
-    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri, "the given Synapse database URI")
-    mas_conninfo = database_conninfo(mas, options.mas_database_uri, "the given MAS database URI")
     mapping = provider_mapping(mas, options.upstream_provider_mapping,
                                planned=options.planned_provider_mapping if planned else None)
-    return synapse, server_name, synapse_conninfo, mas_conninfo, mapping
+    facts = import_facts(synapse, server_name, mas, mapping, real_import=not options.dry_run)
+    if mas is not None:  # judged on the homeserver the run writes into MAS's config, when planned
+        facts.mas = _PlannedHomeserver(mas, options.planned_homeserver) if planned and options.planned_homeserver \
+            else mas
+        refuse(facts, "mas_homeserver_mismatch")
+        facts.mas = mas
+    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri, "the given Synapse database URI")
+    mas_conninfo = database_conninfo(mas, options.mas_database_uri, "the given MAS database URI")
+    return synapse, server_name, synapse_conninfo, mas_conninfo, mapping, facts
 
 
-def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options: ImportOptions, warnings: list):
+class _PlannedHomeserver:
+    """MAS's config as the run will have written it: the planned matrix.homeserver."""
+
+    def __init__(self, mas, homeserver: str):
+        self.where, self.homeserver = mas.where, homeserver
+
+
+def _plan_links(reader: SynapseReader, facts, writer: MasWriter, options: ImportOptions, warnings: list):
     """Checks every SSO provider in use is mapped to a MAS provider that MAS's database has."""
-    in_use = reader.auth_providers_in_use()
+    mapping = facts.mapping
+    in_use = facts.synapse_db.in_use = reader.auth_providers_in_use()
     unmapped = {p: n for p, n in in_use.items() if p not in mapping}
     if unmapped:
         listing = ", ".join(f"{p} ({n} link{'s' if n != 1 else ''})" for p, n in unmapped.items())
         if not options.skip_unmapped_providers:
-            raise DataError(
-                f"Synapse users are linked to SSO providers that no MAS provider maps: {listing}. Add "
-                "`synapse_idp_id: <auth_provider>` to the matching upstream_oauth2.providers entry of MAS's "
-                "config (matrix.syn2mas.mas_upstream_provider does it), or pass "
-                "--upstreamProviderMapping <auth_provider>:<MAS provider id>; to leave these links behind, "
-                "skip unmapped providers explicitly"
-            )
+            refuse(facts, "oauth_delegated_links", "sso_links_unknown_provider", "sso_provider_unmapped",
+                   error=DataError)
         warnings.append(f"SSO links of unmapped providers are not migrated: {listing}")
     used = {p: link for p, link in mapping.items() if p in in_use}
     present = writer.existing_providers([link.provider_id for link in used.values()]) if used else set()
@@ -147,11 +152,11 @@ def _plan_links(reader: SynapseReader, mapping: dict, writer: MasWriter, options
         warnings.append("dry run: provider(s) this run adds to MAS's config, not yet in MAS's database, stood in "
                         "for by provisional rows: " + ", ".join(link.auth_provider for link in provisional))
     if missing:
-        names = ", ".join(f"{link.auth_provider} -> {link.provider_id} ({link.source})" for link in missing)
-        raise RefusedError(
-            f"MAS's database has no upstream provider row for: {names}. Run `mas-cli config sync` (or start "
-            "MAS once) with the config that defines these providers, then import again"
-        )
+        facts.mas_db.providers_table = True
+        facts.mas_db.providers_present = {str(p) for p in present}
+        facts.mapping = {p: link for p, link in used.items() if link not in provisional}
+        refuse(facts, "sso_provider_not_in_mas_database")
+        facts.mapping = mapping
     return used, [link.provider_id for link in provisional]
 
 
@@ -220,7 +225,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
     started = time.monotonic()
     run_at = datetime.now(timezone.utc)
     warnings: list = []
-    synapse, server_name, synapse_conninfo, mas_conninfo, mapping = _check_configs(options)
+    synapse, server_name, synapse_conninfo, mas_conninfo, mapping, facts = _check_configs(options)
 
     run.phase = "connecting to MAS's database"
     mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
@@ -252,42 +257,33 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         result["synapse_schema_version"] = reader.schema_version()
 
         previous = writer.marker()
+        facts.mas_db = MasDbFacts(clients=[], marker=previous)
         if previous is not None:
+            refuse(facts, "mas_already_imported")  # an import of another server_name
             return _already_imported(result, previous, reader, server_name, started)
 
-        filled = writer.tables_with_data()
-        if filled:
-            raise RefusedError(
-                f"the MAS database is not empty: rows found in {', '.join(filled)}. The import only fills a "
-                "fresh MAS database: drop and recreate it (then `mas-cli database migrate` and "
-                "`mas-cli config sync`), or point the import at the right database"
-            )
+        facts.mas_db.filled = writer.tables_with_data()
+        refuse(facts, "mas_not_empty")
         writer.check_privileges()
         reader.check_privileges(lock=not options.dry_run)
 
-        clients = reader.other_clients()
+        facts.synapse_db = synapse_session_facts(reader)
+        refuse(facts, "synapse_schema_too_old")
+        clients = facts.synapse_db.clients
         if clients:
             listing = "; ".join(str(c) for c in clients)
-            if not options.dry_run:
-                raise RefusedError(
-                    f"other clients are connected to Synapse's database: {listing}. Stop Synapse and its "
-                    "workers (and close other sessions) before the import"
-                )
+            refuse(facts, "synapse_running")  # an ERROR for the real import only
             warnings.append(f"Synapse's database has other clients (fine for a dry run, not for the import): {listing}")
 
         run.phase = "locking Synapse's tables"
         reader.begin_snapshot(lock=not options.dry_run, lock_wait_seconds=options.lock_wait_seconds)
+        facts.synapse_db.snapshot = True
         _test_point("synapse-locked")
         run.phase = "checking Synapse's data"
         fingerprint = reader.fingerprint()
-        count, examples = reader.users_with_wrong_server_name()
-        if count:
-            raise DataError(
-                f"{count} user(s) in Synapse's users table are not @localpart:{server_name} "
-                f"(e.g. {', '.join(examples)}): MAS can only hold users of its homeserver. Check server_name "
-                f"({synapse.where('server_name')}) and remove or fix these rows"
-            )
-        links, provisional = _plan_links(reader, mapping, writer, options, warnings)
+        facts.synapse_db.wrong_server_name = reader.users_with_wrong_server_name()
+        refuse(facts, "wrong_server_name_users", error=DataError)
+        links, provisional = _plan_links(reader, facts, writer, options, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
         estimates = reader.estimated_rows()
@@ -326,6 +322,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
 
         run.phase = "rebuilding MAS's indexes and constraints"
         rebuild_started = time.monotonic()
+
         def on_step(name, index, steps):
             _test_point(f"rebuild-{name}")
             _event(options, stage="rebuild", message=name, rows=index, total=steps,
@@ -432,11 +429,6 @@ def _already_imported(result: dict, previous: dict, reader: SynapseReader, serve
     as the import does not merge (the runbook refuses such a stale import)."""
     result["already_imported"] = True
     result["previous_import"] = {k: v for k, v in previous.items() if k != "synapse_fingerprint"}
-    if previous.get("server_name") not in (None, server_name):
-        raise RefusedError(
-            f"the MAS database was filled by an import of {previous.get('server_name')!r}, not {server_name!r}: "
-            "wrong database?"
-        )
     reader.begin_snapshot(lock=False)
     then = previous.get("synapse_fingerprint")
     changes = []

@@ -17,21 +17,19 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 
+from . import synapse_settings
 from .config import SynapseConfig
 from .errors import ConfigError
 from .files import LOCAL_FILES
-from .yaml_edit import CommentedMap, delete_key, ensure_mapping, same, set_value
+from .yaml_edit import CommentedMap, CommentedSeq, delete_key, ensure_mapping, same, set_value
 
 MIGRATED_PASSWORD_VERSION = 1
 MAS_KINDS = ("synapse", "synapse_modern", "synapse_legacy", "synapse_read_only")
 
 try:
     import bcrypt
-
-    HAS_BCRYPT = True
 except ImportError:  # pragma: no cover - only verify_password needs it
     bcrypt = None
-    HAS_BCRYPT = False
 
 
 @dataclass
@@ -87,12 +85,21 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str,
         raise ConfigError("set secret or secret_file, not both")
     if settings.kind is not None and settings.kind not in MAS_KINDS:
         raise ConfigError(f"kind: {settings.kind!r} is not one of {', '.join(MAS_KINDS)}")
-    server_name = synapse.server_name
+    _link_matrix(data, synapse, settings, where, result)
+    _link_passwords(data, synapse, settings, where, reader, result)
+    return result
 
+
+def _note(result: LinkResult, key: str, action: str, reason: str) -> None:
+    result.changes.append({"key": key, "action": action, "reason": reason})
+
+
+def _link_matrix(data, synapse: SynapseConfig, settings: LinkSettings, where: str, result: LinkResult) -> None:
+    """MAS's `matrix` section: Synapse's server_name, where MAS reaches it, and the shared secret."""
     def note(key, action, reason):
-        result.changes.append({"key": key, "action": action, "reason": reason})
+        _note(result, key, action, reason)
 
-    # ---- matrix
+    server_name = synapse.server_name
     matrix = ensure_mapping(data, "matrix", f"{where}: matrix")
     if set_value(matrix, "homeserver", server_name):
         note("matrix.homeserver", "set", "must equal Synapse's server_name")
@@ -124,13 +131,12 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str,
         raise ConfigError(f"{where}: matrix.secret is missing: pass secret or secret_file (the value of Synapse's "
                           "matrix_authentication_service.secret)")
 
-    # ---- passwords
-    pepper = synapse_pepper(synapse)
+
+def _password_schemes(data, where: str) -> tuple:
+    """(passwords section, its schemes list, their versions), created when absent, each checked."""
     passwords = ensure_mapping(data, "passwords", f"{where}: passwords")
     schemes = passwords.get("schemes")
     if schemes is None:
-        from .yaml_edit import CommentedSeq
-
         schemes = CommentedSeq()
         passwords["schemes"] = schemes
     if not isinstance(schemes, list):
@@ -144,6 +150,20 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str,
         if scheme["version"] in versions:
             raise ConfigError(f"{where}: passwords.schemes: version {scheme['version']} appears twice")
         versions.append(scheme["version"])
+    return passwords, schemes, versions
+
+
+# Longer than a screen: the version-1 scheme's rules in the order they apply (a non-bcrypt version 1
+# renumbered, version 1 added, normalisation, cost, pepper, a newer scheme for new passwords).
+def _link_passwords(data, synapse: SynapseConfig, settings: LinkSettings, where: str, reader,
+                    result: LinkResult) -> None:
+    """MAS's password schemes: version 1 verifies Synapse's bcrypt hashes (with its pepper), a newer one
+    hashes new passwords."""
+    def note(key, action, reason):
+        _note(result, key, action, reason)
+
+    pepper = synapse_pepper(synapse)
+    passwords, schemes, versions = _password_schemes(data, where)
 
     v1 = next((s for s in schemes if s["version"] == MIGRATED_PASSWORD_VERSION), None)
     if v1 is not None and str(v1.get("algorithm", "")) != "bcrypt":
@@ -193,11 +213,10 @@ def apply_link(data, synapse: SynapseConfig, settings: LinkSettings, where: str,
         note("passwords.schemes[version 2]", "added", "argon2id hashes new passwords; hashes upgrade on login")
     if passwords.get("enabled") is False:
         result.warnings.append("passwords.enabled is false in MAS: the imported password hashes will not be usable")
-    password_config = synapse.raw.get("password_config") or {}
-    if isinstance(password_config, dict) and password_config.get("localdb_enabled") is False:
+    if isinstance(synapse.raw.get("password_config"), dict) and not synapse_settings.flag(
+            synapse.raw, "password_config.localdb_enabled", True):
         result.warnings.append("Synapse's password_config.localdb_enabled is false: its users logged in through a "
                                "password provider, which MAS cannot use")
-    return result
 
 
 def schemes_summary(data) -> list:

@@ -96,6 +96,8 @@ def describe_release(latest: int) -> str:
     return f"older than {newer[0]}"
 
 
+# Longer than a screen: the checks run in the order MAS applies its migrations (table present, none
+# failed, a known release, then the columns), each refusing with its own remedy.
 def detect(conn) -> MasSchema:
     """Reads `_sqlx_migrations` and the written tables' columns; refuses what it cannot write into."""
     with conn.cursor() as cur:

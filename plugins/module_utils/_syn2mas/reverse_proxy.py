@@ -62,77 +62,92 @@ def _hostname(public_url: str) -> str:
 
 def render(kind: str, upstream: str, homeserver_url: str = "", indent: str = "    ") -> str:
     """The compat routes for `kind`, as text to paste or include; ends with a newline."""
+    if kind not in _RENDERERS:
+        raise ConfigError(f"unknown reverse proxy {kind!r}: expected one of {', '.join(KINDS)}")
     scheme, hostport = parse_upstream(upstream)
-    target = f"{scheme}://{hostport}"
-    if kind == "nginx":
-        body = [
-            f"location ~ {COMPAT_PATH_REGEX} {{",
-            f"    proxy_pass {target};",
-            "    proxy_http_version 1.1;",
-            "    proxy_set_header Host $host;",
-            "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-            "    proxy_set_header X-Forwarded-Proto $scheme;",
-            "}",
-        ]
-        return "".join(f"{indent}{line}\n" for line in [BEGIN_MARK, *body, END_MARK])
-    if kind == "apache":
-        # ProxyPassMatch keeps the whole path ($1); it must come before Synapse's ProxyPass lines.
-        regex = "^(" + COMPAT_PATH_REGEX[1:].replace("(/|$)", "(/.*)?") + ")$"
-        return "\n".join([
-            BEGIN_MARK,
-            "# Include in the homeserver's VirtualHost, before the ProxyPass lines for Synapse (mod_proxy, mod_proxy_http).",
-            f'ProxyPassMatch "{regex}" "{target}$1" nocanon',
-            END_MARK, ""])
-    if kind == "caddy":
-        # `handle` runs before a bare `reverse_proxy` in Caddy's directive order, so Synapse's
-        # catch-all in the same site block no longer sees these paths.
-        return "\n".join([
-            BEGIN_MARK,
-            "# import into the homeserver's site block",
-            f"@syn2mas_mas_compat path_regexp {COMPAT_PATH_REGEX}",
-            "handle @syn2mas_mas_compat {",
-            f"\treverse_proxy {target}",
-            "}",
-            END_MARK, ""])
-    if kind == "traefik":
-        host = _hostname(homeserver_url)
-        rule = (f"Host(`{host}`) && " if host else "") + f"PathRegexp(`{COMPAT_PATH_REGEX}`)"
-        lines = [
-            BEGIN_MARK,
-            "# Traefik v3 dynamic configuration (file provider); the priority puts it above Synapse's router.",
-            "http:",
-            "  routers:",
-            "    syn2mas-mas-compat:",
-            f"      rule: {json.dumps(rule)}",
-            "      service: syn2mas-mas-compat",
-            "      priority: 10000",
-        ]
-        if urllib.parse.urlsplit(homeserver_url or "").scheme == "https":
-            lines.append("      tls: {}")
-        lines += [
-            "  services:",
-            "    syn2mas-mas-compat:",
-            "      loadBalancer:",
-            "        passHostHeader: true",
-            "        servers:",
-            f"          - url: {json.dumps(target)}",
-            END_MARK, ""]
-        return "\n".join(lines)
-    if kind == "haproxy":
-        ssl = " ssl verify required ca-file @system-ca" if scheme == "https" else ""
-        return "\n".join([
-            BEGIN_MARK,
-            "# In the homeserver's frontend, before the use_backend / default_backend for Synapse:",
-            f"acl syn2mas_mas_compat path_reg {COMPAT_PATH_REGEX}",
-            "use_backend syn2mas_mas_compat if syn2mas_mas_compat",
-            "",
-            "# A backend of its own:",
-            "backend syn2mas_mas_compat",
-            "    mode http",
-            "    option forwardfor",
-            f"    server mas {hostport}{ssl}",
-            END_MARK, ""])
-    raise ConfigError(f"unknown reverse proxy {kind!r}: expected one of {', '.join(KINDS)}")
+    return _RENDERERS[kind](scheme, hostport, homeserver_url, indent)
+
+
+def _render_nginx(scheme: str, hostport: str, _homeserver_url: str, indent: str) -> str:
+    body = [
+        f"location ~ {COMPAT_PATH_REGEX} {{",
+        f"    proxy_pass {scheme}://{hostport};",
+        "    proxy_http_version 1.1;",
+        "    proxy_set_header Host $host;",
+        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "    proxy_set_header X-Forwarded-Proto $scheme;",
+        "}",
+    ]
+    return "".join(f"{indent}{line}\n" for line in [BEGIN_MARK, *body, END_MARK])
+
+
+def _render_apache(scheme: str, hostport: str, _homeserver_url: str, _indent: str) -> str:
+    # ProxyPassMatch keeps the whole path ($1); it must come before Synapse's ProxyPass lines.
+    regex = "^(" + COMPAT_PATH_REGEX[1:].replace("(/|$)", "(/.*)?") + ")$"
+    return "\n".join([
+        BEGIN_MARK,
+        "# Include in the homeserver's VirtualHost, before the ProxyPass lines for Synapse (mod_proxy, mod_proxy_http).",
+        f'ProxyPassMatch "{regex}" "{scheme}://{hostport}$1" nocanon',
+        END_MARK, ""])
+
+
+def _render_caddy(scheme: str, hostport: str, _homeserver_url: str, _indent: str) -> str:
+    # `handle` runs before a bare `reverse_proxy` in Caddy's directive order, so Synapse's
+    # catch-all in the same site block no longer sees these paths.
+    return "\n".join([
+        BEGIN_MARK,
+        "# import into the homeserver's site block",
+        f"@syn2mas_mas_compat path_regexp {COMPAT_PATH_REGEX}",
+        "handle @syn2mas_mas_compat {",
+        f"\treverse_proxy {scheme}://{hostport}",
+        "}",
+        END_MARK, ""])
+
+
+def _render_traefik(scheme: str, hostport: str, homeserver_url: str, _indent: str) -> str:
+    host = _hostname(homeserver_url)
+    rule = (f"Host(`{host}`) && " if host else "") + f"PathRegexp(`{COMPAT_PATH_REGEX}`)"
+    lines = [
+        BEGIN_MARK,
+        "# Traefik v3 dynamic configuration (file provider); the priority puts it above Synapse's router.",
+        "http:",
+        "  routers:",
+        "    syn2mas-mas-compat:",
+        f"      rule: {json.dumps(rule)}",
+        "      service: syn2mas-mas-compat",
+        "      priority: 10000",
+    ]
+    if urllib.parse.urlsplit(homeserver_url or "").scheme == "https":
+        lines.append("      tls: {}")
+    lines += [
+        "  services:",
+        "    syn2mas-mas-compat:",
+        "      loadBalancer:",
+        "        passHostHeader: true",
+        "        servers:",
+        f"          - url: {json.dumps(f'{scheme}://{hostport}')}",
+        END_MARK, ""]
+    return "\n".join(lines)
+
+
+def _render_haproxy(scheme: str, hostport: str, _homeserver_url: str, _indent: str) -> str:
+    ssl = " ssl verify required ca-file @system-ca" if scheme == "https" else ""
+    return "\n".join([
+        BEGIN_MARK,
+        "# In the homeserver's frontend, before the use_backend / default_backend for Synapse:",
+        f"acl syn2mas_mas_compat path_reg {COMPAT_PATH_REGEX}",
+        "use_backend syn2mas_mas_compat if syn2mas_mas_compat",
+        "",
+        "# A backend of its own:",
+        "backend syn2mas_mas_compat",
+        "    mode http",
+        "    option forwardfor",
+        f"    server mas {hostport}{ssl}",
+        END_MARK, ""])
+
+
+_RENDERERS = {"nginx": _render_nginx, "apache": _render_apache, "caddy": _render_caddy,
+              "traefik": _render_traefik, "haproxy": _render_haproxy}
 
 
 # -- nginx: the block in the operator's server block ----------------------------------------------

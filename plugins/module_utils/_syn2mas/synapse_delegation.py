@@ -19,6 +19,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
+from . import synapse_settings
 from .config import SynapseConfig
 from .errors import ConfigError
 from .files import LOCAL_FILES
@@ -125,10 +126,6 @@ class DelegationPlan:
     config_form: str = "matrix_authentication_service"
 
 
-def _truthy(value) -> bool:
-    return value is not None and value is not False and value != 0 and value != ""
-
-
 def mas_block(settings: DelegationSettings) -> tuple:
     """(key path, value) of the MAS block for this Synapse version."""
     if not settings.legacy:
@@ -162,118 +159,107 @@ def plan_delegation(raw: dict, settings: DelegationSettings, where=None) -> Dele
     """
     where = where or (lambda key: key)
     settings.validate()
-    plan = DelegationPlan()
-    edits = plan.edits
-    legacy = settings.legacy
-    plan.config_form = "experimental_features.msc3861" if legacy else "matrix_authentication_service"
 
     def section(key):
-        value = raw.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{where(key)}: expected a mapping, found {type(value).__name__}")
-        return value
+        try:
+            return synapse_settings.section(raw, key)
+        except ConfigError:
+            raise ConfigError(f"{where(key)}: expected a mapping, found {type(raw.get(key)).__name__}") from None
 
-    password_config = section("password_config")
-    if password_config is not None and "enabled" in password_config and password_config["enabled"] is not False:
-        edits.append(Edit(("password_config", "enabled"), "set", False,
-                          "password login moves to MAS; " + _REFUSED))
-    elif legacy and (password_config is None or "enabled" not in password_config):
+    for key in ("password_config", "oidc_config", "saml2_config", "cas_config", "jwt_config",
+                "ldap_config", "login_via_existing_session", "experimental_features"):
+        section(key)  # each section this plan may edit, checked once with the file it comes from
+    plan = DelegationPlan(config_form="experimental_features.msc3861" if settings.legacy
+                          else "matrix_authentication_service")
+    plan.edits.extend(_conflict_edits(raw, settings.legacy, where))
+    if settings.legacy:
+        _legacy_block_edits(raw, settings, section, plan, where)
+    else:
+        _block_edits(raw, settings, section, plan)
+    plan.warnings.extend(_left_as_they_are(raw))
+    return plan
+
+
+def _conflict_edits(raw: dict, legacy: bool, where) -> list:
+    """Turning off what Synapse refuses next to MAS (synapse_settings.MAS_CONFLICTS)."""
+    try:
+        conflicts = synapse_settings.mas_conflicts(raw)
+    except ConfigError as exc:
+        key, _sep, problem = str(exc).partition(": ")
+        raise ConfigError(f"{where(key)}: {problem}") from None
+    edits = [Edit(c.path, "set", False, f"{c.reason}; {_REFUSED}") if c.edit == "disable"
+             else Edit(c.path, "remove", None, f"{c.reason}; {_REFUSED}") for c in conflicts]
+    # Synapse releases before the matrix_authentication_service section default these two to on.
+    if legacy and "enabled" not in synapse_settings.section(raw, "password_config"):
         edits.append(Edit(("password_config", "enabled"), "set", False,
                           "password login moves to MAS (older Synapse releases default it to on)"))
-    if _truthy(raw.get("enable_registration")):
-        edits.append(Edit(("enable_registration",), "set", False, "registration moves to MAS; " + _REFUSED))
-    if raw.get("user_consent") is not None:
-        edits.append(Edit(("user_consent",), "remove", None,
-                          "user consent is not supported with MAS (use MAS branding.tos_uri); " + _REFUSED))
-    providers = raw.get("oidc_providers")
-    if providers:
-        edits.append(Edit(("oidc_providers",), "remove", None,
-                          "SSO moves to MAS upstream providers (matrix.syn2mas.mas_upstream_provider); " + _REFUSED))
-    oidc_config = section("oidc_config")
-    if oidc_config and oidc_config.get("enabled", False) is True:
-        edits.append(Edit(("oidc_config", "enabled"), "set", False,
-                          "SSO moves to MAS upstream providers; " + _REFUSED))
-    saml = section("saml2_config")
-    if saml and saml.get("enabled", True) and (saml.get("sp_config") or saml.get("config_path")):
-        edits.append(Edit(("saml2_config", "enabled"), "set", False,
-                          "SAML is not supported by MAS (bridge it through an OIDC IdP such as Dex); " + _REFUSED))
-    cas = section("cas_config")
-    if cas and cas.get("enabled", True):
-        edits.append(Edit(("cas_config", "enabled"), "set", False,
-                          "CAS is not supported by MAS (bridge it through an OIDC IdP such as Dex); " + _REFUSED))
-    jwt = section("jwt_config")
-    if jwt and jwt.get("enabled", False):
-        edits.append(Edit(("jwt_config", "enabled"), "set", False, "JWT login is not supported by MAS; " + _REFUSED))
-    if raw.get("password_providers"):
-        edits.append(Edit(("password_providers",), "remove", None,
-                          "password provider modules are not supported by MAS; " + _REFUSED))
-    if _truthy(raw.get("enable_registration_captcha")):
-        edits.append(Edit(("enable_registration_captcha",), "set", False,
-                          "registration CAPTCHA moves to MAS (its `captcha` section); " + _REFUSED))
-    lves = section("login_via_existing_session")
-    if lves and _truthy(lves.get("enabled")):
-        edits.append(Edit(("login_via_existing_session", "enabled"), "set", False, _REFUSED))
-    for key in ("refresh_token_lifetime", "nonrefreshable_access_token_lifetime", "session_lifetime"):
-        if raw.get(key) is not None:
-            edits.append(Edit((key,), "remove", None, "MAS manages session lifetimes; " + _REFUSED))
-    if _truthy(raw.get("enable_3pid_changes")):
-        edits.append(Edit(("enable_3pid_changes",), "set", False,
-                          "email changes move to MAS (account.email_change_allowed); " + _REFUSED))
-    elif legacy and "enable_3pid_changes" not in raw:
+    if legacy and "enable_3pid_changes" not in raw:
         edits.append(Edit(("enable_3pid_changes",), "set", False,
                           "email changes move to MAS (older Synapse releases default it to on)"))
+    return edits
 
-    experimental = section("experimental_features") or {}
+
+def _block_edits(raw: dict, settings: DelegationSettings, section, plan: DelegationPlan) -> None:
+    """The matrix_authentication_service section (Synapse 1.136.0 and later), msc3861 gone."""
+    experimental = section("experimental_features")
+    if "msc3861" in experimental:
+        reason = ("replaced by matrix_authentication_service; Synapse "
+                  + ("1.157.0 and later refuse it" if parse_version(settings.synapse_version) >= MSC3861_REMOVED
+                     else "refuses both at once"))
+        if all(k == "msc3861" for k in experimental):
+            plan.edits.append(Edit(("experimental_features",), "remove", None, "its only entry, msc3861, was " + reason))
+        else:
+            plan.edits.append(Edit(("experimental_features", "msc3861"), "remove", None, reason))
     block_path, block = mas_block(settings)
-    if not legacy:
-        if "msc3861" in experimental:
-            reason = ("replaced by matrix_authentication_service; Synapse "
-                      + ("1.157.0 and later refuse it" if parse_version(settings.synapse_version) >= MSC3861_REMOVED
-                         else "refuses both at once"))
-            if all(k == "msc3861" for k in experimental):
-                edits.append(Edit(("experimental_features",), "remove", None, "its only entry, msc3861, was " + reason))
-            else:
-                edits.append(Edit(("experimental_features", "msc3861"), "remove", None, reason))
-        existing = section("matrix_authentication_service") or {}
-        merged = dict(existing)
-        for key in ("secret", "secret_path"):
-            merged.pop(key, None)
-        merged.update(block)
-        if not same(existing, merged):
-            edits.append(Edit(block_path, "set", merged, "delegates authentication to MAS"))
-    else:
-        if raw.get("matrix_authentication_service") is not None:
-            edits.append(Edit(("matrix_authentication_service",), "remove", None,
-                              f"Synapse {settings.synapse_version} does not know it; it uses experimental_features.msc3861"))
-        existing = experimental.get("msc3861") or {}
-        if not isinstance(existing, dict):
-            raise ConfigError(f"{where('experimental_features.msc3861')}: expected a mapping")
-        merged = dict(existing)
-        for key in ("client_secret", "client_secret_path", "admin_token", "admin_token_path"):
-            merged.pop(key, None)
-        merged.update(block)
-        if not same(existing, merged):
-            edits.append(Edit(block_path, "set", merged,
-                              f"delegates authentication to MAS (Synapse {settings.synapse_version} predates "
-                              "matrix_authentication_service)"))
-        plan.warnings.append(
-            "experimental_features.msc3861: MAS needs Synapse as a client in its `clients` section (client_id "
-            f"{settings.client_id}, the same client_secret) and matrix.kind synapse_legacy; upgrade Synapse to "
-            "1.136.0 or later to use matrix_authentication_service instead")
+    existing = section("matrix_authentication_service")
+    merged = dict(existing)
+    for key in ("secret", "secret_path"):
+        merged.pop(key, None)
+    merged.update(block)
+    if not same(existing, merged):
+        plan.edits.append(Edit(block_path, "set", merged, "delegates authentication to MAS"))
 
-    if _truthy(raw.get("allow_guest_access")):
-        plan.warnings.append("allow_guest_access is true: MAS does not support guests (mas-cli syn2mas check "
-                             "refuses it); not changed")
-    if password_config and password_config.get("localdb_enabled") is False:
-        plan.warnings.append("password_config.localdb_enabled is false: passwords were checked by a provider "
-                             "module; MAS cannot do that, those users need an upstream IdP")
+
+def _legacy_block_edits(raw: dict, settings: DelegationSettings, section, plan: DelegationPlan, where) -> None:
+    """experimental_features.msc3861, for a Synapse older than 1.136.0."""
+    if raw.get("matrix_authentication_service") is not None:
+        plan.edits.append(Edit(("matrix_authentication_service",), "remove", None,
+                               f"Synapse {settings.synapse_version} does not know it; it uses "
+                               "experimental_features.msc3861"))
+    existing = section("experimental_features").get("msc3861") or {}
+    if not isinstance(existing, dict):
+        raise ConfigError(f"{where('experimental_features.msc3861')}: expected a mapping")
+    block_path, block = mas_block(settings)
+    merged = dict(existing)
+    for key in ("client_secret", "client_secret_path", "admin_token", "admin_token_path"):
+        merged.pop(key, None)
+    merged.update(block)
+    if not same(existing, merged):
+        plan.edits.append(Edit(block_path, "set", merged,
+                               f"delegates authentication to MAS (Synapse {settings.synapse_version} predates "
+                               "matrix_authentication_service)"))
+    plan.warnings.append(
+        "experimental_features.msc3861: MAS needs Synapse as a client in its `clients` section (client_id "
+        f"{settings.client_id}, the same client_secret) and matrix.kind synapse_legacy; upgrade Synapse to "
+        "1.136.0 or later to use matrix_authentication_service instead")
+
+
+def _left_as_they_are(raw: dict) -> list:
+    """Warnings about what the plan does not change but MAS cannot carry on."""
+    warnings = []
+    if synapse_settings.flag(raw, "allow_guest_access"):
+        warnings.append("allow_guest_access is true: MAS does not support guests (mas-cli syn2mas check "
+                        "refuses it); not changed")
+    if not synapse_settings.flag(raw, "password_config.localdb_enabled", True):
+        warnings.append("password_config.localdb_enabled is false: passwords were checked by a provider "
+                        "module; MAS cannot do that, those users need an upstream IdP")
     modules = raw.get("modules") or []
-    if isinstance(modules, list) and modules:
-        names = [str(m.get("module")) for m in modules if isinstance(m, dict) and m.get("module")]
-        if names:
-            plan.warnings.append("modules: " + ", ".join(names) + ": any password or SSO callbacks they register "
-                                 "stop being used once MAS handles logins; check them")
-    return plan
+    names = [str(m.get("module")) for m in modules if isinstance(m, dict) and m.get("module")] \
+        if isinstance(modules, list) else []
+    if names:
+        warnings.append("modules: " + ", ".join(names) + ": any password or SSO callbacks they register "
+                        "stop being used once MAS handles logins; check them")
+    return warnings
 
 
 # --------------------------------------------------------------------------------------------

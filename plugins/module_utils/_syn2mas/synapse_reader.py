@@ -22,9 +22,10 @@ from .errors import DatabaseError, PrivilegeError, RefusedError
 # cannot write to them while the snapshot is read.
 SYNAPSE_TABLES = ("users", "user_threepids", "user_external_ids", "devices", "access_tokens", "refresh_tokens")
 
-# Synapse 1.136, the oldest release supported, has database schema version 92.
+# Synapse 1.136.0, the oldest release MAS supports (and this collection imports from), has
+# database schema version 92.
 OLDEST_SCHEMA_VERSION = 92
-OLDEST_SYNAPSE = "1.136"
+OLDEST_SYNAPSE = "1.136.0"
 
 # A btree index entry must fit in about a third of a page (2704 bytes); longer values in an
 # indexed MAS column would make the index rebuild fail, so such rows are skipped and counted.
@@ -126,6 +127,7 @@ CLAMP_ADDED = ("user_threepids.added_at out of range, dated at the import", _out
 SKIP_GUEST = "guest user (MAS has no guest sessions)"
 SKIP_TOO_LONG = f"value longer than {MAX_INDEXED_BYTES} bytes"
 SKIP_UNMAPPED = "SSO provider not mapped to MAS"
+SKIP_DEVICE_GONE = "device gone"
 
 USER_SKIP = (
     ("u.name IS NULL", SKIP_USER_MISSING),
@@ -149,7 +151,7 @@ TOKEN_SKIP = USER_SKIP + (
     ("at.puppets_user_id IS NOT NULL", "puppet token (admin login as another user)"),
     ("u.deactivated <> 0", SKIP_DEACTIVATED),
     ("u.is_guest <> 0", SKIP_GUEST),
-    ("at.device_id IS NOT NULL AND d.device_id IS NULL", "device gone"),
+    ("at.device_id IS NOT NULL AND d.device_id IS NULL", SKIP_DEVICE_GONE),
     ("COALESCE(d.hidden, false)", "hidden device"),
     ("at.refresh_token_id IS NOT NULL AND rt.id IS NULL", "refresh token gone"),
     ("rt.id IS NOT NULL AND (rt.user_id <> at.user_id OR rt.device_id IS DISTINCT FROM at.device_id)",

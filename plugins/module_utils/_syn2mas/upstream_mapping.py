@@ -75,6 +75,8 @@ def new_provider_id(now_ms: int | None = None) -> str:
     return format_ulid(uuid.UUID(int=value))
 
 
+# Longer than a screen on purpose: a field-by-field translation of one Synapse OIDC provider into
+# MAS's format, in the order of MAS's documentation, so it can be checked against it line by line.
 def convert_provider(provider: OidcProvider) -> ConvertedProvider:
     """One Synapse OIDC provider as a MAS upstream provider entry (without `id`)."""
     cfg = provider.config

@@ -423,6 +423,47 @@ def _read_only(conn) -> None:
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
 
 
+def _import_marker(mas_conn, server_name: str) -> dict:
+    """The marker of the import to verify, refusing MAS databases verify cannot judge."""
+    marker = MasWriter(mas_conn).marker()
+    if marker is None:
+        raise RefusedError("MAS's database holds no import by matrix.syn2mas (no marker on its users table, "
+                           f"expected a comment starting {MARKER_PREFIX.strip()!r}): nothing to verify")
+    if marker.get("server_name") not in (None, server_name):
+        raise RefusedError(f"MAS's database holds the import of {marker.get('server_name')!r}, but Synapse's "
+                           f"server_name is {server_name!r}: wrong database?")
+    if not marker.get("replay"):
+        raise RefusedError(f"the import of {marker.get('imported_at', 'an unknown date')} was made by "
+                           f"matrix.syn2mas {marker.get('collection_version', '(unknown)')}, which did not "
+                           "record what verify needs to recompute its rows (its ids' seed)")
+    return marker
+
+
+def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dict, row_hash: str, imported: dict,
+                  options) -> "EntityReport":
+    """One entity: bucket aggregates compared first, then only differing buckets row by row."""
+    stage_started = time.monotonic()
+    columns = schema.target_columns(stage.table)
+    types, key = _mas_columns(mas_conn, stage.table)
+    report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
+    differing = compare_buckets(report, *both(
+        synapse_conn, expected_buckets_query(stage, columns, types, key, row_hash),
+        mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params))
+    keys = []
+    if differing:
+        drill = dict(params, buckets=differing)
+        expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
+                           expected_query(stage, columns, types, key), drill)
+        found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
+                        found_query(stage, stage.table, columns, types, key), drill)
+        keys = compare(report, expected, found, options.examples)
+    if not stage.report_skips:  # another stage reports these skips
+        report.skipped = {}
+    report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys)
+    report.seconds = time.monotonic() - stage_started
+    return report
+
+
 def _run_verify(options: VerifyOptions) -> dict:
     started = time.monotonic()
     synapse = load_synapse_config(options.synapse_config)
@@ -430,26 +471,16 @@ def _run_verify(options: VerifyOptions) -> dict:
     if mas is None and not options.mas_database_uri:
         raise RefusedError("MAS's config.yaml (or a MAS database URI) is needed to know which database to verify")
     server_name = synapse.server_name
-    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri)
-    mas_conninfo = database_conninfo(mas, options.mas_database_uri)
+    synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri, "the given Synapse database URI")
+    mas_conninfo = database_conninfo(mas, options.mas_database_uri, "the given MAS database URI")
 
     mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
     synapse_conn = None
     try:
         _read_only(mas_conn)
         schema = detect_mas_schema(mas_conn)
-        marker = MasWriter(mas_conn).marker()
-        if marker is None:
-            raise RefusedError("MAS's database holds no import by matrix.syn2mas (no marker on its users table, "
-                               f"expected a comment starting {MARKER_PREFIX.strip()!r}): nothing to verify")
-        if marker.get("server_name") not in (None, server_name):
-            raise RefusedError(f"MAS's database holds the import of {marker.get('server_name')!r}, but Synapse's "
-                               f"server_name is {server_name!r}: wrong database?")
-        replay = marker.get("replay")
-        if not replay:
-            raise RefusedError(f"the import of {marker.get('imported_at', 'an unknown date')} was made by "
-                               f"matrix.syn2mas {marker.get('collection_version', '(unknown)')}, which did not "
-                               "record what verify needs to recompute its rows (its ids' seed)")
+        marker = _import_marker(mas_conn, server_name)
+        replay = marker["replay"]
         synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
         reader = SynapseReader(synapse_conn, server_name)
         reader.begin_snapshot(lock=False)
@@ -461,28 +492,8 @@ def _run_verify(options: VerifyOptions) -> dict:
         imported = marker.get("migrated") or {}
         row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
 
-        entities = []
-        for index, stage in enumerate(STAGES):
-            stage_started = time.monotonic()
-            columns = schema.target_columns(stage.table)
-            types, key = _mas_columns(mas_conn, stage.table)
-            report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
-            differing = compare_buckets(report, *both(
-                synapse_conn, expected_buckets_query(stage, columns, types, key, row_hash),
-                mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params))
-            keys = []
-            if differing:
-                drill = dict(params, buckets=differing)
-                expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
-                                   expected_query(stage, columns, types, key), drill)
-                found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
-                                found_query(stage, stage.table, columns, types, key), drill)
-                keys = compare(report, expected, found, options.examples)
-            if not stage.report_skips:  # another stage reports these skips
-                report.skipped = {}
-            report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys)
-            report.seconds = time.monotonic() - stage_started
-            entities.append(report)
+        entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options)
+                    for index, stage in enumerate(STAGES)]
         reader.end_snapshot()
         mas_conn.rollback()
     finally:

@@ -19,7 +19,6 @@ replaced by a placeholder.
 
 from __future__ import annotations
 
-import difflib
 import io
 import os
 import re
@@ -275,10 +274,6 @@ class YamlDocument:
         else:
             emit(content + trailing)
 
-    @property
-    def text(self) -> str:
-        return self.render()
-
     def changed(self) -> bool:
         return self.render() != self.original_text
 
@@ -333,7 +328,7 @@ def same(a, b) -> bool:
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, (dict, list, tuple)) or isinstance(b, (dict, list, tuple)):
         return False
-    return _plain(a) == _plain(b) and (a is None) == (b is None)
+    return plain(a) == plain(b) and (a is None) == (b is None)
 
 
 def delete_key(mapping, key: str) -> bool:
@@ -407,12 +402,12 @@ def _append_trailing_comment(container, key, token):
     return None
 
 
-def _plain(value):
+def plain(value):
     """A plain-Python copy (dict/list/scalars) for comparisons."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
@@ -422,10 +417,6 @@ def _plain(value):
     if isinstance(value, str):
         return str(value)
     return value
-
-
-def plain(value):
-    return _plain(value)
 
 
 def to_commented(value):
@@ -469,6 +460,8 @@ def backup_file(path: str) -> str:
     return candidate
 
 
+# Longer than a screen: the durable-write sequence (temporary file, fsync, mode and owner, backup,
+# rename, fsync of the directory) reads best as one list of steps.
 def atomic_write(path: str, text: str, backup: bool = False, new_file_mode: int = 0o600) -> str | None:
     """Replaces `path` with `text` atomically; returns the backup's path (or None).
 
@@ -562,13 +555,6 @@ def redact_text(text: str, extra_secrets=()) -> str:
         if len(str(secret)) >= 4:
             text = text.replace(str(secret), REDACTED)
     return text
-
-
-def unified_diff(before: str, after: str, path: str) -> str:
-    return "".join(difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"{path} (before)", tofile=f"{path} (after)",
-    ))
 
 
 def change_report(doc: YamlDocument, new_text: str, secrets=(), want_diff: bool = True) -> dict:

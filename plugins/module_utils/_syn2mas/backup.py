@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: contributors to matrix.syn2mas
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What the runbook roles need beyond the import: probing the two databases, verified backups and
-their restore, and the per-host state record (legacy -> migrated -> delegated).
+"""Verified backups of the two databases and of Synapse's and MAS's config files, and their restore.
 
-PRIVATE to the collection: the modules syn2mas_probe, syn2mas_backup and syn2mas_state are its API.
+A backup is a directory holding custom-format dumps, copies of the files and a manifest of their
+checksums; it only counts once it verifies. PRIVATE to the collection: the module syn2mas_backup
+is its API.
 """
 
 from __future__ import annotations
@@ -16,116 +17,17 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
-from .config import format_ulid, load_mas_config, load_synapse_config, synapse_config_files
-from .db import connect, database_conninfo, describe, other_clients, parsed, redact, secrets_of
+from .config import synapse_config_files
+from .db import describe, parsed, redact, secrets_of
 from .errors import ConfigError, DatabaseError, RefusedError
-from .host_runtime import postgres_major
+from .probe import APPLICATION_NAME, all_secrets, with_result
 
-APPLICATION_NAME = "syn2mas-runbook"
-MARKER_PREFIX = "matrix.syn2mas import: "
-STATES = ("legacy", "migrated", "delegated")
-# (from, to) pairs the state record accepts; staying in a state is always accepted.
-TRANSITIONS = {
-    ("legacy", "migrated"),  # the import committed
-    ("migrated", "delegated"),  # Synapse runs delegated (and .well-known is published)
-    ("migrated", "legacy"),  # rolled back
-    ("delegated", "legacy"),  # rolled back
-}
 MANIFEST = "manifest.json"
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-# -- database targets ---------------------------------------------------------------------------
-
-def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=None, mas_database_uri=None) -> dict:
-    """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name."""
-    targets = {}
-    if synapse_config or synapse_database_uri:
-        config = None if synapse_database_uri else load_synapse_config(synapse_config)
-        targets["synapse"] = database_conninfo(config, synapse_database_uri)
-    if mas_config or mas_database_uri:
-        config = None if mas_database_uri else load_mas_config(mas_config)
-        targets["mas"] = database_conninfo(config, mas_database_uri)
-    return targets
-
-
-def all_secrets(targets: dict) -> list:
-    found = []
-    for conninfo in targets.values():
-        found.extend(secrets_of(conninfo))
-    return found
-
-
-# -- probe --------------------------------------------------------------------------------------
-
-def probe_database(conninfo: dict, what: str) -> dict:
-    info = {"reachable": False, "database": describe(conninfo), "error": None, "size_bytes": None,
-            "other_clients": [], "server_version": None, "server_version_num": None, "server_major": None}
-    try:
-        conn = connect(conninfo, APPLICATION_NAME, what)
-    except DatabaseError as exc:
-        info["error"] = str(exc)
-        return info
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_database_size(current_database()), current_setting('server_version'), "
-                        "current_setting('server_version_num')::int")
-            info["size_bytes"], info["server_version"], info["server_version_num"] = cur.fetchone()
-        # What pg_dump and pg_restore are compared with: they refuse a server of a newer major version.
-        info["server_major"] = postgres_major(info["server_version_num"])
-        conn.rollback()
-        info["other_clients"] = [client.as_dict() for client in other_clients(conn)]
-        info["reachable"] = True
-    finally:
-        conn.close()
-    return info
-
-
-def mas_provider_rows(conninfo: dict, mas_config) -> dict:
-    """The upstream providers MAS's config defines, and which of them MAS's database lacks."""
-    mas = load_mas_config(mas_config)
-    configured = {str(p.id): p for p in mas.upstream_providers()}
-    conn = connect(conninfo, APPLICATION_NAME, "MAS")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers")
-            present = {row[0] for row in cur.fetchall()}
-        conn.rollback()
-    finally:
-        conn.close()
-    missing = [{"id": format_ulid(p.id), "synapse_idp_id": p.synapse_idp_id}
-               for key, p in configured.items() if key not in present]
-    return {"configured": len(configured), "missing": missing}
-
-
-def wait_idle(conninfo: dict, what: str, timeout: float, interval: float = 1.0) -> dict:
-    """Waits until no other client is connected to the database; returns the last probe."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info = probe_database(conninfo, what)
-        if not info["reachable"]:
-            return info
-        if not info["other_clients"] or time.monotonic() >= deadline:
-            info["waited_seconds"] = round(timeout - max(0.0, deadline - time.monotonic()), 1)
-            return info
-        time.sleep(interval)
-
-
-def free_bytes(path: str) -> tuple:
-    """Free bytes for an unprivileged writer at `path` or its nearest existing parent."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    st = os.statvfs(probe)
-    return st.f_bavail * st.f_frsize, probe
 
 
 # -- backups ------------------------------------------------------------------------------------
@@ -231,6 +133,8 @@ def verify_backup(path: str, bindir: str | None = None) -> dict:
     return {"verified": not problems, "problems": problems, "manifest": manifest}
 
 
+# Longer than a screen on purpose: the steps of one durable backup, in order, inside the one try
+# that removes the partial directory when any of them fails.
 def make_backup(dest: str, run_id: str, targets: dict, files: list, bindir: str | None = None,
                 keep: int = 0, check_mode: bool = False) -> dict:
     """Dumps each target database (custom format) and copies `files` into <dest>/<run_id>, writes a
@@ -397,87 +301,31 @@ def restore_database(path: str, name: str, conninfo: dict, bindir: str | None = 
           f"--dbname={dbname}", stored], env, secrets_of(conninfo), f"pg_restore of the {name} database")
 
 
-# -- MAS activity and the state record ----------------------------------------------------------
+# -- the backup module's runs -------------------------------------------------------------------
 
-def mas_activity(conninfo: dict) -> dict:
-    """What MAS's database says about the import and about logins through MAS since then."""
-    conn = connect(conninfo, APPLICATION_NAME, "MAS")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT obj_description(to_regclass('users'), 'pg_class'), "
-                        "(SELECT count(*) FROM users)")
-            comment, users = cur.fetchone()
-            marker = None
-            if comment and comment.startswith(MARKER_PREFIX):
-                try:
-                    marker = json.loads(comment[len(MARKER_PREFIX):])
-                except ValueError:
-                    marker = None
-            activity = {"imported": marker is not None, "imported_at": (marker or {}).get("imported_at"),
-                        "users": users, "browser_sessions": 0, "oauth2_sessions": 0,
-                        "compat_sessions_since_import": 0, "passwords_since_import": 0}
-            for key, table in (("browser_sessions", "user_sessions"), ("oauth2_sessions", "oauth2_sessions")):
-                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
-                if cur.fetchone()[0]:
-                    cur.execute(f"SELECT count(*) FROM {table}")
-                    activity[key] = cur.fetchone()[0]
-            if marker and marker.get("imported_at"):
-                for key, table in (("compat_sessions_since_import", "compat_sessions"),
-                                   ("passwords_since_import", "user_passwords")):
-                    cur.execute(f"SELECT count(*) FROM {table} WHERE created_at > %s", (marker["imported_at"],))
-                    activity[key] = cur.fetchone()[0]
-        conn.rollback()
-    finally:
-        conn.close()
-    activity["logins_since_import"] = (activity["browser_sessions"] + activity["oauth2_sessions"]
-                                       + activity["compat_sessions_since_import"])
-    return activity
+def check_run_id(run_id: str) -> str:
+    if not run_id or "/" in run_id or run_id.startswith("."):
+        raise ConfigError(f"run_id {run_id!r} must be a plain directory name")
+    return run_id
 
 
-def read_state(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {"state": "legacy", "history": [], "record": {}, "exists": False}
-    with open(path) as handle:
-        data = json.load(handle)
-    if data.get("state") not in STATES:
-        raise ConfigError(f"{path}: unknown state {data.get('state')!r} (expected one of {', '.join(STATES)})")
-    data.setdefault("history", [])
-    data.setdefault("record", {})
-    data["exists"] = True
-    return data
-
-
-def check_transition(current: str, wanted: str, activity: dict | None, force: bool) -> None:
-    if current == wanted:
-        return
-    if (current, wanted) not in TRANSITIONS:
-        hint = {("legacy", "delegated"): "import first (state migrated)",
-                ("delegated", "migrated"): "the host is already delegated to MAS; roll back first"}.get(
-                    (current, wanted), "")
-        raise RefusedError(f"illegal state change {current} -> {wanted}{': ' + hint if hint else ''}")
-    if wanted == "migrated" and activity and activity.get("imported") and activity.get("logins_since_import") \
-            and not force:
-        raise RefusedError(
-            f"users logged in through MAS since the import of {activity.get('imported_at')} "
-            f"({activity['browser_sessions']} browser session(s), {activity['oauth2_sessions']} OAuth 2.0 "
-            f"session(s), {activity['compat_sessions_since_import']} compatibility session(s)): importing "
-            "again would silently drop what happened in Synapse or in MAS since then. Keep MAS, or restore "
-            "MAS's empty database (rollback with the MAS database emptied, force) and start over"
-        )
-
-
-def write_state(path: str, current: dict, wanted: str, run_id: str | None, details: dict) -> dict:
-    data = {"state": wanted, "updated_at": _now(), "history": list(current.get("history", [])),
-            "record": dict(current.get("record", {}))}
-    data["history"].append({"from": current["state"], "to": wanted, "at": data["updated_at"], "run_id": run_id,
-                            **({"details": details} if details else {})})
-    data["record"].update(details or {})
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".syn2mas-state.", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return data
+def restore(dest: str, run_id: str, targets: dict, files: bool = True, databases=(), bindir: str | None = None,
+            check_mode: bool = False) -> dict:
+    """syn2mas_backup's `state: restored`: puts back the files and the named databases of a verified backup."""
+    path = os.path.join(dest, check_run_id(run_id))
+    check = verify_backup(path, bindir)
+    if not check["verified"]:
+        raise with_result(RefusedError(f"cannot restore from {path}: {'; '.join(check['problems'])}"),
+                          {"path": path, "verified": False})
+    result = {"changed": False, "path": path, "verified": True, "manifest": check["manifest"], "restored_files": [],
+              "restored_databases": []}
+    if files:
+        result["restored_files"] = restore_files(path, check_mode)
+    for name in databases:
+        if name not in targets:
+            raise with_result(ConfigError(f"restoring the {name} database needs its config or URI"), result)
+        if not check_mode:
+            restore_database(path, name, targets[name], bindir)
+        result["restored_databases"].append(name)
+    result["changed"] = bool(result["restored_files"] or result["restored_databases"])
+    return result

@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to matrix.syn2mas
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Probing the two databases for the runbook: which they are, whether they answer, their size and
+their other clients, MAS's upstream provider rows, and the free space a backup needs.
+
+PRIVATE to the collection: the module syn2mas_probe is its API.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .config import format_ulid, load_mas_config, load_synapse_config
+from .db import connect, database_conninfo, describe, other_clients, secrets_of
+from .errors import ConfigError, DatabaseError
+from .host_runtime import postgres_major
+
+APPLICATION_NAME = "syn2mas-runbook"
+
+
+# -- database targets ---------------------------------------------------------------------------
+
+def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=None, mas_database_uri=None) -> dict:
+    """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name."""
+    targets = {}
+    if synapse_config or synapse_database_uri:
+        config = None if synapse_database_uri else load_synapse_config(synapse_config)
+        targets["synapse"] = database_conninfo(config, synapse_database_uri, "the given Synapse database URI")
+    if mas_config or mas_database_uri:
+        config = None if mas_database_uri else load_mas_config(mas_config)
+        targets["mas"] = database_conninfo(config, mas_database_uri, "the given MAS database URI")
+    return targets
+
+
+def all_secrets(targets: dict) -> list:
+    found = []
+    for conninfo in targets.values():
+        found.extend(secrets_of(conninfo))
+    return found
+
+
+# -- probe --------------------------------------------------------------------------------------
+
+def probe_database(conninfo: dict, what: str) -> dict:
+    info = {"reachable": False, "database": describe(conninfo), "error": None, "size_bytes": None,
+            "other_clients": [], "server_version": None, "server_version_num": None, "server_major": None}
+    try:
+        conn = connect(conninfo, APPLICATION_NAME, what)
+    except DatabaseError as exc:
+        info["error"] = str(exc)
+        return info
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_database_size(current_database()), current_setting('server_version'), "
+                        "current_setting('server_version_num')::int")
+            info["size_bytes"], info["server_version"], info["server_version_num"] = cur.fetchone()
+        # What pg_dump and pg_restore are compared with: they refuse a server of a newer major version.
+        info["server_major"] = postgres_major(info["server_version_num"])
+        conn.rollback()
+        info["other_clients"] = [client.as_dict() for client in other_clients(conn)]
+        info["reachable"] = True
+    finally:
+        conn.close()
+    return info
+
+
+def mas_provider_rows(conninfo: dict, mas_config) -> dict:
+    """The upstream providers MAS's config defines, and which of them MAS's database lacks."""
+    mas = load_mas_config(mas_config)
+    configured = {str(p.id): p for p in mas.upstream_providers()}
+    conn = connect(conninfo, APPLICATION_NAME, "MAS")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers")
+            present = {row[0] for row in cur.fetchall()}
+        conn.rollback()
+    finally:
+        conn.close()
+    missing = [{"id": format_ulid(p.id), "synapse_idp_id": p.synapse_idp_id}
+               for key, p in configured.items() if key not in present]
+    return {"configured": len(configured), "missing": missing}
+
+
+def wait_idle(conninfo: dict, what: str, timeout: float, interval: float = 1.0) -> dict:
+    """Waits until no other client is connected to the database; returns the last probe."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = probe_database(conninfo, what)
+        if not info["reachable"]:
+            return info
+        if not info["other_clients"] or time.monotonic() >= deadline:
+            info["waited_seconds"] = round(timeout - max(0.0, deadline - time.monotonic()), 1)
+            return info
+        time.sleep(interval)
+
+
+def free_bytes(path: str) -> tuple:
+    """Free bytes for an unprivileged writer at `path` or its nearest existing parent."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize, probe
+
+
+# -- the probe module's run ---------------------------------------------------------------------
+
+def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float = 120, space_path: str | None = None,
+                  mas_config=None, check_providers: bool = False, fail_on_unreachable: bool = True) -> dict:
+    """syn2mas_probe's result: each database's probe (after waiting for Synapse's to go idle, when
+    asked), their total size, the free space at `space_path`, and MAS's missing provider rows.
+
+    Raises a Syn2masError whose `result` holds what was found, when a database does not answer (and
+    `fail_on_unreachable`) or Synapse's database stays busy.
+    """
+    result: dict = {"changed": False, "databases_bytes": 0}
+    problems = []
+    for name, conninfo in targets.items():
+        what = "Synapse" if name == "synapse" else "MAS"
+        if name == "synapse" and wait_synapse_idle:
+            info = wait_idle(conninfo, what, timeout)
+            if info["reachable"] and info["other_clients"]:
+                listing = "; ".join(f"pid {c['pid']} {c['application_name'] or 'unnamed'} from "
+                                    f"{c['address'] or 'local socket'}" for c in info["other_clients"])
+                problems.append(f"clients are still connected to Synapse's database after {timeout}s: {listing}")
+        else:
+            info = probe_database(conninfo, what)
+        result[name] = info
+        if not info["reachable"]:
+            problems.append(info["error"])
+        else:
+            result["databases_bytes"] += info["size_bytes"] or 0
+    if space_path:
+        result["free_bytes"], result["space_checked_at"] = free_bytes(space_path)
+    if check_providers:
+        if "mas" not in targets or not mas_config:
+            raise with_result(ConfigError("check_providers needs mas_config"), result)
+        if result["mas"]["reachable"]:
+            result["providers"] = mas_provider_rows(targets["mas"], mas_config)
+    if problems and fail_on_unreachable:
+        raise with_result(DatabaseError("; ".join(problems)), result)
+    return result
+
+
+def with_result(exc: Exception, result: dict) -> Exception:
+    """`exc` carrying the partial result, for the module to return along with the failure."""
+    exc.result = result
+    return exc

@@ -1,0 +1,68 @@
+"""The import refuses with the advisor's own words: each refusal is judged by the advisor's check.
+
+Each case makes one refusal true on a clean, well-configured pair (test_advisor_checks' changes),
+asks the advisor as right before the import, then runs the real import: it must refuse, write
+nothing, and its message must be exactly the advisor's ERROR line(s) for that check.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _syn2mas.advisor.refusals import IMPORT_REFUSALS
+from _syn2mas.advisor.report import finding_line
+from _syn2mas.errors import Syn2masError
+from _syn2mas.mas_writer import MARKER_PREFIX
+from test_advisor_checks import (
+    Case, _cas_links, _foreign_user, _google_unmapped, _mas_providers_not_synced, _mas_user, _oauth_delegated,
+    _schema_version, _synapse_running, clean_data, found,
+)
+
+
+def _other_servers_import(c):
+    payload = {"server_name": "other.example", "imported_at": "2026-01-01T00:00:00+00:00", "migrated": {"users": 3}}
+    c.sql_mas("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload),))
+
+
+REFUSALS = {
+    "mas_homeserver_mismatch": lambda c: c.mas_matrix(homeserver="matrix.example.test"),
+    "mas_already_imported": _other_servers_import,
+    "mas_not_empty": _mas_user,
+    "synapse_schema_too_old": _schema_version,
+    "synapse_running": _synapse_running(True),
+    "wrong_server_name_users": _foreign_user,
+    "oauth_delegated_links": _oauth_delegated,
+    "sso_links_unknown_provider": _cas_links,
+    "sso_provider_unmapped": _google_unmapped,
+    "sso_provider_not_in_mas_database": _mas_providers_not_synced,
+}
+
+
+def test_every_refusal_of_the_import_is_a_case():
+    assert set(REFUSALS) == set(IMPORT_REFUSALS)
+
+
+@pytest.mark.parametrize("check", list(REFUSALS))
+def test_the_import_refuses_with_the_advisors_words(env, check):
+    clean_data(env)
+    case = Case(env)
+    REFUSALS[check](case)
+    case.options["for_real_import"] = True
+    # A running Synapse (synapse_running) stays connected through the import too: the case would
+    # close it after advising.
+    held, case._open = case._open, []
+    advice = case.run()  # writes the config files the import reads
+    errors = [f for f in found(advice, check) if f["severity"] == "ERROR"]
+    assert errors, json.dumps(advice["findings"], indent=1)
+
+    before = env.mas_dump()
+    try:
+        with pytest.raises(Syn2masError) as refused:
+            env.run()
+    finally:
+        for conn in held:
+            conn.close()
+    assert str(refused.value) == "; ".join(finding_line(f) for f in errors)
+    assert env.mas_dump() == before
