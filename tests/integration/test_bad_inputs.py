@@ -102,9 +102,10 @@ CASES = [
     ("mapping-bad-id", nothing, ["--upstreamProviderMapping", "oidc-google:not-an-id"],
      "upstream provider mapping 'oidc-google:not-an-id': 'not-an-id' is not a ULID or a UUID", 1),
     ("mapping-to-missing-provider", saml_link, ["--upstreamProviderMapping", "saml:01H8PKNWKKRPCBW4YGH1RWV279"],
-     "MAS's database has no upstream provider row for: saml -> 018a2d3a-f273-c598-be13-d08871cd88e9 (upstream "
-     "provider mapping 'saml:01H8PKNWKKRPCBW4YGH1RWV279'). Run `mas-cli config sync` (or start MAS once) with "
-     "the config that defines these providers, then import again", 1),
+     "sso_provider_not_in_mas_database: MAS's database has no upstream provider row for saml -> "
+     "018a2d3a-f273-c598-be13-d08871cd88e9: the import refuses to run [MAS database, table upstream_oauth_providers "
+     "(upstream provider mapping 'saml:01H8PKNWKKRPCBW4YGH1RWV279')] -> Run `mas-cli config sync` (or start MAS "
+     "once) with the config that defines these providers", 1),
     ("mas-uri-flag-malformed", nothing, ["--masDatabaseUri", f"postgresql://u:{SECRET}@[::1"],
      'the given MAS database URI: invalid database URI: end of string reached when looking for matching "]" in '
      'IPv6 host address', 1),
@@ -195,9 +196,12 @@ CASES = [
     ("mas-top-level-scalar", mas_text("just a string\n"), [],
      "{mas}: expected a mapping of settings at the top level, found str", 1),
     ("mas-wrong-homeserver", mas(matrix={"homeserver": "other.example", "secret": "x"}), [],
-     "{mas}: matrix.homeserver is 'other.example' but Synapse's server_name is 'example.test' ({hs}: "
-     "server_name): they must be equal, fix matrix.homeserver", 1),
-    ("mas-matrix-a-list", mas(matrix=["example.test"]), [], "{mas}: matrix: expected a mapping, found list", 1),
+     "mas_homeserver_mismatch: MAS's matrix.homeserver is 'other.example' but Synapse's server_name is "
+     "'example.test' [{mas}: matrix.homeserver] -> Set matrix.homeserver: example.test in MAS's config; MAS only "
+     "holds users of its homeserver, and the import refuses a mismatch", 1),
+    ("mas-matrix-a-list", mas(matrix=["example.test"]), [],
+     "mas_config_invalid: {mas}: matrix: expected a mapping, found list [{mas}: matrix] -> Fix MAS's matrix section",
+     1),
     ("mas-database-a-string", mas(database="postgresql:///mas"), [], "{mas}: database: expected a mapping, found str",
      1),
     ("mas-uri-and-host", mas_database(uri="postgresql:///mas"), [],
