@@ -122,7 +122,8 @@ def describe(conninfo: dict) -> str:
         parts.append(f"dbname={params['dbname']}")
     if params.get("user"):
         parts.append(f"user={params['user']}")
-    return " ".join(parts)
+    # A password with an unencoded `@` in a URI: libpq reads its remainder as the host.
+    return redact(" ".join(parts), secrets_of(conninfo))
 
 
 def secrets_of(conninfo: dict) -> list:
