@@ -245,15 +245,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             "counts": {}, "warnings": warnings,
         }
 
-        run.phase = "connecting to Synapse's database"
-        synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
-        reader = SynapseReader(synapse_conn, server_name)
-        run.phase = "checking Synapse's database"
-        if same_database(mas_conn, synapse_conn):
-            raise RefusedError(
-                f"Synapse's and MAS's database are the same database ({describe(synapse_conninfo)}): the import "
-                "reads one and fills the other; check which URI or config points at the wrong one"
-            )
+        reader = _connect_synapse(run, mas_conn, synapse_conninfo, server_name)
         result["synapse_schema_version"] = reader.schema_version()
 
         previous = writer.marker()
@@ -262,75 +254,10 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             refuse(facts, "mas_already_imported")  # an import of another server_name
             return _already_imported(result, previous, reader, server_name, started)
 
-        facts.mas_db.filled = writer.tables_with_data()
-        refuse(facts, "mas_not_empty")
-        writer.check_privileges()
-        reader.check_privileges(lock=not options.dry_run)
-
-        facts.synapse_db = synapse_session_facts(reader)
-        refuse(facts, "synapse_schema_too_old")
-        clients = facts.synapse_db.clients
-        if clients:
-            listing = "; ".join(str(c) for c in clients)
-            refuse(facts, "synapse_running")  # an ERROR for the real import only
-            warnings.append(f"Synapse's database has other clients (fine for a dry run, not for the import): {listing}")
-
-        run.phase = "locking Synapse's tables"
-        reader.begin_snapshot(lock=not options.dry_run, lock_wait_seconds=options.lock_wait_seconds)
-        facts.synapse_db.snapshot = True
-        _test_point("synapse-locked")
-        run.phase = "checking Synapse's data"
-        fingerprint = reader.fingerprint()
-        facts.synapse_db.wrong_server_name = reader.users_with_wrong_server_name()
-        refuse(facts, "wrong_server_name_users", error=DataError)
-        links, provisional = _plan_links(reader, facts, writer, options, warnings)
+        fingerprint, links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
-        estimates = reader.estimated_rows()
-        run.phase = "locking MAS's tables"
-        writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
-        _test_point("mas-locked")
-        if provisional:
-            writer.add_provisional_providers(provisional)
-        run.phase = "dropping MAS's constraints and indexes"
-        writer.drop_constraints_and_indexes()
-        _test_point("constraints-dropped")
-        reports = {}
-        for stage in STAGES:
-            run.phase = f"stage {stage.name}"
-            columns = schema.target_columns(stage.table)
-            stage_started = time.monotonic()
-
-            def on_rows(rows, _stage=stage, _t=stage_started):
-                _test_point(f"copying-{_stage.name}")
-                # The total is the planner's estimate of the source table (exact counts cost a pass).
-                _event(options, stage=_stage.name, rows=rows, total=estimates.get(_stage.source_table),
-                       elapsed=time.monotonic() - _t)
-
-            written, pipe = run_pipe(
-                lambda pipe, _s=stage, _c=columns: reader.copy_stage(_s, _c, params, pipe),
-                lambda pipe, _s=stage, _c=columns: writer.copy_into(_s.table, _c, pipe),
-                pipe=StatusRowPipe(on_rows=on_rows),
-            )
-            report = reports[stage.name] = stage_report(stage, pipe, time.monotonic() - stage_started)
-            if written != pipe.rows:
-                raise DataError(
-                    f"stage {stage.name}: MAS took {written} rows but {pipe.rows} were sent; nothing was written to MAS"
-                )
-            _event(options, stage=stage.name, rows=written, total=written, elapsed=report.seconds, done=True)
-            _test_point(f"copied-{stage.name}")
-
-        run.phase = "rebuilding MAS's indexes and constraints"
-        rebuild_started = time.monotonic()
-
-        def on_step(name, index, steps):
-            _test_point(f"rebuild-{name}")
-            _event(options, stage="rebuild", message=name, rows=index, total=steps,
-                   elapsed=time.monotonic() - rebuild_started)
-
-        writer.rebuild(on_step=on_step)
-        _test_point("rebuilt")
-        rebuild_seconds = time.monotonic() - rebuild_started
+        reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional)
 
         counts = {name: report.as_dict() for name, report in reports.items()}
         result.update({
@@ -342,26 +269,13 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             writer.rollback()
             reader.end_snapshot()
         else:
-            run.phase = "checking Synapse before the commit"
-            _check_synapse_untouched(reader)
-            run_id = secrets.token_hex(8)
-            writer.set_marker({
+            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: {
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
-                "run_id": run_id, "synapse_fingerprint": fingerprint,
+                "run_id": secrets.token_hex(8), "synapse_fingerprint": fingerprint,
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids.
                 "replay": replay_record(reader, params, links),
             })
-            _test_point("marker-written")
-            run.phase = "committing MAS's transaction"
-            # From here the outcome is MAS's: a signal no longer stops the run, which reports it.
-            errors.defer_interrupts()
-            _test_point("before-commit")
-            _commit(writer, mas_conninfo, run_id, warnings)
-            _test_point("committed")
-            note = reader.end_snapshot_after_commit()
-            if note:
-                warnings.append(note)
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result
     except BaseException:
@@ -369,6 +283,130 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         raise
     finally:
         writer.unlock()
+
+
+def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: str) -> SynapseReader:
+    run.phase = "connecting to Synapse's database"
+    synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+    run.phase = "checking Synapse's database"
+    if same_database(mas_conn, synapse_conn):
+        raise RefusedError(
+            f"Synapse's and MAS's database are the same database ({describe(synapse_conninfo)}): the import "
+            "reads one and fills the other; check which URI or config points at the wrong one"
+        )
+    return SynapseReader(synapse_conn, server_name)
+
+
+def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,
+          provisional: list):
+    """MAS's transaction opened and filled: constraints dropped, every stage copied, constraints
+    rebuilt. Returns ({stage name: StageReport}, the rebuild's seconds)."""
+    estimates = reader.estimated_rows()
+    run.phase = "locking MAS's tables"
+    writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
+    _test_point("mas-locked")
+    if provisional:
+        writer.add_provisional_providers(provisional)
+    run.phase = "dropping MAS's constraints and indexes"
+    writer.drop_constraints_and_indexes()
+    _test_point("constraints-dropped")
+    reports = _copy_stages(run, options, reader, writer, schema, params, estimates)
+    return reports, _rebuild(run, options, writer)
+
+
+def _check_before_import(run: _Run, options: ImportOptions, facts, reader: SynapseReader, writer: MasWriter,
+                         warnings: list):
+    """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken
+    and fingerprinted, and the SSO links planned: (fingerprint, links, provisional providers)."""
+    facts.mas_db.filled = writer.tables_with_data()
+    refuse(facts, "mas_not_empty")
+    writer.check_privileges()
+    reader.check_privileges(lock=not options.dry_run)
+
+    facts.synapse_db = synapse_session_facts(reader)
+    refuse(facts, "synapse_schema_too_old")
+    clients = facts.synapse_db.clients
+    if clients:
+        listing = "; ".join(str(c) for c in clients)
+        refuse(facts, "synapse_running")  # an ERROR for the real import only
+        warnings.append(f"Synapse's database has other clients (fine for a dry run, not for the import): {listing}")
+
+    run.phase = "locking Synapse's tables"
+    reader.begin_snapshot(lock=not options.dry_run, lock_wait_seconds=options.lock_wait_seconds)
+    facts.synapse_db.snapshot = True
+    _test_point("synapse-locked")
+    run.phase = "checking Synapse's data"
+    fingerprint = reader.fingerprint()
+    facts.synapse_db.wrong_server_name = reader.users_with_wrong_server_name()
+    refuse(facts, "wrong_server_name_users", error=DataError)
+    links, provisional = _plan_links(reader, facts, writer, options, warnings)
+    return fingerprint, links, provisional
+
+
+def _copy_stages(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,
+                 estimates: dict) -> dict:
+    """Every stage streamed from Synapse's snapshot into MAS's transaction: {stage name: StageReport}."""
+    reports = {}
+    for stage in STAGES:
+        run.phase = f"stage {stage.name}"
+        columns = schema.target_columns(stage.table)
+        stage_started = time.monotonic()
+
+        def on_rows(rows, _stage=stage, _t=stage_started):
+            _test_point(f"copying-{_stage.name}")
+            # The total is the planner's estimate of the source table (exact counts cost a pass).
+            _event(options, stage=_stage.name, rows=rows, total=estimates.get(_stage.source_table),
+                   elapsed=time.monotonic() - _t)
+
+        written, pipe = run_pipe(
+            lambda pipe, _s=stage, _c=columns: reader.copy_stage(_s, _c, params, pipe),
+            lambda pipe, _s=stage, _c=columns: writer.copy_into(_s.table, _c, pipe),
+            pipe=StatusRowPipe(on_rows=on_rows),
+        )
+        report = reports[stage.name] = stage_report(stage, pipe, time.monotonic() - stage_started)
+        if written != pipe.rows:
+            raise DataError(
+                f"stage {stage.name}: MAS took {written} rows but {pipe.rows} were sent; nothing was written to MAS"
+            )
+        _event(options, stage=stage.name, rows=written, total=written, elapsed=report.seconds, done=True)
+        _test_point(f"copied-{stage.name}")
+    return reports
+
+
+def _rebuild(run: _Run, options: ImportOptions, writer: MasWriter) -> float:
+    """MAS's indexes and constraints rebuilt over the loaded rows; returns the seconds it took."""
+    run.phase = "rebuilding MAS's indexes and constraints"
+    rebuild_started = time.monotonic()
+
+    def on_step(name, index, steps):
+        _test_point(f"rebuild-{name}")
+        _event(options, stage="rebuild", message=name, rows=index, total=steps,
+               elapsed=time.monotonic() - rebuild_started)
+
+    writer.rebuild(on_step=on_step)
+    _test_point("rebuilt")
+    rebuild_seconds = time.monotonic() - rebuild_started
+    return rebuild_seconds
+
+
+def _commit_import(run: _Run, reader: SynapseReader, writer: MasWriter, mas_conninfo: dict, warnings: list,
+                   make_marker: Callable) -> None:
+    """The marker written and MAS's transaction committed, once Synapse is known untouched; the
+    snapshot ends after the commit, where losing it cannot fail a committed import."""
+    run.phase = "checking Synapse before the commit"
+    _check_synapse_untouched(reader)
+    marker = make_marker()
+    writer.set_marker(marker)
+    _test_point("marker-written")
+    run.phase = "committing MAS's transaction"
+    # From here the outcome is MAS's: a signal no longer stops the run, which reports it.
+    errors.defer_interrupts()
+    _test_point("before-commit")
+    _commit(writer, mas_conninfo, marker["run_id"], warnings)
+    _test_point("committed")
+    note = reader.end_snapshot_after_commit()
+    if note:
+        warnings.append(note)
 
 
 def _check_synapse_untouched(reader: SynapseReader) -> None:
