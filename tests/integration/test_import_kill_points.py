@@ -129,3 +129,34 @@ def test_the_mas_connection_lost_at_the_commit_is_reported_as_not_committed_and_
     assert env.mas_dump() == mas_before
     assert env.synapse_dump() == synapse_before
     assert_next_run_imports(env)
+
+
+def test_the_synapse_connection_lost_at_the_commit_still_reports_the_committed_import_truthfully(env):
+    """Synapse's session ends (a DBA, a failover) once the run checked it and is about to commit:
+    everything was read and checked, so MAS commits, and the run says it imported, with a note."""
+    every_stage_homeserver(env)
+    synapse_before = env.synapse_dump()
+    proc = migrate(env, {"SYN2MAS_TEST_PAUSE_AT": "before-commit"})
+    try:
+        _pid, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), "the run did not reach the commit"
+        (backend,), = env.pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
+            "AND backend_type = 'client backend'", params=(env.synapse_db,))
+        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend,))
+        assert wait_for(lambda: not env.pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                                   params=(backend,)), timeout=30)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (out, err)
+    assert "the connection to Synapse's database was lost after the import committed (harmless" in out + err
+    assert "Traceback" not in err
+    # what it reports is what MAS holds: the whole import
+    assert env.mas("SELECT count(*) FROM users") == [(3,)]
+    assert env.mas("SELECT count(*) FROM compat_refresh_tokens") == [(1,)]
+    assert env.synapse_dump() == synapse_before
+    rerun = env.run()
+    assert rerun["already_imported"] is True and rerun["synapse_changed_since_import"] is False
