@@ -221,6 +221,8 @@ def _explained(exc: BaseException, run: _Run) -> BaseException:
     return exc
 
 
+# A screen long on purpose: the run's steps in their order, inside the one try/finally that holds
+# MAS's lock; each step is a function of its own below.
 def _run_import(options: ImportOptions, run: _Run) -> dict:
     started = time.monotonic()
     run_at = datetime.now(timezone.utc)
