@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: syn2mas_runtime
 short_description: Find the Python, pg_dump and pg_restore the database work needs on a Synapse host
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - The other modules of this collection that touch a database need a Python with psycopg2 and PyYAML on the
     host. Debian's C(/usr/bin/python3) usually has neither, but Synapse's own interpreter always has both when

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: syn2mas_verify
 short_description: Prove after the migration that MAS holds what Synapse had, and that clients reach MAS
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Data (O(data=true)) recomputes from Synapse's database what the import had to write into MAS, with the
     import's own queries and the parameters it recorded, and compares it with MAS's tables entity by entity

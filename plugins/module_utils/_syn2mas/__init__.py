@@ -10,4 +10,4 @@ from __future__ import annotations
 
 # The collection's version, as `syn2mas --version` shows it. galaxy.yml's `version` is the release's
 # number; this one must equal it (a test checks it).
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -34,7 +34,7 @@ from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
 from .verify import replay_record
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
 
 
