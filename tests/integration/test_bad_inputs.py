@@ -13,7 +13,6 @@ import os
 import pytest
 
 from _syn2mas import cli
-from tests.support.migration_env import GOOGLE_ID
 
 SECRET = "Bad-Input-Secret-55"
 HS_DB = {"name": "psycopg2", "args": {"user": "postgres", "dbname": "x"}}

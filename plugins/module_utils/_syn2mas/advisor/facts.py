@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import mas_schema, synapse_settings
 from ..config import load_mas_config, load_synapse_config, provider_mapping
-from ..db import connect, database_conninfo, describe, first_line
+from ..db import InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
 from ..mas_writer import ADVISORY_LOCK_KEY, MasWriter
 from ..synapse_reader import OLDEST_SCHEMA_VERSION, STAGES, SynapseReader, stage_params
@@ -241,6 +241,12 @@ def _read_synapse_database(facts: Facts, found: list) -> None:
         conninfo = database_conninfo(facts.synapse, options.synapse_database_uri, "the given Synapse database URI")
     except ConfigError:  # reported by the synapse_database_config check
         return _synapse_db_missing(facts, "Synapse's database section is unusable")
+    except InvalidUriError as exc:  # a URI that does not parse: no connection is tried
+        found.append((SYNAPSE_DATABASE_UNREACHABLE, finding(
+            ERROR, str(exc), facts.synapse_where("database"),
+            "Fix the URI (database.args in homeserver.yaml, or --synapseDatabaseUri / synapse_database_uri); "
+            "percent-encode special characters of the password")))
+        return _synapse_db_missing(facts, "Synapse's database URI does not parse")
     facts.summary["synapse_database"] = _describe(conninfo)
     try:
         conn = connect(conninfo, APPLICATION_NAME, "Synapse")
@@ -328,7 +334,7 @@ def _read_mas_database(facts: Facts, found: list) -> None:
         return
     try:
         conninfo = database_conninfo(facts.mas, options.mas_database_uri, "the given MAS database URI")
-    except ConfigError as exc:
+    except (ConfigError, InvalidUriError) as exc:
         found.append((MAS_DATABASE_CONFIG, finding(
             ERROR, str(exc), facts.mas_where("database"),
             "Fix MAS's database section (uri, or host/port/socket/username/password/database)")))
