@@ -120,7 +120,8 @@ verdict:
 data:
   description: The data verification (with O(data=true)); C(entities) per stage with C(expected), C(found),
     C(missing), C(different), C(unexpected), C(changed_in_synapse), C(added_in_mas), C(skipped) (reason to count)
-    and C(examples); C(totals); C(ok); C(exit_code) (0, or 12 when anything is missing, different or unexpected).
+    and C(examples); C(totals); C(damaged) (the entities with anything missing, different or unexpected); C(ok);
+    C(exit_code) (0, or 12 when anything is missing, different or unexpected).
   returned: when O(data=true)
   type: dict
 live:

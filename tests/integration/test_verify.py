@@ -113,6 +113,7 @@ def test_each_kind_of_damage_is_found_and_named(env):
     assert as_json.returncode == EXIT_MISMATCH
     assert dropped[2] not in as_json.stdout and not any(h in as_json.stdout for h in hashes)
     assert json.loads(as_json.stdout)["entities"]["access_tokens"]["missing"] == 1
+    assert json.loads(as_json.stdout)["damaged"] == ["users", "passwords", "device_sessions", "access_tokens"]
     assert env.synapse_dump() == synapse_before and env.mas_dump() == mas_before
 
 

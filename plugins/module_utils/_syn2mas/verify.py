@@ -121,14 +121,15 @@ class EntityReport:
     examples: dict = field(default_factory=dict)  # kind -> [names]
     seconds: float = 0.0
 
-    def example(self, kind: str, name, limit: int) -> None:
+    def count_loss(self, kind: str, expected_row, limit: int) -> None:
+        """An expected row (key, digest, example, changed) that MAS lacks or holds otherwise: `kind`
+        (missing, different), unless its Synapse source changed after the import; named among the
+        first `limit` examples of its kind."""
+        kind = "changed_in_synapse" if expected_row[3] else kind
+        setattr(self, kind, getattr(self, kind) + 1)
         names = self.examples.setdefault(kind, [])
-        if len(names) < limit and name is not None:
-            names.append(name)
-
-    @property
-    def damaged(self) -> int:
-        return self.missing + self.different + self.unexpected
+        if len(names) < limit and expected_row[2] is not None:
+            names.append(expected_row[2])
 
     def as_dict(self) -> dict:
         return {"entity": self.name, "table": self.table, "imported": self.imported, "expected": self.expected,
@@ -360,12 +361,7 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
     while e is not None or f is not None:
         if f is None or (e is not None and e[0] < f[0]):
             report.expected += 1
-            if e[3]:
-                report.changed_in_synapse += 1
-                report.example("changed_in_synapse", e[2], limit)
-            else:
-                report.missing += 1
-                report.example("missing", e[2], limit)
+            report.count_loss("missing", e, limit)
             e = next(exp, None)
         elif e is None or f[0] < e[0]:
             if not f[2]:  # rows MAS added were counted with the buckets
@@ -379,12 +375,8 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
                 report.found += 1
             elif f[3]:
                 report.changed_in_mas += 1
-            elif e[3]:
-                report.changed_in_synapse += 1
-                report.example("changed_in_synapse", e[2], limit)
             else:
-                report.different += 1
-                report.example("different", e[2], limit)
+                report.count_loss("different", e, limit)
             e = next(exp, None)
             f = next(fnd, None)
     return unexpected_keys
@@ -510,12 +502,13 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
     totals = {k: sum(getattr(e, k) for e in entities)
               for k in ("expected", "found", "missing", "different", "unexpected", "changed_in_synapse",
                         "added_in_mas", "changed_in_mas")}
-    ok = totals["missing"] == 0 and totals["different"] == 0 and totals["unexpected"] == 0
+    damaged = [e.name for e in entities if e.missing or e.different or e.unexpected]
+    ok = not damaged
     result = {
         "ok": ok, "changed": False, "server_name": server_name, "mas_release": release,
         "imported_at": marker.get("imported_at"),
         "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
-        "entities": {e.name: e.as_dict() for e in entities}, "totals": totals,
+        "entities": {e.name: e.as_dict() for e in entities}, "totals": totals, "damaged": damaged,
         "synapse_changed_since_import": totals["changed_in_synapse"] > 0,
         "duration_seconds": round(seconds, 3), "exit_code": 0 if ok else EXIT_MISMATCH,
     }
@@ -529,9 +522,7 @@ def verdict(result: dict, rows: int, entities: int) -> str:
     if result["ok"]:
         line = f"verified: {totals['found']} rows in {entities} entities, 0 missing"
     else:
-        damaged = [e["entity"] for e in result["entities"].values()
-                   if e["missing"] or e["different"] or e["unexpected"]]
-        line = f"MISMATCH: {losses} in {', '.join(damaged)} ({totals['found']} of {rows} rows as expected)"
+        line = f"MISMATCH: {losses} in {', '.join(result['damaged'])} ({totals['found']} of {rows} rows as expected)"
     if totals["changed_in_synapse"]:
         changed = [e["entity"] for e in result["entities"].values() if e["changed_in_synapse"]]
         line += (f"; Synapse changed since the import: {totals['changed_in_synapse']} row(s) newer than it "
