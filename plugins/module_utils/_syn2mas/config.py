@@ -205,6 +205,17 @@ class SynapseConfig:
         return providers
 
 
+@dataclass
+class ConfigSources:
+    """Where a run finds Synapse and MAS: their configuration files, and the database URIs that
+    replace the databases those name. The import's, the advisor's and verify's options start so."""
+
+    synapse_config: list
+    mas_config: list = field(default_factory=list)
+    synapse_database_uri: str | None = None
+    mas_database_uri: str | None = None
+
+
 def synapse_auth_provider(idp_id: str) -> str:
     """The `user_external_ids.auth_provider` Synapse stores for an OIDC idp_id.
 

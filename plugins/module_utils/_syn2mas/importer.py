@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from . import errors, mas_schema
-from .config import load_mas_config, load_synapse_config, provider_mapping
+from .config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
@@ -39,11 +39,7 @@ APPLICATION_NAME = "syn2mas"
 
 
 @dataclass
-class ImportOptions:
-    synapse_config: list
-    mas_config: list = field(default_factory=list)
-    synapse_database_uri: str | None = None
-    mas_database_uri: str | None = None
+class ImportOptions(ConfigSources):
     upstream_provider_mapping: list = field(default_factory=list)
     skip_unmapped_providers: bool = False
     dry_run: bool = False

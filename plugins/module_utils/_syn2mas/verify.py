@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .config import load_mas_config, load_synapse_config
+from .config import ConfigSources, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, first_line, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import detect as detect_mas_schema
@@ -94,11 +94,7 @@ _ID_TAG = re.compile(r"\|\| '([0-9a-f]{4})'\)::uuid$")
 
 
 @dataclass
-class VerifyOptions:
-    synapse_config: list
-    mas_config: list = field(default_factory=list)
-    synapse_database_uri: str | None = None
-    mas_database_uri: str | None = None
+class VerifyOptions(ConfigSources):
     examples: int = EXAMPLES
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import mas_schema, synapse_settings
-from ..config import load_mas_config, load_synapse_config, provider_mapping
+from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from ..db import InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
 from ..mas_writer import ADVISORY_LOCK_KEY, MasWriter
@@ -53,11 +53,7 @@ MAS_DATABASE_UNREACHABLE = gathered("mas_database_unreachable", MAS_DB, "connect
 
 
 @dataclass
-class AdvisorOptions:
-    synapse_config: list
-    mas_config: list = field(default_factory=list)
-    synapse_database_uri: str | None = None
-    mas_database_uri: str | None = None
+class AdvisorOptions(ConfigSources):
     upstream_provider_mapping: list = field(default_factory=list)
     # True right before the real import: a running Synapse (or MAS) is then an ERROR.
     for_real_import: bool = False
