@@ -9,16 +9,15 @@ serves them, show MAS's delegation); its auth issuer and auth metadata name MAS'
 MAS answers /health, its OpenID configuration names the issuer its config declares, and its
 compatibility login endpoint offers the delegated SSO flow. Each failed check is an ERROR with a
 remedy; what could not be proven because MAS (or Synapse's way to MAS) was unreachable is a WARN
-saying so. Plain http.client from the standard library: it runs on a bare host Python.
+saying so. Plain http.client (http_request): it runs on a bare host Python.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import ssl
-import urllib.parse
 from dataclasses import asdict, dataclass, field
+
+from .http_request import request
 
 OK, WARN, ERROR = "OK", "WARN", "ERROR"
 DELEGATED_SSO = "org.matrix.msc3824.delegated_oidc_compatibility"
@@ -78,31 +77,14 @@ def same_url(a: str | None, b: str | None) -> bool:
 
 
 def get(url: str, options: LiveOptions) -> Response:
-    """One GET with http.client (no redirects followed: a check names the URL that answered)."""
-    parsed = urllib.parse.urlsplit(url)
-    try:
-        if parsed.scheme == "https":
-            context = ssl.create_default_context()
-            if not options.validate_certs:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=options.timeout, context=context)
-        elif parsed.scheme == "http":
-            conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=options.timeout)
-        else:
-            return Response(None, error=f"not an http(s) URL: {url}")
-        try:
-            path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-            conn.request("GET", path, headers={"Accept": "application/json", "User-Agent": "matrix.syn2mas"})
-            response = conn.getresponse()
-            body = response.read(1 << 20).decode("utf-8", "replace")
-            if 300 <= response.status < 400 and response.getheader("Location"):
-                body = f"redirected to {response.getheader('Location')}"
-            return Response(response.status, body)
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        return Response(None, error=str(exc) or type(exc).__name__)
+    """One GET (no redirects followed: a check names the URL that answered)."""
+    answer = request("GET", url, options.timeout, options.validate_certs, headers={"Accept": "application/json"},
+                     limit=1 << 20)
+    if answer.status is None:
+        return Response(None, error=answer.error)
+    if 300 <= answer.status < 400 and answer.location:
+        return Response(answer.status, f"redirected to {answer.location}")
+    return Response(answer.status, answer.body.decode("utf-8", "replace"))
 
 
 def _join(base: str, path: str) -> str:

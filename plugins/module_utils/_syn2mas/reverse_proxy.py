@@ -16,12 +16,11 @@ answers them. Standard library only: it runs on the proxy's host with Debian's b
 
 from __future__ import annotations
 
-import http.client
 import json
 import re
-import ssl
 import urllib.parse
 
+from . import http_request
 from .errors import ConfigError
 
 KINDS = ("nginx", "apache", "caddy", "traefik", "haproxy")
@@ -284,32 +283,16 @@ PROBE_REFRESH_TOKEN = "syn2mas-probe-not-a-refresh-token"
 def _request(method: str, url: str, body: dict | None, timeout: float,
              validate_certs: bool = True) -> tuple[int | None, object]:
     """One request, no redirects followed (a redirect is an answer too): (status, JSON body or text),
-    or (None, why) when nothing answered. http.client, so that it runs without Ansible."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme == "https":
-        context = ssl.create_default_context()
-        if not validate_certs:  # the operator's choice, for a staging certificate
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(parsed.hostname, parsed.port, timeout=timeout, context=context)
-    elif parsed.scheme == "http":
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)
-    else:
-        return None, f"not an http(s) URL: {url}"
+    or (None, why) when nothing answered."""
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json", "User-Agent": "matrix.syn2mas", "Host": parsed.netloc}
+    headers = {"Content-Type": "application/json", "Host": urllib.parse.urlsplit(url).netloc}
+    answer = http_request.request(method, url, timeout, validate_certs, data, headers)
+    if answer.status is None:
+        return None, answer.error
     try:
-        conn.request(method, (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else ""), data, headers)
-        response = conn.getresponse()
-        status, raw = response.status, response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        return None, str(exc) or type(exc).__name__
-    finally:
-        conn.close()
-    try:
-        return status, json.loads(raw)
+        return answer.status, json.loads(answer.body)
     except ValueError:
-        return status, raw[:200].decode("utf-8", "replace")
+        return answer.status, answer.body[:200].decode("utf-8", "replace")
 
 
 def _looks_like_mas(route: str, status, body) -> bool | None:
