@@ -48,3 +48,15 @@ requirements:
   - psycopg2 (or psycopg2-binary) on the host that runs the module
   - PyYAML
 """
+
+    # Only the database overrides, for the modules that document their configuration files their own way
+    # (syn2mas_verify, syn2mas_backup, syn2mas_probe).
+    DATABASE_URIS = r"""
+options:
+  synapse_database_uri:
+    description: A PostgreSQL URI replacing the database of O(synapse_config).
+    type: str
+  mas_database_uri:
+    description: A PostgreSQL URI replacing the database of O(mas_config).
+    type: str
+"""

@@ -26,6 +26,8 @@ description:
     (a file absent at backup time is removed), and restores the databases listed in O(restore_databases) from
     their dumps (C(pg_restore --clean --single-transaction)).
   - Database passwords reach C(pg_dump) and C(pg_restore) through the environment, never the command line.
+extends_documentation_fragment:
+  - matrix.syn2mas.syn2mas.database_uris
 options:
   state:
     description: V(present) makes (or verifies) the backup; V(restored) restores from it.
@@ -50,12 +52,6 @@ options:
     type: list
     elements: path
     default: []
-  synapse_database_uri:
-    description: A PostgreSQL URI replacing the database of O(synapse_config).
-    type: str
-  mas_database_uri:
-    description: A PostgreSQL URI replacing the database of O(mas_config).
-    type: str
   extra_files:
     description: More files to keep (and restore). A file that does not exist is recorded as absent.
     type: list

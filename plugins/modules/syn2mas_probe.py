@@ -31,12 +31,6 @@ options:
     type: list
     elements: path
     default: []
-  synapse_database_uri:
-    description: A PostgreSQL URI replacing the database of O(synapse_config).
-    type: str
-  mas_database_uri:
-    description: A PostgreSQL URI replacing the database of O(mas_config).
-    type: str
   wait_synapse_idle:
     description: Wait until no other client is connected to Synapse's database (at most O(timeout) seconds).
     type: bool
@@ -58,6 +52,7 @@ options:
     default: true
 extends_documentation_fragment:
   - matrix.syn2mas.read_only
+  - matrix.syn2mas.syn2mas.database_uris
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 """

@@ -27,6 +27,7 @@ description:
   - It only reads, both databases in READ ONLY transactions, and makes only HTTP GET requests.
 extends_documentation_fragment:
   - matrix.syn2mas.read_only
+  - matrix.syn2mas.syn2mas.database_uris
 options:
   synapse_config:
     description:
@@ -40,12 +41,6 @@ options:
     type: list
     elements: path
     default: []
-  synapse_database_uri:
-    description: A PostgreSQL URI replacing the database of O(synapse_config).
-    type: str
-  mas_database_uri:
-    description: A PostgreSQL URI replacing the database of O(mas_config).
-    type: str
   data:
     description:
       - Verify the imported data against Synapse's database.
