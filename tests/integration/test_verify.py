@@ -230,3 +230,11 @@ def test_both_digests_agree_on_a_clean_import(env):
     finally:
         synapse.close()
         mas.close()
+
+
+def test_module_refuses_data_without_mas_database(tmp_path):
+    """Which MAS database to verify is asked for before any configuration is read."""
+    run = run_tasks(tmp_path, [{"matrix.syn2mas.syn2mas_verify": {"synapse_config": ["/nonexistent/homeserver.yaml"]}}])
+    assert run.result["failed"] is True
+    assert run.result["msg"] == "mas_config (or mas_database_uri) is needed to verify the data"
+    assert "data" not in run.result
