@@ -183,13 +183,18 @@ def run_measured(cmd: list, workdir: str, label: str) -> dict:
             "stdout": stdout, "stderr": stderr}
 
 
-def run_advisor(homeserver: str, mas: str, workdir: str) -> dict:
-    run = run_measured([sys.executable, SYN2MAS, "--command", "advisor", "--synapseConfigFile", homeserver,
-                        "--masConfigFile", mas, "--output", "json"], workdir, "advisor")
+def run_json_command(command: str, who: str, homeserver: str, mas: str, workdir: str) -> tuple:
+    """`syn2mas --command <command> --output json`, measured: (the run, its JSON result)."""
+    run = run_measured([sys.executable, SYN2MAS, "--command", command, "--synapseConfigFile", homeserver,
+                        "--masConfigFile", mas, "--output", "json"], workdir, command)
     try:
-        result = json.loads(run["stdout"])
+        return run, json.loads(run["stdout"])
     except ValueError:
-        raise RuntimeError(f"the advisor printed no JSON (exit {run['exit_code']}): {run['stderr'][-2000:]}")
+        raise RuntimeError(f"{who} printed no JSON (exit {run['exit_code']}): {run['stderr'][-2000:]}")
+
+
+def run_advisor(homeserver: str, mas: str, workdir: str) -> dict:
+    run, result = run_json_command("advisor", "the advisor", homeserver, mas, workdir)
     findings = result.get("findings", [])
     return {
         "seconds": round(run["wall_seconds"], 3),
@@ -239,12 +244,7 @@ def run_import(homeserver: str, mas: str, workdir: str, dry_run: bool) -> dict:
 
 def run_verify(homeserver: str, mas: str, workdir: str) -> dict:
     """`syn2mas --command verify` after the real import: it must find every row (exit 0)."""
-    run = run_measured([sys.executable, SYN2MAS, "--command", "verify", "--synapseConfigFile", homeserver,
-                        "--masConfigFile", mas, "--output", "json"], workdir, "verify")
-    try:
-        result = json.loads(run["stdout"])
-    except ValueError:
-        raise RuntimeError(f"verify printed no JSON (exit {run['exit_code']}): {run['stderr'][-2000:]}")
+    run, result = run_json_command("verify", "verify", homeserver, mas, workdir)
     if run["exit_code"] != 0:
         raise RuntimeError(f"verify failed (exit {run['exit_code']}): {result.get('verdict') or result.get('error')}")
     return {
