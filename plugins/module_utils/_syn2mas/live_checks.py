@@ -15,7 +15,7 @@ saying so. Plain http.client (http_request): it runs on a bare host Python.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .http_request import request
 
@@ -47,7 +47,6 @@ class LiveOptions:
     well_known_url: str | None = None  # the public .well-known/matrix/client
     validate_certs: bool = True
     timeout: float = 10.0
-    checks: list = field(default_factory=list)
 
 
 @dataclass
@@ -254,13 +253,3 @@ def summarize(checks: list) -> dict:
     return {"ok": not errors, "checks": [c.as_dict() for c in checks], "errors": len(errors),
             "warnings": len(warnings), "passed": passed, "verdict": verdict}
 
-
-def format_human(result: dict) -> str:
-    lines = []
-    for check in result["checks"]:
-        line = f"{check['level']:<5} {check['check']}: {check['message']}"
-        if check["remedy"] and check["level"] != OK:
-            line += f" -> {check['remedy']}"
-        lines.append(line)
-    lines.append(result["verdict"])
-    return "\n".join(lines) + "\n"
