@@ -252,4 +252,3 @@ def summarize(checks: list) -> dict:
         verdict += f"; not proven: {', '.join(c.check for c in warnings)}"
     return {"ok": not errors, "checks": [c.as_dict() for c in checks], "errors": len(errors),
             "warnings": len(warnings), "passed": passed, "verdict": verdict}
-
