@@ -494,7 +494,6 @@ def _run_verify(options: VerifyOptions) -> dict:
 
 def summarize(entities: list, marker: dict, server_name: str, release: str, synapse_conninfo, mas_conninfo,
               seconds: float) -> dict:
-    rows = sum(e.expected for e in entities)
     totals = {k: sum(getattr(e, k) for e in entities)
               for k in ("expected", "found", "missing", "different", "unexpected", "changed_in_synapse",
                         "added_in_mas", "changed_in_mas")}
@@ -508,17 +507,18 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
         "synapse_changed_since_import": totals["changed_in_synapse"] > 0,
         "duration_seconds": round(seconds, 3), "exit_code": 0 if ok else EXIT_MISMATCH,
     }
-    result["verdict"] = verdict(result, rows, len(entities))
+    result["verdict"] = verdict(result)
     return result
 
 
-def verdict(result: dict, rows: int, entities: int) -> str:
+def verdict(result: dict) -> str:
     totals = result["totals"]
     losses = ", ".join(f"{totals[k]} {k}" for k in ("missing", "different", "unexpected"))
     if result["ok"]:
-        line = f"verified: {totals['found']} rows in {entities} entities, 0 missing"
+        line = f"verified: {totals['found']} rows in {len(result['entities'])} entities, 0 missing"
     else:
-        line = f"MISMATCH: {losses} in {', '.join(result['damaged'])} ({totals['found']} of {rows} rows as expected)"
+        line = (f"MISMATCH: {losses} in {', '.join(result['damaged'])} "
+                f"({totals['found']} of {totals['expected']} rows as expected)")
     if totals["changed_in_synapse"]:
         changed = [e["entity"] for e in result["entities"].values() if e["changed_in_synapse"]]
         line += (f"; Synapse changed since the import: {totals['changed_in_synapse']} row(s) newer than it "
