@@ -27,7 +27,7 @@ import traceback
 from . import __version__
 from . import errors
 from .db import first_line, parsed
-from .errors import Interrupted, Syn2masError, redact
+from .errors import Interrupted, Syn2masError, redact, redact_data
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # as argparse
@@ -175,6 +175,12 @@ def format_import_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _as_json(result: dict) -> str:
+    """A result as JSON, its strings redacted before they are encoded (a secret holding `"` or `\\`
+    no longer reads the same once escaped)."""
+    return json.dumps(redact_data(result), indent=2, sort_keys=True, default=str)
+
+
 def run_migrate(args, out, err) -> int:
     from .importer import ImportOptions, run_import
 
@@ -190,7 +196,7 @@ def run_migrate(args, out, err) -> int:
         progress=Progress(err) if args.output == "text" else None,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(format_import_summary(result)) + "\n")
     if result.get("synapse_changed_since_import"):
@@ -213,7 +219,7 @@ def run_verify(args, out, err) -> int:
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(verify.format_human(result)))
     return result["exit_code"]
@@ -231,7 +237,7 @@ def run_advisor(args, out, err) -> int:
         reverse_proxy_config=args.reverseProxyConfig, public_url=args.publicUrl, mas_url=args.masUrl,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(advisor.format_human(result, verbose=args.verbose)))
     return advisor.exit_code(result)
