@@ -166,7 +166,7 @@ def _write(module, path, text):
     module.atomic_move(tmp, path)
 
 
-def _new_text(params, before):
+def _new_text(params, before, snippet):
     kind, state = params["kind"], params["state"]
     if kind == "nginx":
         if before is None:
@@ -177,7 +177,7 @@ def _new_text(params, before):
     if state == "absent":
         # Only a file this module wrote is removed.
         return None if before is not None and reverse_proxy.BEGIN_MARK in before else before
-    return reverse_proxy.render(kind, params["mas_upstream"], params["homeserver_url"], indent="")
+    return snippet  # the other proxies' snippets have no indentation to fit
 
 
 def run(module):
@@ -195,7 +195,7 @@ def run(module):
         return result
     result["path"] = path
     before = _read(path)
-    after = _new_text(params, before)
+    after = _new_text(params, before, result.get("snippet"))
     if after == before:
         return result
     result["changed"] = True

@@ -12,7 +12,8 @@ behind the compat routes -> check mode shows the nginx diff and changes nothing 
 the new config (`nginx -t` fails) stops the run before Synapse starts, the proxy's file unchanged, and
 the rescue brings Synapse back on legacy authentication -> the real run sends the three compat routes
 to MAS and everything else to Synapse -> a second run (and the role on its own) changes nothing -> the
-rollback restores the proxy's file and legacy password login works through the proxy again.
+role on its own puts back a file nginx refuses, without reloading -> the rollback restores the proxy's
+file byte for byte, reloads nginx, and legacy password login works through the proxy again.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import yaml
 from _syn2mas import reverse_proxy
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
-from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, running_fleet
+from tests.support.fleet import running_fleet
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -156,6 +157,19 @@ server {{
         with open(os.path.join(self.prefix, "nginx.pid")) as handle:
             return int(handle.read().strip())
 
+    def workers(self) -> set:
+        """The master's worker processes: a reload starts new ones (a restart would change the master)."""
+        master, found = self.pid(), set()
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == master:
+                found.add(int(entry))
+        return found
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -167,6 +181,7 @@ class Lab:
         self.fleet, self.nginx, self.mas = fleet, nginx, mas
         self.hs = fleet.hosts["hs1"]
         self.original_site = open(nginx.site).read()
+        self.original_bytes = open(nginx.site, "rb").read()
 
     def vars(self, **extra) -> dict:
         return {"hs1": {
@@ -182,6 +197,14 @@ class Lab:
     def playbook(self, name: str, *args: str, **extra):
         self.fleet.write_inventory(self.vars(**extra))
         return self.fleet.playbook(name, *args)
+
+    def role(self, tmp_path, *args: str, **extra):
+        """The reverse_proxy role on its own, as an operator runs it outside the runbook."""
+        playbook = tmp_path / "proxy.yml"
+        playbook.write_text(yaml.safe_dump([{"hosts": "synapse", "gather_facts": False, "roles": [
+            {"role": "matrix.syn2mas.reverse_proxy"}]}]))
+        self.fleet.write_inventory(self.vars(**extra))
+        return self.fleet.playbook(str(playbook), *args)
 
     def through_proxy(self, method, path, body=None, token=None):
         return homeservers.http(method, self.nginx.url + path, body, token=token)
@@ -221,7 +244,7 @@ def test_2_check_mode_shows_the_nginx_diff_and_changes_nothing(lab):
     pid = lab.nginx.pid()
     run = lab.playbook("migrate.yml", "--check", "--diff")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
-    assert open(lab.nginx.site).read() == lab.original_site
+    assert open(lab.nginx.site, "rb").read() == lab.original_bytes
     assert f"+        proxy_pass {lab.mas.url};" in run.stdout
     assert "+    location ~ ^/_matrix/client/[^/]+/(login|logout|refresh)(/|$) {" in run.stdout
     assert lab.nginx.pid() == pid and lab.mas.requests == []
@@ -234,7 +257,7 @@ def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
     assert run.returncode != 0
     assert "host not found" in run.stdout, run.stdout[-6000:]
     # The proxy's file is as it was (its mode too), and nginx still serves it.
-    assert open(lab.nginx.site).read() == lab.original_site
+    assert open(lab.nginx.site, "rb").read() == lab.original_bytes
     assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     report = latest_report(lab.fleet)["hosts"]["hs1"]
     assert report["outcome"] == "failed" and report["rolled_back"] is True
@@ -250,6 +273,7 @@ def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
 
 
 def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_synapse(lab):
+    master, workers = lab.nginx.pid(), lab.nginx.workers()
     run = lab.playbook("migrate.yml")
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     live_check = run.stdout.split("Check that they reach MAS, not Synapse]", 1)[1].split("TASK [", 1)[0]
@@ -258,6 +282,7 @@ def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_sy
     site = open(lab.nginx.site).read()
     assert site != lab.original_site and reverse_proxy.nginx_remove_routes(site) == lab.original_site
     assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    assert lab.nginx.pid() == master and lab.nginx.workers() - workers  # reloaded, not restarted
     report = latest_report(lab.fleet)["hosts"]["hs1"]
     assert report["outcome"] == "migrated"
     assert [p["phase"] for p in report["phase_seconds"]] == [
@@ -289,23 +314,39 @@ def test_5_a_second_run_changes_nothing(lab, tmp_path):
     assert run.returncode == 0, run.stdout[-4000:]
     assert all(s["changed"] == 0 for s in recap(run.stdout).values()), recap(run.stdout)
     # The role on its own (the host is delegated, so the runbook skips it): no change, no reload.
-    playbook = tmp_path / "proxy.yml"
-    playbook.write_text(yaml.safe_dump([{"hosts": "synapse", "gather_facts": False, "roles": [
-        {"role": "matrix.syn2mas.reverse_proxy"}]}]))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
-               PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
-    role_run = subprocess.run([PLAYBOOK, "-i", lab.fleet.inventory, str(playbook), "--diff"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+    workers = lab.nginx.workers()
+    role_run = lab.role(tmp_path, "--diff")
     assert role_run.returncode == 0, role_run.stdout[-4000:]
     assert recap(role_run.stdout)["hs1"]["changed"] == 0, role_run.stdout  # a reload would count as a change
     assert open(lab.nginx.site).read() == site
+    assert lab.nginx.workers() <= workers  # no new workers: no reload
+
+
+def test_5b_the_role_on_its_own_puts_back_a_file_nginx_refuses(lab, tmp_path):
+    # Without the runbook's rollback behind it: the role's own rescue gives back the file byte for byte,
+    # with its mode, and nginx is not reloaded (the routes it serves still reach MAS).
+    before = open(lab.nginx.site, "rb").read()
+    workers = lab.nginx.workers()
+    run = lab.role(tmp_path, syn2mas_mas_upstream="http://mas-stand-in.invalid:8080")
+    assert run.returncode != 0
+    assert "the proxy refused the compatibility routes" in run.stdout and "host not found" in run.stdout, \
+        run.stdout[-4000:]
+    assert open(lab.nginx.site, "rb").read() == before
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    assert lab.nginx.workers() <= workers  # no new workers: no reload
+    lab.mas.requests.clear()
+    lab.through_proxy("GET", "/_matrix/client/v3/login")
+    assert lab.mas.requests == [("GET", "/_matrix/client/v3/login")]
 
 
 def test_6_rollback_restores_the_proxy_and_legacy_login_works_through_it(lab):
+    master, workers = lab.nginx.pid(), lab.nginx.workers()
     run = lab.playbook("rollback.yml", "-e", "rollback_mas_database=empty", "-e", "rollback_force=true")
     assert run.returncode == 0, run.stdout[-6000:]
-    assert open(lab.nginx.site).read() == lab.original_site
+    assert open(lab.nginx.site, "rb").read() == lab.original_bytes
     assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    # nginx was reloaded (new workers), not restarted (the same master).
+    assert lab.nginx.pid() == master and lab.nginx.workers() - workers
     assert lab.hs.healthy()
     lab.mas.requests.clear()
     status, body = lab.password_login("bob")
