@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from tests.support.import_load import wait_until_no_importer
 from tests.support.pgcluster import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,12 +57,6 @@ def migrate(env, extra_env=None):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(extra_env or {})})
 
 
-def importer_sessions(env):
-    return env.pg.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname IN (%s, %s) AND application_name = 'syn2mas'",
-        params=(env.mas_db, env.synapse_db))
-
-
 def assert_next_run_imports(env):
     rerun = migrate(env)
     out, err = rerun.communicate(timeout=300)
@@ -69,6 +64,27 @@ def assert_next_run_imports(env):
     assert "MAS was filled" not in out
     assert env.mas("SELECT count(*) FROM users") == [(3,)]
     assert env.mas("SELECT count(*) FROM compat_refresh_tokens") == [(1,)]
+
+
+def run_with_session_ended_at_the_commit(env, dbname):
+    """A run stopped (SIGSTOP) just before its COMMIT, its session on `dbname` ended from outside,
+    as a DBA or a failover would, then let go on: (the finished process, stdout, stderr)."""
+    proc = migrate(env, {"SYN2MAS_TEST_PAUSE_AT": "before-commit"})
+    try:
+        _pid, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), "the run did not reach the commit"
+        (backend,), = env.pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
+            "AND backend_type = 'client backend'", params=(dbname,))
+        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend,))
+        assert wait_for(lambda: not env.pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                                   params=(backend,)), timeout=30)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, out, err
 
 
 @pytest.mark.parametrize("point", [
@@ -81,7 +97,7 @@ def test_kill_9_at_any_point_leaves_both_databases_as_they_were_and_the_next_run
     _out, err = proc.communicate(timeout=300)
     # killed there, not finished nor failed before it
     assert proc.returncode == -signal.SIGKILL, f"the run did not reach {point}: {err}"
-    assert wait_for(lambda: not importer_sessions(env), timeout=30)
+    wait_until_no_importer(env)
     assert env.mas_dump() == mas_before
     assert env.synapse_dump() == synapse_before
     assert_next_run_imports(env)
@@ -104,21 +120,7 @@ def test_the_mas_connection_lost_at_the_commit_is_reported_as_not_committed_and_
     or a failover would; COMMIT then meets a lost connection and the run looks up what MAS holds."""
     every_stage_homeserver(env)
     mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
-    proc = migrate(env, {"SYN2MAS_TEST_PAUSE_AT": "before-commit"})
-    try:
-        _pid, status = os.waitpid(proc.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status), "the run did not reach the commit"
-        (backend,), = env.pg.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
-            "AND backend_type = 'client backend'", params=(env.mas_db,))
-        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend,))
-        assert wait_for(lambda: not env.pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-                                                   params=(backend,)), timeout=30)
-        proc.send_signal(signal.SIGCONT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, err = run_with_session_ended_at_the_commit(env, env.mas_db)
     assert proc.returncode == 1, (out, err)
     lines = [line for line in err.splitlines() if line.startswith("syn2mas:")]
     assert len(lines) == 1, err
@@ -136,21 +138,7 @@ def test_the_synapse_connection_lost_at_the_commit_still_reports_the_committed_i
     everything was read and checked, so MAS commits, and the run says it imported, with a note."""
     every_stage_homeserver(env)
     synapse_before = env.synapse_dump()
-    proc = migrate(env, {"SYN2MAS_TEST_PAUSE_AT": "before-commit"})
-    try:
-        _pid, status = os.waitpid(proc.pid, os.WUNTRACED)
-        assert os.WIFSTOPPED(status), "the run did not reach the commit"
-        (backend,), = env.pg.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
-            "AND backend_type = 'client backend'", params=(env.synapse_db,))
-        env.pg.execute("SELECT pg_terminate_backend(%s)", params=(backend,))
-        assert wait_for(lambda: not env.pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
-                                                   params=(backend,)), timeout=30)
-        proc.send_signal(signal.SIGCONT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, out, err = run_with_session_ended_at_the_commit(env, env.synapse_db)
     assert proc.returncode == 0, (out, err)
     assert "the connection to Synapse's database was lost after the import committed (harmless" in out + err
     assert "Traceback" not in err

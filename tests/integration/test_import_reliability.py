@@ -9,6 +9,7 @@ only in the full suite, `make reliability` (SYN2MAS_RELIABILITY=full); the test 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,6 +26,7 @@ import yaml
 
 from _syn2mas.errors import ConnectionLostError, DatabaseError, DataError, PrivilegeError, RefusedError
 from tests.support import synapse_data
+from tests.support.import_load import bulk_homeserver, wait_until_no_importer
 from tests.support.ansible_run import run_tasks
 from tests.support.pgcluster import wait_for
 
@@ -59,22 +61,6 @@ def small_homeserver(env):
         s.login(bob, "BOBDEV")
 
 
-def bulk_homeserver(env, users: int):
-    """Many users, fast (plain SQL), so that an import takes long enough to be interrupted."""
-    env.pg.execute(f"""
-        INSERT INTO users (name, password_hash, creation_ts, admin, is_guest, deactivated)
-        SELECT '@user' || i || ':{env.server_name}', '$2b$12$' || md5(i::text), 1700000000 + i, 0, 0, 0
-        FROM generate_series(1, {users}) i;
-        INSERT INTO devices (user_id, device_id, display_name, last_seen, ip, user_agent)
-        SELECT '@user' || i || ':{env.server_name}', 'DEV' || i, 'Device ' || i, 1700000000000 + i,
-               '10.0.' || (i % 250) || '.' || (i % 200), 'Agent/' || i
-        FROM generate_series(1, {users}) i;
-        INSERT INTO access_tokens (id, user_id, device_id, token, last_validated)
-        SELECT i, '@user' || i || ':{env.server_name}', 'DEV' || i, 'syt_' || md5(i::text) || i, 1700000000000 + i
-        FROM generate_series(1, {users}) i;
-        ANALYZE;""", env.synapse_db)
-
-
 def backend(env, dbname, query_prefix=None):
     """The pid of the import's session on `dbname` (optionally only while it runs `query_prefix`)."""
     # Parallel workers carry the leader's application_name: the client backend is the session.
@@ -86,12 +72,6 @@ def backend(env, dbname, query_prefix=None):
         params.append(query_prefix + "%")
     rows = env.pg.execute(sql, params=params)
     return rows[0][0] if rows else None
-
-
-def wait_until_no_importer(env):
-    assert wait_for(lambda: not env.pg.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE datname IN (%s, %s) AND application_name = 'syn2mas'",
-        params=(env.mas_db, env.synapse_db)), timeout=30)
 
 
 def assert_next_run_imports(env, users: int):
@@ -476,6 +456,20 @@ def run_in_thread(env, **kw):
     return thread, outcome
 
 
+@contextlib.contextmanager
+def import_running(env, mas_statement, timeout=120):
+    """An import run in a thread, caught while MAS's session runs `mas_statement` (a prefix); yields
+    the dict its result or error lands in, once the block ended and the run finished."""
+    thread, outcome = run_in_thread(env)
+    try:
+        assert wait_for(lambda: backend(env, env.mas_db, mas_statement) or not thread.is_alive(),
+                        timeout=timeout, interval=0.01)
+        assert thread.is_alive(), f"the import ended before MAS ran {mas_statement}: {outcome}"
+        yield outcome
+    finally:
+        thread.join(timeout=300)
+
+
 MAS_STEPS = {  # where to cut: the MAS statement running at that point
     "users": 'COPY "users"', "devices": 'COPY "compat_sessions"', "tokens": 'COPY "compat_access_tokens"',
     "rebuild": "CREATE ", "constraints": "ALTER TABLE",
@@ -492,15 +486,9 @@ EVERY_STEP_AND_SIDE = [pytest.param(step, side, marks=() if (step, side) in (("r
 def test_a_connection_lost_at_any_step_is_reported_as_lost_and_leaves_mas_as_it_was(env, side, step):
     bulk_homeserver(env, 100_000)
     mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
-    thread, outcome = run_in_thread(env)
-    try:
-        assert wait_for(lambda: backend(env, env.mas_db, MAS_STEPS[step]) or not thread.is_alive(),
-                        timeout=120, interval=0.01)
-        assert thread.is_alive(), f"the import ended before {step}: {outcome}"
+    with import_running(env, MAS_STEPS[step]) as outcome:
         victim = backend(env, env.synapse_db if side == "Synapse" else env.mas_db)
         env.pg.execute("SELECT pg_terminate_backend(%s)", params=(victim,))
-    finally:
-        thread.join(timeout=300)
     error = outcome.get("error")
     assert isinstance(error, ConnectionLostError), outcome
     assert f"lost the connection to {side}'s database" in str(error)
@@ -576,17 +564,11 @@ def test_synapse_ending_idle_sessions_during_the_rebuild_fails_the_run_truthfull
 def test_a_postgresql_fast_restart_mid_import_leaves_mas_as_it_was_and_the_next_run_works(env):
     bulk_homeserver(env, 100_000)
     mas_before = env.mas_dump()
-    thread, outcome = run_in_thread(env)
-    try:
-        assert wait_for(lambda: backend(env, env.mas_db, 'COPY "compat_sessions"') or not thread.is_alive(),
-                        timeout=120, interval=0.01)
-        assert thread.is_alive()
+    with import_running(env, 'COPY "compat_sessions"') as outcome:
         # The restarted server logs to its file: it must not hold this test's pipes open.
         subprocess.run(env.pg._cmd(env.pg.bin("pg_ctl"), "-D", env.pg.datadir, "-m", "fast", "-w", "-t", "60",
                                    "-l", os.path.join(env.pg.basedir, "server.log"), "restart"),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-    finally:
-        thread.join(timeout=300)
     error = outcome.get("error")
     assert isinstance(error, ConnectionLostError), outcome
     assert "MAS was left as it was" in str(error)
@@ -617,22 +599,18 @@ def test_a_database_error_during_the_rebuild_is_not_blamed_on_the_rows(env):
 def test_a_write_to_synapse_waiting_during_the_import_is_refused_before_the_commit(env):
     bulk_homeserver(env, 60_000)
     mas_before = env.mas_dump()
-    thread, outcome = run_in_thread(env)
     late = None
     try:
-        assert wait_for(lambda: backend(env, env.mas_db, "COPY") or not thread.is_alive(), timeout=60, interval=0.01)
-        assert thread.is_alive()
-        # A client that connects after the import's check of other clients, and writes: it waits
-        # on the import's locks and would land in Synapse only once the import ended.
-        late = psycopg2.connect(env.pg.dsn(env.synapse_db, application_name="late-synapse-worker"))
-        late.autocommit = True
-        writer = threading.Thread(target=lambda: late.cursor().execute(
-            "INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 1700000000)"))
-        writer.start()
-        thread.join(timeout=300)
+        with import_running(env, "COPY", timeout=60) as outcome:
+            # A client that connects after the import's check of other clients, and writes: it waits
+            # on the import's locks and would land in Synapse only once the import ended.
+            late = psycopg2.connect(env.pg.dsn(env.synapse_db, application_name="late-synapse-worker"))
+            late.autocommit = True
+            writer = threading.Thread(target=lambda: late.cursor().execute(
+                "INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 1700000000)"))
+            writer.start()
         writer.join(timeout=30)
     finally:
-        thread.join(timeout=300)
         if late is not None:
             late.close()
     error = outcome.get("error")

@@ -15,6 +15,7 @@ import pytest
 from _syn2mas.errors import DatabaseError, DataError, RefusedError
 from _syn2mas.mas_writer import ADVISORY_LOCK_KEY
 from tests.support import mas_schema
+from tests.support.import_load import bulk_homeserver, wait_until_no_importer
 from tests.support.pgcluster import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,22 +31,6 @@ def small_homeserver(env):
         s.login(bob, "BOBDEV")
         sso = s.user("sso", password_hash=None)
         s.external_id(sso, "oidc-google", "sub-1")
-
-
-def bulk_homeserver(env, users: int):
-    """Many users, fast (plain SQL), so that an import takes long enough to be interrupted."""
-    env.pg.execute(f"""
-        INSERT INTO users (name, password_hash, creation_ts, admin, is_guest, deactivated)
-        SELECT '@user' || i || ':{env.server_name}', '$2b$12$' || md5(i::text), 1700000000 + i, 0, 0, 0
-        FROM generate_series(1, {users}) i;
-        INSERT INTO devices (user_id, device_id, display_name, last_seen, ip, user_agent)
-        SELECT '@user' || i || ':{env.server_name}', 'DEV' || i, 'Device ' || i, 1700000000000 + i,
-               '10.0.' || (i % 250) || '.' || (i % 200), 'Agent/' || i
-        FROM generate_series(1, {users}) i;
-        INSERT INTO access_tokens (id, user_id, device_id, token, last_validated)
-        SELECT i, '@user' || i || ':{env.server_name}', 'DEV' || i, 'syt_' || md5(i::text) || i, 1700000000000 + i
-        FROM generate_series(1, {users}) i;
-        ANALYZE;""", env.synapse_db)
 
 
 # -- refusals: nothing is written -------------------------------------------------------------
@@ -266,12 +251,6 @@ def importer_backend(env):
         "SELECT pid, query FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas' "
         "AND query LIKE 'COPY%%'", params=(env.mas_db,))
     return rows[0] if rows else None
-
-
-def wait_until_no_importer(env):
-    assert wait_for(lambda: not env.pg.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas'",
-        params=(env.mas_db,)), timeout=20)
 
 
 def test_killing_the_importer_mid_load_leaves_mas_as_it_was(env):

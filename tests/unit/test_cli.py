@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 import _syn2mas
+from _syn2mas import cli
 from _syn2mas.cli import Progress, build_parser, format_import_summary, main
+from _syn2mas.errors import remember_secret
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -158,3 +160,11 @@ def test_advisor_checks_the_compat_layer_and_the_nginx_file(tmp_path):
     assert code == 10
     assert result["summary"]["reverse_proxy"]["homeserver_public_baseurl"] == "https://matrix.example.test/"
     assert result["summary"]["reverse_proxy"]["mas_public_base"] == "https://auth.example.test/"
+
+
+def test_json_output_masks_a_secret_that_json_escapes():
+    # A password holding `"` or `\` reads differently once JSON-encoded: masked before encoding.
+    remember_secret('pa"ss\\word')
+    text = cli._as_json({"warnings": ['cannot log in with pa"ss\\word'], "counts": {"users": 2}})
+    assert json.loads(text) == {"warnings": ["cannot log in with ********"], "counts": {"users": 2}}
+    assert "ss\\\\word" not in text and "pa\\\"ss" not in text

@@ -26,8 +26,8 @@ import traceback
 
 from . import __version__
 from . import errors
-from .db import first_line, secrets_of
-from .errors import Interrupted, Syn2masError, redact
+from .db import first_line, parsed
+from .errors import Interrupted, Syn2masError, redact, redact_data
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # as argparse
@@ -43,7 +43,16 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error is raised for main() to report (also as JSON) instead of
-    printed and exited on the spot."""
+    printed and exited on the spot, and that it keeps the names of its options (`option_names`)."""
+
+    def __init__(self, *args, **kwargs):
+        self.option_names = []  # before argparse's __init__, which adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        self.option_names.extend(action.option_strings)
+        return action
 
     def error(self, message):
         raise UsageError(message)
@@ -166,6 +175,12 @@ def format_import_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _as_json(result: dict) -> str:
+    """A result as JSON, its strings redacted before they are encoded (a secret holding `"` or `\\`
+    no longer reads the same once escaped)."""
+    return json.dumps(redact_data(result), indent=2, sort_keys=True, default=str)
+
+
 def run_migrate(args, out, err) -> int:
     from .importer import ImportOptions, run_import
 
@@ -181,7 +196,7 @@ def run_migrate(args, out, err) -> int:
         progress=Progress(err) if args.output == "text" else None,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(format_import_summary(result)) + "\n")
     if result.get("synapse_changed_since_import"):
@@ -204,7 +219,7 @@ def run_verify(args, out, err) -> int:
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(verify.format_human(result)))
     return result["exit_code"]
@@ -222,7 +237,7 @@ def run_advisor(args, out, err) -> int:
         reverse_proxy_config=args.reverseProxyConfig, public_url=args.publicUrl, mas_url=args.masUrl,
     ))
     if args.output == "json":
-        out.write(redact(json.dumps(result, indent=2, sort_keys=True, default=str)) + "\n")
+        out.write(_as_json(result) + "\n")
     else:
         out.write(redact(advisor.format_human(result, verbose=args.verbose)))
     return advisor.exit_code(result)
@@ -239,20 +254,20 @@ def _wants_json(argv) -> bool:
     return known.output == "json"
 
 
-def _command_line_secrets(args) -> list:
-    secrets = []
+def _remember_command_line_secrets(args) -> None:
+    """The URIs' passwords remembered (by parsing them), so that redact() masks them in whatever
+    is printed, even before the run gets to parse them itself."""
     for uri in (getattr(args, "synapseDatabaseUri", None), getattr(args, "masDatabaseUri", None)):
         if uri:
             try:
-                secrets.extend(secrets_of({"dsn": uri}))
-            except Exception:  # unparsable, or no psycopg2: its password was remembered, redact() masks it
+                parsed({"dsn": uri})
+            except Exception:  # unparsable, or no psycopg2: its password was remembered first
                 pass
-    return secrets
 
 
-def _fail(out, err, as_json: bool, command, message: str, exit_code: int, secrets=()) -> int:
+def _fail(out, err, as_json: bool, command, message: str, exit_code: int) -> int:
     """Reports a failed run: one line on stderr, and a JSON object on stdout with --output json."""
-    message = redact(message, secrets)
+    message = redact(message)
     err.write(f"syn2mas: error: {message}\n")
     if as_json:
         out.write(json.dumps({"ok": False, "command": command, "error": message, "exit_code": exit_code},
@@ -293,7 +308,6 @@ def _main(argv, out, err) -> int:
     parser = build_parser()
     as_json = _wants_json(argv)
     args, command = None, None
-    secrets = []
     try:
         try:
             args = parser.parse_args(argv)
@@ -304,10 +318,10 @@ def _main(argv, out, err) -> int:
             parser.print_usage(err)
             # `--colour blue`: argparse blames `blue` (taken for the COMMAND); the unknown option is the cause.
             unknown = [name for name in (a.split("=", 1)[0] for a in argv if a.startswith("--"))
-                       if not any(option.startswith(name) for option in parser._option_string_actions)]
+                       if not any(option.startswith(name) for option in parser.option_names)]
             message = f"unrecognized arguments: {' '.join(unknown)}" if unknown else str(exc)
-            return _fail(out, err, as_json, command, message, EXIT_USAGE, _command_line_secrets(args))
-        secrets = _command_line_secrets(args)
+            return _fail(out, err, as_json, command, message, EXIT_USAGE)
+        _remember_command_line_secrets(args)
         try:
             if command == "migrate":
                 return run_migrate(args, out, err)
@@ -315,14 +329,14 @@ def _main(argv, out, err) -> int:
                 return run_verify(args, out, err)
             return run_advisor(args, out, err)
         except Syn2masError as exc:
-            return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE, secrets)
+            return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE)
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: one line, its traceback with --verbose, and still JSON
             if args is not None and args.verbose:
-                err.write(redact(traceback.format_exc(), secrets))
+                err.write(redact(traceback.format_exc()))
             return _fail(out, err, as_json, command, f"unexpected {type(exc).__name__}: {first_line(exc)} "
-                         "(run with --verbose for the traceback)", EXIT_FAILURE, secrets)
+                         "(run with --verbose for the traceback)", EXIT_FAILURE)
     except (Interrupted, KeyboardInterrupt):
         # No more signals from here: the line below is the run's last word.
         errors.defer_interrupts()

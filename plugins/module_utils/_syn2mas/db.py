@@ -9,8 +9,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
-from . import errors
-from .errors import DatabaseError, PrivilegeError, remember_secret
+from .errors import DatabaseError, PrivilegeError, RefusedError, redact, remember_secret
 
 try:
     import psycopg2
@@ -122,23 +121,15 @@ def describe(conninfo: dict) -> str:
         parts.append(f"dbname={params['dbname']}")
     if params.get("user"):
         parts.append(f"user={params['user']}")
-    # A password with an unencoded `@` in a URI: libpq reads its remainder as the host.
-    return redact(" ".join(parts), secrets_of(conninfo))
+    # A password with an unencoded `@` in a URI: libpq reads its remainder as the host (parsed()
+    # remembered each part as a secret).
+    return redact(" ".join(parts))
 
 
 def secrets_of(conninfo: dict) -> list:
     """Secret values in a conninfo, for scrubbing them out of any error text."""
     params = parsed(conninfo)
     return [str(params[k]) for k in SECRET_KEYS if params.get(k)]
-
-
-def redact(text: str, secrets=()) -> str:
-    """errors.redact: the library's one redaction (known secrets, URI and keyword passwords)."""
-    return errors.redact(text, secrets)
-
-
-def redact_passwords(text: str) -> str:
-    return errors.redact(text)
 
 
 def connect(conninfo: dict, application_name: str, what: str):
@@ -151,9 +142,9 @@ def connect(conninfo: dict, application_name: str, what: str):
     try:
         conn = psycopg2.connect(**params)
     except psycopg2.Error as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        secrets_of(conninfo))
-        raise DatabaseError(f"cannot connect to the {what} database ({describe(conninfo)}): {detail}") from None
+        # parsed() remembered the passwords: the error's own redaction masks them wherever quoted.
+        raise DatabaseError(f"cannot connect to the {what} database ({describe(conninfo)}): {first_line(exc)}") \
+            from None
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'")
     conn.commit()
@@ -163,7 +154,7 @@ def connect(conninfo: dict, application_name: str, what: str):
 def first_line(exc: BaseException) -> str:
     """An exception's first line, redacted (a driver's message may quote a connection string)."""
     text = str(exc).strip()
-    return errors.redact(text.splitlines()[0]) if text else type(exc).__name__
+    return redact(text.splitlines()[0]) if text else type(exc).__name__
 
 
 @dataclass
@@ -260,6 +251,15 @@ def lock_holders(conn, tables) -> list:
             GROUP BY 1, 2, 3, 4, 5, 7
             ORDER BY 1""", (list(tables),))
         return [LockHolder(*row) for row in cur.fetchall()]
+
+
+def lock_refusal(holders, waited: float, by_client: str, by_other: str) -> RefusedError:
+    """The refusal once a lock wait ran out: `by_client` when a client holds the lock (someone must
+    stop it), else `by_other` (autovacuum: it ends by itself); both formatted with {holders} (who,
+    named) and {waited} (seconds)."""
+    listing = "; ".join(str(h) for h in holders) or "a session that has since let go"
+    template = by_client if any(h.is_client for h in holders) else by_other
+    return RefusedError(template.format(holders=listing, waited=f"{waited:.0f}"))
 
 
 def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refused):

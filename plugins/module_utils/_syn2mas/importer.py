@@ -5,11 +5,11 @@
 
 `run_import` is what the `syn2mas_import` module and `syn2mas --command migrate` call. Order:
 configs → MAS (lock, schema, emptiness, privileges) → Synapse (privileges, other clients, locked
-snapshot, fingerprint, checks) → one MAS transaction (drop constraints, COPY every stage, rebuild)
-→ Synapse checked once more (still there, nobody waiting to write) → marker → commit, or roll back
-for a dry run. Any error before the commit leaves MAS as it was; the outcome reported is what MAS
-holds (a commit whose answer was lost is looked up, and the end of the Synapse snapshot after the
-commit cannot fail the run).
+snapshot, checks) → one MAS transaction (drop constraints, COPY every stage, rebuild) → Synapse
+checked once more (still there, nobody waiting to write) → marker (with the snapshot's
+fingerprint) → commit, or roll back for a dry run. Any error before the commit leaves MAS as it
+was; the outcome reported is what MAS holds (a commit whose answer was lost is looked up, and the
+end of the Synapse snapshot after the commit cannot fail the run).
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             refuse(facts, "mas_already_imported")  # an import of another server_name
             return _already_imported(result, previous, reader, server_name, started)
 
-        fingerprint, links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
+        links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
         reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional)
@@ -270,7 +270,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: {
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
-                "run_id": secrets.token_hex(8), "synapse_fingerprint": fingerprint,
+                # The snapshot the stages read, whatever point of its transaction reads it: only a
+                # real import records one (its marker), so a dry run skips this pass over the tables.
+                "run_id": secrets.token_hex(8), "synapse_fingerprint": reader.fingerprint(),
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids.
                 "replay": replay_record(reader, params, links),
             })
@@ -314,8 +316,8 @@ def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasW
 
 def _check_before_import(run: _Run, options: ImportOptions, facts, reader: SynapseReader, writer: MasWriter,
                          warnings: list):
-    """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken
-    and fingerprinted, and the SSO links planned: (fingerprint, links, provisional providers)."""
+    """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken,
+    and the SSO links planned: (links, provisional providers)."""
     facts.mas_db.filled = writer.tables_with_data()
     refuse(facts, "mas_not_empty")
     writer.check_privileges()
@@ -334,11 +336,10 @@ def _check_before_import(run: _Run, options: ImportOptions, facts, reader: Synap
     facts.synapse_db.snapshot = True
     _test_point("synapse-locked")
     run.phase = "checking Synapse's data"
-    fingerprint = reader.fingerprint()
     facts.synapse_db.wrong_server_name = reader.users_with_wrong_server_name()
     refuse(facts, "wrong_server_name_users", error=DataError)
     links, provisional = _plan_links(reader, facts, writer, options, warnings)
-    return fingerprint, links, provisional
+    return links, provisional
 
 
 def _copy_stages(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 
-from .db import connection_lost, first_line, lock_tables
+from .db import connection_lost, first_line, lock_refusal, lock_tables
 from .errors import ConnectionLostError, DataError, DatabaseError, PrivilegeError, RefusedError
 from .mas_schema import WRITTEN_TABLES
 from .synapse_reader import STATUS_REPAIRED, STATUS_SEPARATOR
@@ -32,14 +32,11 @@ IN_USE_TABLES = ("user_registrations",)
 
 
 def _mas_lock_refusal(holders, waited: float) -> RefusedError:
-    listing = "; ".join(str(h) for h in holders) or "a session that has since let go"
-    if any(h.is_client for h in holders):
-        return RefusedError(
-            f"MAS's tables are in use by another session: {listing} (waited {waited:.0f}s): stop MAS during the import"
-        )
-    return RefusedError(
-        f"MAS's tables stayed locked by {listing} for {waited:.0f}s (autovacuum cleans up after an aborted "
-        "import): run the import again once it is done, or run VACUUM on MAS's database first"
+    return lock_refusal(
+        holders, waited,
+        by_client="MAS's tables are in use by another session: {holders} (waited {waited}s): stop MAS during the import",
+        by_other="MAS's tables stayed locked by {holders} for {waited}s (autovacuum cleans up after an aborted "
+                 "import): run the import again once it is done, or run VACUUM on MAS's database first",
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .db import Client, first_line, lock_tables, other_clients
+from .db import Client, first_line, lock_refusal, lock_tables, other_clients
 from .errors import DatabaseError, PrivilegeError, RefusedError
 
 # The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse
@@ -418,15 +418,12 @@ def stage_params(server_name: str, links=None, seed: int = 0, run_ms: int = 0) -
 
 
 def _synapse_lock_refusal(holders, waited: float) -> RefusedError:
-    listing = "; ".join(str(h) for h in holders) or "a session that has since let go"
-    if any(h.is_client for h in holders):
-        return RefusedError(
-            f"Synapse's tables are being written to by another session: {listing} (waited {waited:.0f}s): stop "
-            "Synapse and its workers before the import"
-        )
-    return RefusedError(
-        f"Synapse's tables stayed locked by {listing} for {waited:.0f}s: run the import again once it is done "
-        "(or run VACUUM on Synapse's tables first)"
+    return lock_refusal(
+        holders, waited,
+        by_client="Synapse's tables are being written to by another session: {holders} (waited {waited}s): stop "
+                  "Synapse and its workers before the import",
+        by_other="Synapse's tables stayed locked by {holders} for {waited}s: run the import again once it is done "
+                 "(or run VACUUM on Synapse's tables first)",
     )
 
 
