@@ -5,7 +5,8 @@ ansible-playbook against an inventory with the local connection.
 
 The steps depend on each other and run in order (one module-scoped fleet):
 check mode changes nothing -> a real run where hs2 fails mid-run (its MAS database becomes unreachable
-once Synapse is stopped) is rolled back and stops the waves -> the fixed fleet migrates -> a second run
+once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
+wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> the fixed fleet migrates -> a second run
 changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
 """
 
@@ -168,6 +169,42 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     assert f"| verified: {rows} rows in 9 entities, 0 missing | live checks passed: 3 of 5;" in md
     # Put hs2's MAS database back for the next run.
     fleet.pg.execute(f'ALTER DATABASE "{hs2.mas_db}_gone" RENAME TO "{hs2.mas_db}"')
+
+
+def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
+    hs2 = fleet.hosts["hs2"]
+    # Test-only sabotage: a trigger in hs2's MAS rewrites every password hash the import loads, so the
+    # import commits rows that differ from Synapse's, and only the verification after it can tell.
+    fleet.pg.execute("CREATE FUNCTION syn2mas_test_plant() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$BEGIN NEW.hashed_password := 'planted by the test'; RETURN NEW; END$$", hs2.mas_db)
+    fleet.pg.execute("CREATE TRIGGER syn2mas_test_plant BEFORE INSERT ON user_passwords "
+                     "FOR EACH ROW EXECUTE FUNCTION syn2mas_test_plant()", hs2.mas_db)
+    try:
+        mas_before = fleet.pg.dump(hs2.mas_db)
+        config_before = open(hs2.homeserver_yaml).read()
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+        mas_after = fleet.pg.dump(hs2.mas_db)
+    finally:
+        fleet.pg.execute("DROP TRIGGER IF EXISTS syn2mas_test_plant ON user_passwords; "
+                         "DROP FUNCTION IF EXISTS syn2mas_test_plant()", hs2.mas_db)
+    assert run.returncode != 0
+    assert recap(run.stdout)["hs2"]["failed"] == 1
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    assert entry["failed_phase"] == "import"
+    # The verdict names what differs, and the import's committed rows went with the rollback: MAS holds
+    # again exactly what it held before the run (the trigger included), so the next run starts afresh.
+    assert entry["verified"]["ok"] is False and entry["verified"]["damaged"] == ["passwords"], entry["verified"]
+    assert entry["verified"]["different"] == fleet.expected["hs2"]["passwords"]
+    assert entry["verified"]["verdict"].startswith("MISMATCH:")
+    assert mas_after == mas_before
+    # Synapse is back on its own authentication, with its configuration as it was, and logins work.
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_state(hs2) == "legacy"
+    assert hs2.healthy()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
 
 
 def test_3_migration_of_the_fleet(fleet):
