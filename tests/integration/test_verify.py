@@ -198,13 +198,13 @@ def test_both_digests_agree_on_a_clean_import(env):
     changed row shows in its bucket either way."""
     from _syn2mas import verify as v
     from _syn2mas.mas_schema import detect
-    from _syn2mas.mas_writer import MasWriter
+    from _syn2mas.mas_writer import read_marker
     from _syn2mas.synapse_reader import STAGES
 
     imported(env)
     synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
     try:
-        params = v.replay_params(env.server_name, MasWriter(mas).marker()["replay"])
+        params = v.replay_params(env.server_name, read_marker(mas)["replay"])
         params["new_token_devices"] = []
         schema = detect(mas)
         for row_hash in v.ROW_HASHES:

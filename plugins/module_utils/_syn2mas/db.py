@@ -175,16 +175,19 @@ class Client:
         return asdict(self)
 
 
+# "Another client" of the connected database, as every check of who else is connected reads it
+# (pg_stat_activity aliased `a`): client sessions only, so autovacuum and WAL senders never count.
+OTHER_CLIENTS = ("a.datname = current_database() AND a.pid <> pg_backend_pid() "
+                 "AND a.backend_type = 'client backend'")
+
+
 def other_clients(conn) -> list:
     """The client sessions on the connected database other than this one."""
     with conn.cursor() as cur:
-        cur.execute("""
-            SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
-                   COALESCE(host(client_addr), ''), COALESCE(state, '')
-            FROM pg_stat_activity
-            WHERE datname = current_database() AND pid <> pg_backend_pid()
-              AND backend_type = 'client backend'
-            ORDER BY pid""")
+        cur.execute(f"""
+            SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(a.usename::text, ''),
+                   COALESCE(host(a.client_addr), ''), COALESCE(a.state, '')
+            FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""")
         rows = cur.fetchall()
     conn.rollback()
     return [Client(*row) for row in rows]

@@ -28,7 +28,7 @@ from .config import ConfigSources, load_mas_config, load_synapse_config, provide
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
-from .mas_writer import MasWriter, StatusRowPipe, run_pipe
+from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marker, run_pipe, tables_with_data
 from .synapse_reader import STAGES, SynapseReader, stage_params
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
@@ -138,7 +138,7 @@ def _plan_links(reader: SynapseReader, facts, writer: MasWriter, options: Import
                    error=DataError)
         warnings.append(f"SSO links of unmapped providers are not migrated: {listing}")
     used = {p: link for p, link in mapping.items() if p in in_use}
-    present = writer.existing_providers([link.provider_id for link in used.values()]) if used else set()
+    present = existing_providers(writer.conn, [link.provider_id for link in used.values()]) if used else set()
     missing = [link for link in used.values() if str(link.provider_id) not in present]
     # A provider the run is about to add has no row yet (the run's `mas-cli config sync` makes it):
     # a dry run stands a provisional row in for it, inside its rolled-back transaction.
@@ -246,7 +246,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         reader = _connect_synapse(run, mas_conn, synapse_conninfo, server_name)
         result["synapse_schema_version"] = reader.schema_version()
 
-        previous = writer.marker()
+        previous = read_marker(mas_conn)
         facts.mas_db = MasDbFacts(clients=[], marker=previous)
         if previous is not None:
             refuse(facts, "mas_already_imported")  # an import of another server_name
@@ -318,7 +318,7 @@ def _check_before_import(run: _Run, options: ImportOptions, facts, reader: Synap
                          warnings: list):
     """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken,
     and the SSO links planned: (links, provisional providers)."""
-    facts.mas_db.filled = writer.tables_with_data()
+    facts.mas_db.filled = tables_with_data(writer.conn)
     refuse(facts, "mas_not_empty")
     writer.check_privileges()
     reader.check_privileges(lock=not options.dry_run)
@@ -446,7 +446,7 @@ def _commit(writer: MasWriter, mas_conninfo: dict, run_id: str, warnings: list) 
                 "database is back: it reports `already imported` if it was, and imports if it was not"
             ) from None
         try:
-            previous = MasWriter(conn).marker()
+            previous = read_marker(conn)
         finally:
             conn.close()
         break

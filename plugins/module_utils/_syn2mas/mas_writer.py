@@ -44,6 +44,47 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def read_marker(conn) -> dict | None:
+    """What a previous successful import recorded on MAS's users table, if any (read-only)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT obj_description(to_regclass('users'), 'pg_class')")
+        row = cur.fetchone()
+    text = row[0] if row else None
+    if not text or not text.startswith(MARKER_PREFIX):
+        return None
+    try:
+        return json.loads(text[len(MARKER_PREFIX):])
+    except ValueError:
+        return None
+
+
+def tables_with_data(conn) -> list:
+    """Written tables, and tables pointing at users, that hold rows: MAS is not fresh then (read-only)."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT DISTINCT c.relname FROM pg_class c
+            WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid)
+              AND (c.relname = ANY(%s) OR c.oid IN (
+                    SELECT conrelid FROM pg_constraint WHERE contype = 'f'
+                    AND confrelid = to_regclass('users')))
+            ORDER BY c.relname""", (list(WRITTEN_TABLES) + list(IN_USE_TABLES),))
+        tables = [row[0] for row in cur.fetchall()]
+        found = []
+        for table in tables:
+            cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})")
+            if cur.fetchone()[0]:
+                found.append(table)
+    return found
+
+
+def existing_providers(conn, ids) -> set:
+    """Which of these upstream provider ids MAS's database holds (read-only)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers "
+                    "WHERE upstream_oauth_provider_id = ANY(%s::uuid[])", ([str(i) for i in ids],))
+        return {row[0] for row in cur.fetchall()}
+
+
 class StreamClosed(Exception):
     pass
 
@@ -172,43 +213,6 @@ class MasWriter:
             except Exception:  # the connection may be gone; the server releases the lock then
                 pass
             self.locked = False
-
-    def marker(self) -> dict | None:
-        """What a previous successful import recorded on MAS's users table, if any."""
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT obj_description(to_regclass('users'), 'pg_class')")
-            row = cur.fetchone()
-        text = row[0] if row else None
-        if not text or not text.startswith(MARKER_PREFIX):
-            return None
-        try:
-            return json.loads(text[len(MARKER_PREFIX):])
-        except ValueError:
-            return None
-
-    def tables_with_data(self) -> list:
-        """Written tables, and tables pointing at users, that hold rows: MAS is not fresh then."""
-        with self.conn.cursor() as cur:
-            cur.execute("""
-                SELECT DISTINCT c.relname FROM pg_class c
-                WHERE c.relkind = 'r' AND pg_table_is_visible(c.oid)
-                  AND (c.relname = ANY(%s) OR c.oid IN (
-                        SELECT conrelid FROM pg_constraint WHERE contype = 'f'
-                        AND confrelid = to_regclass('users')))
-                ORDER BY c.relname""", (list(WRITTEN_TABLES) + list(IN_USE_TABLES),))
-            tables = [row[0] for row in cur.fetchall()]
-            found = []
-            for table in tables:
-                cur.execute(f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})")
-                if cur.fetchone()[0]:
-                    found.append(table)
-        return found
-
-    def existing_providers(self, ids) -> set:
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers "
-                        "WHERE upstream_oauth_provider_id = ANY(%s::uuid[])", ([str(i) for i in ids],))
-            return {row[0] for row in cur.fetchall()}
 
     def add_provisional_providers(self, ids) -> None:
         """Rows standing in for upstream providers a dry run's rolled-back transaction needs: every

@@ -16,7 +16,7 @@ import tempfile
 
 from .db import connect
 from .errors import ConfigError, RefusedError
-from .mas_writer import MARKER_PREFIX
+from .mas_writer import read_marker
 from .probe import APPLICATION_NAME
 
 STATES = ("legacy", "migrated", "delegated")
@@ -41,16 +41,10 @@ def mas_activity(conninfo: dict) -> dict:
     """What MAS's database says about the import and about logins through MAS since then."""
     conn = connect(conninfo, APPLICATION_NAME, "MAS")
     try:
+        marker = read_marker(conn)
         with conn.cursor() as cur:
-            cur.execute("SELECT obj_description(to_regclass('users'), 'pg_class'), "
-                        "(SELECT count(*) FROM users)")
-            comment, users = cur.fetchone()
-            marker = None
-            if comment and comment.startswith(MARKER_PREFIX):
-                try:
-                    marker = json.loads(comment[len(MARKER_PREFIX):])
-                except ValueError:
-                    marker = None
+            cur.execute("SELECT count(*) FROM users")
+            users = cur.fetchone()[0]
             activity = {"imported": marker is not None, "imported_at": (marker or {}).get("imported_at"),
                         "users": users, "browser_sessions": 0, "oauth2_sessions": 0,
                         "compat_sessions_since_import": 0, "passwords_since_import": 0}

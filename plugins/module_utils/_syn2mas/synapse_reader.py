@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .db import Client, first_line, lock_refusal, lock_tables, other_clients
+from .db import OTHER_CLIENTS, Client, first_line, lock_refusal, lock_tables, other_clients
 from .errors import DatabaseError, PrivilegeError, RefusedError
 
 # The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse
@@ -529,13 +529,10 @@ class SynapseReader:
         with self.cursor() as cur:
             # pg_stat_activity is read once per transaction unless its snapshot is cleared.
             cur.execute("SELECT pg_stat_clear_snapshot()")
-            cur.execute("""
-                SELECT pid, COALESCE(application_name, ''), COALESCE(usename::text, ''),
-                       COALESCE(host(client_addr), ''), pg_backend_pid() = ANY(pg_blocking_pids(pid))
-                FROM pg_stat_activity
-                WHERE datname = current_database() AND pid <> pg_backend_pid()
-                  AND backend_type = 'client backend'
-                ORDER BY pid""")
+            cur.execute(f"""
+                SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(a.usename::text, ''),
+                       COALESCE(host(a.client_addr), ''), pg_backend_pid() = ANY(pg_blocking_pids(a.pid))
+                FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""")
             rows = cur.fetchall()
         return [(Client(pid, name, user, address, "waiting to write" if waiting else "connected"))
                 for pid, name, user, address, waiting in rows]

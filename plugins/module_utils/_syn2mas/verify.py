@@ -28,7 +28,7 @@ from .config import ConfigSources, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, first_line, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import detect as detect_mas_schema
-from .mas_writer import MARKER_PREFIX, MasWriter
+from .mas_writer import MARKER_PREFIX, read_marker
 from .synapse_reader import STAGES, SynapseReader, stage_params
 
 APPLICATION_NAME = "syn2mas verify"
@@ -413,7 +413,7 @@ def _read_only(conn) -> None:
 
 def _import_marker(mas_conn, server_name: str) -> dict:
     """The marker of the import to verify, refusing MAS databases verify cannot judge."""
-    marker = MasWriter(mas_conn).marker()
+    marker = read_marker(mas_conn)
     if marker is None:
         raise RefusedError("MAS's database holds no import by matrix.syn2mas (no marker on its users table, "
                            f"expected a comment starting {MARKER_PREFIX.strip()!r}): nothing to verify")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from .. import mas_schema, synapse_settings
 from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
-from ..db import InvalidUriError, connect, database_conninfo, describe, first_line
+from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
-from ..mas_writer import ADVISORY_LOCK_KEY, MasWriter
+from ..mas_writer import ADVISORY_LOCK_KEY, existing_providers, read_marker, tables_with_data
 from ..synapse_reader import OLDEST_SCHEMA_VERSION, STAGES, SynapseReader, stage_params
 from .registry import (
     ERROR, MAPPING, MAS_CONFIG, MAS_DB, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
@@ -371,25 +371,21 @@ def _read_mas_database(facts: Facts, found: list) -> None:
 
 def _mas_facts(conn, mapping: dict) -> MasDbFacts:
     with conn.cursor() as cur:
-        cur.execute("""
+        cur.execute(f"""
             SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket'),
                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
                            AND ((l.classid::bigint << 32) | l.objid::bigint) = %s)
-            FROM pg_stat_activity a
-            WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-              AND a.backend_type = 'client backend'
-            ORDER BY a.pid""", (ADVISORY_LOCK_KEY,))
+            FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""", (ADVISORY_LOCK_KEY,))
         db = MasDbFacts(clients=cur.fetchall())
     conn.rollback()
-    writer = MasWriter(conn)  # its read-only queries only
     try:
         db.schema = mas_schema.detect(conn)
     except Syn2masError as exc:
         conn.rollback()
         db.schema_error = str(exc)
-    db.marker = writer.marker()
+    db.marker = read_marker(conn)
     if db.marker is None:
-        db.filled = writer.tables_with_data()
+        db.filled = tables_with_data(conn)
     conn.rollback()
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('upstream_oauth_providers') IS NOT NULL")
@@ -397,7 +393,7 @@ def _mas_facts(conn, mapping: dict) -> MasDbFacts:
     conn.rollback()
     if mapping and db.providers_table:
         ids = [link.provider_id for link in mapping.values()]
-        db.providers_present = {str(p) for p in writer.existing_providers(ids)}
+        db.providers_present = {str(p) for p in existing_providers(conn, ids)}
         conn.rollback()
     return db
 
