@@ -283,8 +283,14 @@ def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_sy
     assert site != lab.original_site and reverse_proxy.nginx_remove_routes(site) == lab.original_site
     assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     assert lab.nginx.pid() == master and lab.nginx.workers() - workers  # reloaded, not restarted
-    report = latest_report(lab.fleet)["hosts"]["hs1"]
+    full_report = latest_report(lab.fleet)
+    report = full_report["hosts"]["hs1"]
     assert report["outcome"] == "migrated"
+    # The fleet report carries the live check of the compat routes.
+    assert report["compat_routes"] == {"reach_mas": True, "routes": {"login": "mas", "refresh": "mas"},
+                                       "findings": []}, report["compat_routes"]
+    md = open(os.path.join(lab.fleet.report_dir, full_report["run_id"], "migrate.md")).read()
+    assert "Legacy clients' routes through the public URL reach MAS: login mas, refresh mas" in md
     assert [p["phase"] for p in report["phase_seconds"]] == [
         "backup", "synapse_stop", "auth_delegation", "import", "reverse_proxy", "synapse_start", "well_known"]
     lab.mas.requests.clear()
