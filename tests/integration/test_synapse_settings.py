@@ -12,8 +12,10 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 from _syn2mas import synapse_settings
+from _syn2mas.config import load_synapse_config
 from _syn2mas.errors import ConfigError
 from _syn2mas.synapse_delegation import DelegationSettings, override_values, plan_delegation
 from tests.support import synapse_schema
@@ -73,6 +75,30 @@ def test_every_spelling_of_every_switch_reads_as_synapse_reads_it(version):
             disagreements.append(f"{switch}: {value!r}: Synapse {theirs.get(switch, theirs.get('refused'))}, "
                                  f"ours {mine}")
     assert len(fragments) == len(SWITCHES) * len(SPELLINGS)
+    assert disagreements == []
+
+
+OIDC = {"issuer": "https://i.example.test/", "client_id": "c", "client_secret": "s"}
+
+
+@pytest.mark.parametrize("version", synapse_schema.VERSIONS)
+def test_the_oidc_providers_synapse_runs_are_the_ones_read_as_enabled(version, tmp_path):
+    # The legacy `oidc_config` is on only when its `enabled` is (Python's truthiness, off when absent);
+    # a listed provider is on whatever `enabled` it carries (Synapse has no such key there).
+    fragments = [{"oidc_config": {**OIDC, **({} if v is None else {"enabled": v})}} for v in SPELLINGS]
+    fragments += [{"oidc_providers": [{**OIDC, "idp_id": "x", "idp_name": "X", **({} if v is None else {"enabled": v})}]}
+                  for v in (True, False, "false", None)]
+    compared, disagreements = 0, []
+    for index, (fragment, theirs) in enumerate(zip(fragments, synapse_reads(version, fragments))):
+        if "refused" in theirs:
+            continue
+        path = tmp_path / f"homeserver-{index}.yaml"
+        path.write_text(yaml.safe_dump({"server_name": "example.test", **fragment}))
+        mine = sorted(p.auth_provider for p in load_synapse_config([str(path)]).oidc_providers() if p.enabled)
+        compared += 1
+        if mine != theirs["oidc_idps"]:
+            disagreements.append(f"{fragment}: Synapse runs {theirs['oidc_idps']}, ours {mine}")
+    assert compared == len(fragments)
     assert disagreements == []
 
 

@@ -46,4 +46,5 @@ for fragment in json.load(sys.stdin):
         "cas_config": bool(parsed.cas.cas_enabled),
         "login_via_existing_session": bool(parsed.auth.login_via_existing_enabled),
         "password_login": bool(parsed.auth.password_enabled_for_login or parsed.auth.password_enabled_for_reauth),
+        "oidc_idps": sorted(p.idp_id for p in parsed.oidc.oidc_providers),
     }))

@@ -93,8 +93,10 @@ oidc_providers:
   - {idp_id: old, idp_name: Old, enabled: false}
 """))
     providers = cfg.oidc_providers()
+    # As Synapse runs them: a legacy oidc_config without `enabled` is off; listed providers have no
+    # switch, so `enabled: false` there leaves the provider on (tests/integration/test_synapse_settings.py).
     assert [(p.idp_id, p.auth_provider, p.enabled) for p in providers] == [
-        ("oidc", "oidc", True), ("google", "oidc-google", True), ("oidc", "oidc", True), ("old", "oidc-old", False)]
+        ("oidc", "oidc", False), ("google", "oidc-google", True), ("oidc", "oidc", True), ("old", "oidc-old", True)]
     assert synapse_auth_provider("github") == "oidc-github"
 
 

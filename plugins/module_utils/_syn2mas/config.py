@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError, remember_secret
 from .files import LOCAL_FILES, refuse_special_file
+from .synapse_settings import section_enabled
 
 try:
     import yaml
@@ -88,7 +89,7 @@ class OidcProvider:
     auth_provider: str
     config: dict
     source: str
-    enabled: bool = True
+    enabled: bool = True  # as Synapse reads it: on, unless a legacy `oidc_config` is not enabled
 
 
 @dataclass
@@ -186,7 +187,7 @@ class SynapseConfig:
                 idp_id = str(legacy.get("idp_id", "oidc"))
                 providers.append(OidcProvider(
                     idp_id=idp_id, auth_provider=synapse_auth_provider(idp_id), config=legacy,
-                    source=self.where("oidc_config"), enabled=bool(legacy.get("enabled", True)),
+                    source=self.where("oidc_config"), enabled=section_enabled(self.raw, "oidc_config"),
                 ))
         entries = self.raw.get("oidc_providers")
         if entries is not None:
@@ -200,7 +201,7 @@ class SynapseConfig:
                 idp_id = str(entry["idp_id"])
                 providers.append(OidcProvider(
                     idp_id=idp_id, auth_provider=synapse_auth_provider(idp_id), config=entry,
-                    source=where, enabled=bool(entry.get("enabled", True)),
+                    source=where,  # Synapse has no per-provider switch: every listed provider is on
                 ))
         return providers
 
