@@ -42,6 +42,7 @@ options:
       - For nginx, the operator's file holding the homeserver's C(server) block (required unless V(state=probed)).
       - For the other proxies, the snippet file to write (it must be included by the proxy's configuration); without
         it the snippet is only rendered.
+      - A symlink (C(sites-enabled/) to C(sites-available/)) is followed; its target is edited and the link is kept.
     type: path
   mas_upstream:
     description: Where the proxy reaches MAS's listener with the C(compat) resource, for example C(http://127.0.0.1:8080).
@@ -157,13 +158,15 @@ def _read(path):
 
 
 def _write(module, path, text):
-    # Atomically, keeping the file's owner and mode (atomic_move copies them from the old file).
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".syn2mas-")
+    # Atomically, keeping the file's owner and mode (atomic_move copies them from the old file). A
+    # symlink (Debian's sites-enabled -> sites-available) stays one: its target gets the new text.
+    target = os.path.realpath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".syn2mas-")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
-    if not os.path.exists(path):
+    if not os.path.exists(target):
         os.chmod(tmp, 0o644)  # a proxy's config is not secret, and the proxy's own user reads it
-    module.atomic_move(tmp, path)
+    module.atomic_move(tmp, target)
 
 
 def _new_text(params, before, snippet):

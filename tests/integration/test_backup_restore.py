@@ -78,3 +78,20 @@ def test_a_restore_of_files_does_not_need_the_configs_it_puts_back(env, tmp_path
     assert not result.get("failed"), result
     assert result["restored_files"] == [env.mas_yaml] and made["verified"]
     assert open(env.mas_yaml).read() == good
+
+
+def test_a_symlinked_file_is_restored_through_its_link(env, tmp_path):
+    # sites-enabled/matrix -> ../sites-available/matrix: the restore puts the target back, the link stays.
+    target = tmp_path / "sites-available" / "matrix"
+    write(str(target), "server { listen 80; }\n")
+    os.chmod(target, 0o640)
+    link = tmp_path / "sites-enabled" / "matrix"
+    os.makedirs(link.parent)
+    link.symlink_to("../sites-available/matrix")
+    made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [str(link)])
+    write(str(target), "server { listen 80; location /x {} }\n")  # the run's edit, through the link
+    assert backup.restore_files(made["path"]) == [str(link)]
+    assert os.readlink(link) == "../sites-available/matrix"
+    assert target.read_text() == "server { listen 80; }\n"
+    assert os.stat(target).st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(link.parent)) == ["matrix"] and sorted(os.listdir(target.parent)) == ["matrix"]

@@ -1,5 +1,6 @@
 """The syn2mas_reverse_proxy module run by ansible-playbook: a snippet file for a proxy other than nginx
-(Caddy here) written, kept, shown in check mode and removed; an nginx file that does not exist refused.
+(Caddy here) written, kept, shown in check mode and removed; an nginx file that does not exist refused;
+a symlinked nginx site edited through its link, which stays a link.
 (nginx itself, tested and reloaded for real: test_reverse_proxy_e2e.py.)"""
 
 from __future__ import annotations
@@ -44,3 +45,29 @@ def test_nginx_needs_the_file_with_the_server_block(tmp_path):
         "path": str(tmp_path / "missing.conf"), "mas_upstream": UPSTREAM}}])
     assert run.result["failed"] is True
     assert "file not found" in run.result["msg"]
+
+
+def test_a_symlinked_nginx_site_stays_a_symlink_and_its_target_is_edited(tmp_path):
+    # Debian's layout: sites-enabled/matrix -> ../sites-available/matrix; the operator names the link.
+    available, enabled = tmp_path / "sites-available", tmp_path / "sites-enabled"
+    available.mkdir()
+    enabled.mkdir()
+    site = "server {\n    listen 80;\n    server_name matrix.example.test;\n" \
+           "    location / {\n        proxy_pass http://127.0.0.1:8008;\n    }\n}\n"
+    (available / "matrix").write_text(site)
+    os.chmod(available / "matrix", 0o640)
+    link = enabled / "matrix"
+    link.symlink_to("../sites-available/matrix")
+    nginx = {"matrix.syn2mas.syn2mas_reverse_proxy": {"path": str(link), "mas_upstream": UPSTREAM}}
+    run = run_tasks(tmp_path, [nginx, nginx])
+    assert [r["changed"] for r in run.results] == [True, False]
+    assert os.readlink(link) == "../sites-available/matrix"
+    assert (available / "matrix").read_text() == reverse_proxy.nginx_add_routes(site, UPSTREAM)
+    assert os.stat(available / "matrix").st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(enabled)) == ["matrix"] and sorted(os.listdir(available)) == ["matrix"]
+
+    absent = {"matrix.syn2mas.syn2mas_reverse_proxy": {**nginx["matrix.syn2mas.syn2mas_reverse_proxy"],
+                                                       "state": "absent"}}
+    run = run_tasks(tmp_path, [absent])
+    assert run.result["changed"] is True
+    assert os.readlink(link) == "../sites-available/matrix" and (available / "matrix").read_text() == site

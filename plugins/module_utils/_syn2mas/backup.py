@@ -264,6 +264,8 @@ def restore_files(path: str, check_mode: bool = False, only=None) -> list:
         changed.append(dest)
         if check_mode:
             continue
+        # A symlinked file (sites-enabled -> sites-available) stays a symlink: its target is restored.
+        dest = os.path.realpath(dest)
         directory = os.path.dirname(dest) or "."
         fd, tmp = tempfile.mkstemp(prefix=".syn2mas-restore.", dir=directory)
         try:
