@@ -19,7 +19,7 @@ from _syn2mas import advisor
 from _syn2mas.advisor import ERROR, INFO, WARN, AdvisorOptions, run_advisor
 from _syn2mas.config import format_ulid
 from _syn2mas.importer import ImportOptions, run_import
-from _syn2mas.mas_writer import MARKER_PREFIX
+from _syn2mas.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
 from tests.support import mas_schema, migration_env, synapse_schema
 from tests.support.synapse_data import SynapseData
 
@@ -87,9 +87,11 @@ class Case:
         self._writable()
         return synapse_data(self.env)
 
-    def hold_connection(self, dbname: str, name: str):
+    def hold_connection(self, dbname: str, name: str, sql: str | None = None):
         conn = self.env.pg.connect(dbname, application_name=name)
         self._open.append(conn)
+        if sql:
+            conn.cursor().execute(sql)
 
     def mas_matrix(self, **changes) -> None:
         self.mas["matrix"] = {"homeserver": self.env.server_name, "secret": "shared-secret",
@@ -204,6 +206,11 @@ def _mas_running(real_import):
         c.hold_connection(c.env.mas_db, "matrix-authentication-service")
         c.options["for_real_import"] = real_import
     return change
+
+
+def _mas_import_running(c):
+    # Another syn2mas import holds its lock: an ERROR even for a dry run's advice.
+    c.hold_connection(c.env.mas_db, "syn2mas", f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
 
 
 @fresh
@@ -481,6 +488,7 @@ FIRES = [
     ("mas_database_unreachable", ERROR, _mas_missing_db),
     ("mas_running", INFO, _mas_running(False)),
     ("mas_running", ERROR, _mas_running(True)),
+    ("mas_running", ERROR, _mas_import_running),
     ("mas_schema", ERROR, _mas_not_migrated),
     ("mas_schema", WARN, _mas_newer_schema),
     ("mas_not_empty", ERROR, _mas_user),

@@ -24,6 +24,9 @@ from .synapse_reader import STATUS_REPAIRED, STATUS_SEPARATOR
 
 # Session-level advisory lock taken for the whole run: a second import is refused at once.
 ADVISORY_LOCK_KEY = 0x73796E326D6173  # "syn2mas"
+# A row of pg_locks (aliased `l`) that is a running import's lock: pg_locks splits the bigint key in two.
+IMPORT_LOCK_HELD = ("l.locktype = 'advisory' AND l.granted "
+                    f"AND ((l.classid::bigint << 32) | l.objid::bigint) = {ADVISORY_LOCK_KEY}")
 MARKER_PREFIX = "matrix.syn2mas import: "
 # Tables whose values are secrets: their constraint errors never quote the offending value.
 SECRET_TABLES = ("compat_access_tokens", "compat_refresh_tokens", "user_passwords")
@@ -191,12 +194,11 @@ class MasWriter:
             if cur.fetchone()[0]:
                 self.locked = True
                 return
-            cur.execute("""
+            cur.execute(f"""
                 SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket'),
                        a.backend_start
                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted
-                  AND ((l.classid::bigint << 32) | l.objid::bigint) = %s""", (ADVISORY_LOCK_KEY,))
+                WHERE {IMPORT_LOCK_HELD}""")
             holder = cur.fetchone()
         who = ""
         if holder:

@@ -18,7 +18,7 @@ from .. import mas_schema, synapse_settings
 from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
-from ..mas_writer import ADVISORY_LOCK_KEY, existing_providers, read_marker, tables_with_data
+from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, tables_with_data
 from ..synapse_reader import OLDEST_SCHEMA_VERSION, STAGES, SynapseReader, stage_params
 from .registry import (
     ERROR, MAPPING, MAS_CONFIG, MAS_DB, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
@@ -373,9 +373,8 @@ def _mas_facts(conn, mapping: dict) -> MasDbFacts:
     with conn.cursor() as cur:
         cur.execute(f"""
             SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket'),
-                   EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
-                           AND ((l.classid::bigint << 32) | l.objid::bigint) = %s)
-            FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""", (ADVISORY_LOCK_KEY,))
+                   EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND {IMPORT_LOCK_HELD})
+            FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""")
         db = MasDbFacts(clients=cur.fetchall())
     conn.rollback()
     try:
