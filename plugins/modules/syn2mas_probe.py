@@ -47,7 +47,10 @@ options:
     type: bool
     default: false
   fail_on_unreachable:
-    description: Fail when a database does not answer, or (with O(wait_synapse_idle)) clients are left.
+    description:
+      - Fail when a database does not answer, or (with O(wait_synapse_idle)) clients are left.
+      - When false, a database whose configuration cannot be read (a malformed URI) is reported as not reachable,
+        with its error, instead of failing.
     type: bool
     default: true
 extends_documentation_fragment:
@@ -116,10 +119,13 @@ else:
 
 def run(module):
     p = module.params
+    # Without fail_on_unreachable (the advisor's run), a configuration that cannot be read is reported,
+    # not fatal: the advisor has already made it a finding.
+    errors = None if p["fail_on_unreachable"] else {}
     targets = _probe.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
-                                      p["mas_database_uri"])
+                                      p["mas_database_uri"], errors)
     return _probe.probe_targets(targets, p["wait_synapse_idle"], p["timeout"], p["space_path"], p["mas_config"],
-                                p["check_providers"], p["fail_on_unreachable"])
+                                p["check_providers"], p["fail_on_unreachable"], errors)
 
 
 def main():

@@ -14,7 +14,7 @@ import time
 
 from .config import format_ulid, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, other_clients, secrets_of
-from .errors import ConfigError, DatabaseError
+from .errors import ConfigError, DatabaseError, Syn2masError
 from .host_runtime import postgres_major
 
 APPLICATION_NAME = "syn2mas-runbook"
@@ -22,15 +22,25 @@ APPLICATION_NAME = "syn2mas-runbook"
 
 # -- database targets ---------------------------------------------------------------------------
 
-def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=None, mas_database_uri=None) -> dict:
-    """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name."""
+def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=None, mas_database_uri=None,
+                     errors: dict | None = None) -> dict:
+    """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name.
+
+    With `errors` given, a database whose configuration cannot be read is left out and its error kept
+    there by name, instead of raised (the advisor reports such errors as findings of its own).
+    """
     targets = {}
-    if synapse_config or synapse_database_uri:
-        config = None if synapse_database_uri else load_synapse_config(synapse_config)
-        targets["synapse"] = database_conninfo(config, synapse_database_uri, "the given Synapse database URI")
-    if mas_config or mas_database_uri:
-        config = None if mas_database_uri else load_mas_config(mas_config)
-        targets["mas"] = database_conninfo(config, mas_database_uri, "the given MAS database URI")
+    for name, paths, uri, load, label in (
+            ("synapse", synapse_config, synapse_database_uri, load_synapse_config, "the given Synapse database URI"),
+            ("mas", mas_config, mas_database_uri, load_mas_config, "the given MAS database URI")):
+        if not (paths or uri):
+            continue
+        try:
+            targets[name] = database_conninfo(None if uri else load(paths), uri, label)
+        except Syn2masError as exc:
+            if errors is None:
+                raise
+            errors[name] = str(exc)
     return targets
 
 
@@ -111,15 +121,22 @@ def free_bytes(path: str) -> tuple:
 # -- the probe module's run ---------------------------------------------------------------------
 
 def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float = 120, space_path: str | None = None,
-                  mas_config=None, check_providers: bool = False, fail_on_unreachable: bool = True) -> dict:
+                  mas_config=None, check_providers: bool = False, fail_on_unreachable: bool = True,
+                  config_errors: dict | None = None) -> dict:
     """syn2mas_probe's result: each database's probe (after waiting for Synapse's to go idle, when
     asked), their total size, the free space at `space_path`, and MAS's missing provider rows.
+    `config_errors` (from database_targets) are reported as databases that could not be reached.
 
     Raises a Syn2masError whose `result` holds what was found, when a database does not answer (and
     `fail_on_unreachable`) or Synapse's database stays busy.
     """
     result: dict = {"changed": False, "databases_bytes": 0}
     problems = []
+    for name, error in (config_errors or {}).items():
+        result[name] = {"reachable": False, "database": None, "error": error, "size_bytes": None,
+                        "other_clients": [], "server_version": None, "server_version_num": None,
+                        "server_major": None}
+        problems.append(error)
     for name, conninfo in targets.items():
         what = "Synapse" if name == "synapse" else "MAS"
         if name == "synapse" and wait_synapse_idle:
