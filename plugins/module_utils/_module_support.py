@@ -10,13 +10,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit as _yaml_edit
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact
 
 
 def database_options(synapse_required=True, mapping=True):
@@ -45,14 +46,29 @@ def require_libraries(module, library_error=None, psycopg2=False, ruamel=False):
         module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit.RUAMEL_IMPORT_ERROR)
 
 
-def exit_with(module, run):
+def exit_with(module, run, unexpected=None):
     """Exits with the result of run(module), or fails with its Syn2masError's message (and the partial
-    result the error carries, if any)."""
+    result the error carries, if any). A result's `warnings_found` are shown as Ansible warnings too
+    (Ansible takes `warnings` out of a registered result). With `unexpected` ("the import"), any other
+    exception is a bug, reported redacted with its traceback."""
     try:
         result = run(module)
     except Syn2masError as exc:
-        module.fail_json(msg=str(exc), **getattr(exc, "result", {}))
+        partial = getattr(exc, "result", {})
+        _warn(module, partial)
+        module.fail_json(msg=str(exc), **partial)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        if unexpected is None:
+            raise
+        module.fail_json(msg=redact(f"{unexpected} failed unexpectedly: {type(exc).__name__}: {exc}"), changed=False,
+                         exception=redact(traceback.format_exc()))
+    _warn(module, result)
     module.exit_json(**result)
+
+
+def _warn(module, result):
+    for warning in result.get("warnings_found", []):
+        module.warn(warning)
 
 
 def write_config_edit(module, edit):

@@ -172,19 +172,38 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import redact, redact_data
-
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    database_options, exit_with, require_libraries,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import RefusedError, redact_data, with_result
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import (
-        AdvisorOptions, exit_code, run_advisor,
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor import AdvisorOptions, run_advisor
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor.report import (
+        FAIL_ON, gate, module_result,
     )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.advisor.report import finding_line
 except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two above
     ADVISOR_IMPORT_ERROR = traceback.format_exc()
+    FAIL_ON = ("error", "warning", "never")
 else:
     ADVISOR_IMPORT_ERROR = None
+
+
+def run(module):
+    # Read-only: the same run in check mode and outside it. What it finds (unreadable configs and
+    # unreachable databases included) comes back as findings; an exception here is a bug.
+    p = module.params
+    result = module_result(redact_data(run_advisor(AdvisorOptions(
+        synapse_config=p["synapse_config"], mas_config=p["mas_config"],
+        synapse_database_uri=p["synapse_database_uri"], mas_database_uri=p["mas_database_uri"],
+        upstream_provider_mapping=p["upstream_provider_mapping"], for_real_import=p["for_real_import"],
+        reverse_proxy_config=p["reverse_proxy_config"] or "", public_url=p["public_url"] or "",
+        mas_url=p["mas_url"] or "",
+    ))))
+    failure = gate(result, p["fail_on"])
+    if failure:
+        raise with_result(RefusedError(failure), result)
+    return result
 
 
 def main():
@@ -195,50 +214,12 @@ def main():
             reverse_proxy_config=dict(type="path"),
             public_url=dict(type="str"),
             mas_url=dict(type="str"),
-            fail_on=dict(type="str", choices=["error", "warning", "never"], default="error"),
+            fail_on=dict(type="str", choices=list(FAIL_ON), default="error"),
         ),
         supports_check_mode=True,
     )
     require_libraries(module, ADVISOR_IMPORT_ERROR, psycopg2=True)
-
-    params = module.params
-    # Read-only: the same run in check mode and outside it. What it finds (unreadable configs and
-    # unreachable databases included) comes back as findings; an exception here is a bug.
-    try:
-        advice = redact_data(run_advisor(AdvisorOptions(
-            synapse_config=params["synapse_config"],
-            mas_config=params["mas_config"],
-            synapse_database_uri=params["synapse_database_uri"],
-            mas_database_uri=params["mas_database_uri"],
-            upstream_provider_mapping=params["upstream_provider_mapping"],
-            for_real_import=params["for_real_import"],
-            reverse_proxy_config=params["reverse_proxy_config"] or "",
-            public_url=params["public_url"] or "",
-            mas_url=params["mas_url"] or "",
-        )))
-    except Exception as exc:  # pragma: no cover - reported with its traceback
-        module.fail_json(msg=redact(f"the migration advisor failed unexpectedly: {exc}"), changed=False,
-                         exception=redact(traceback.format_exc()))
-    errors = [finding_line(f) for f in advice["findings"] if f["severity"] == "ERROR"]
-    warnings = [finding_line(f) for f in advice["findings"] if f["severity"] == "WARN"]
-    result = dict(
-        changed=False,
-        findings=advice["findings"],
-        summary=advice["summary"],
-        errors=errors,
-        exit_code=exit_code(advice),
-    )
-    for warning in warnings:
-        module.warn(warning)
-    # Under its own key as well: Ansible takes a result's `warnings` out of the registered result.
-    result["warnings_found"] = warnings
-
-    fail_on = params["fail_on"]
-    if (fail_on in ("error", "warning") and errors) or (fail_on == "warning" and warnings):
-        counted = f"{len(errors)} error(s)" + (f" and {len(warnings)} warning(s)" if fail_on == "warning" else "")
-        first = (errors or warnings)[0]
-        module.fail_json(msg=f"the migration advisor found {counted} (fail_on={fail_on}); first: {first}", **result)
-    module.exit_json(**result)
+    exit_with(module, run, unexpected="the migration advisor")
 
 
 if __name__ == "__main__":

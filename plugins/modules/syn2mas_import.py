@@ -154,9 +154,10 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
-
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact, redact_data
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    database_options, exit_with, require_libraries,
+)
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import redact_data
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.importer import ImportOptions, run_import
@@ -164,6 +165,20 @@ except ImportError:  # pragma: no cover - the library itself imports only the st
     IMPORTER_IMPORT_ERROR = traceback.format_exc()
 else:
     IMPORTER_IMPORT_ERROR = None
+
+
+def run(module):
+    p = module.params
+    result = redact_data(run_import(ImportOptions(
+        synapse_config=p["synapse_config"], mas_config=p["mas_config"],
+        synapse_database_uri=p["synapse_database_uri"], mas_database_uri=p["mas_database_uri"],
+        upstream_provider_mapping=p["upstream_provider_mapping"],
+        skip_unmapped_providers=p["skip_unmapped_providers"],
+        dry_run=p["dry_run"] or module.check_mode,
+        planned_homeserver=p["planned_homeserver"], planned_provider_mapping=p["planned_provider_mapping"],
+    )))
+    result["warnings_found"] = result.pop("warnings", [])
+    return result
 
 
 def main():
@@ -179,30 +194,7 @@ def main():
         supports_check_mode=True,
     )
     require_libraries(module, IMPORTER_IMPORT_ERROR, psycopg2=True)
-
-    params = module.params
-    options = ImportOptions(
-        synapse_config=params["synapse_config"],
-        mas_config=params["mas_config"],
-        synapse_database_uri=params["synapse_database_uri"],
-        mas_database_uri=params["mas_database_uri"],
-        upstream_provider_mapping=params["upstream_provider_mapping"],
-        skip_unmapped_providers=params["skip_unmapped_providers"],
-        dry_run=params["dry_run"] or module.check_mode,
-        planned_homeserver=params["planned_homeserver"],
-        planned_provider_mapping=params["planned_provider_mapping"],
-    )
-    try:
-        result = redact_data(run_import(options))
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc), changed=False)
-    except Exception as exc:  # a bug: its message and traceback, redacted
-        module.fail_json(msg=redact(f"the import failed unexpectedly: {type(exc).__name__}: {exc}"), changed=False,
-                         exception=redact(traceback.format_exc()))
-    result["warnings_found"] = result.pop("warnings", [])
-    for warning in result["warnings_found"]:
-        module.warn(warning)
-    module.exit_json(**result)
+    exit_with(module, run, unexpected="the import")
 
 
 if __name__ == "__main__":

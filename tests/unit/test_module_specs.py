@@ -6,6 +6,7 @@ import ast
 import os
 
 from _syn2mas import mas_link, state_record, synapse_delegation
+from _syn2mas.advisor import report as advisor_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,3 +27,4 @@ def test_documented_choices_and_defaults_are_the_librarys():
         synapse_delegation.DEFAULT_MSC3861_CLIENT_ID
     assert documented_option("syn2mas_state", "state")["choices"] == list(state_record.STATES)
     assert documented_option("syn2mas_state", "path")["default"] == state_record.DEFAULT_STATE_FILE
+    assert documented_option("syn2mas_advisor", "fail_on")["choices"] == list(advisor_report.FAIL_ON)

@@ -20,8 +20,8 @@ import tempfile
 
 from .config import synapse_config_files
 from .db import describe, parsed, redact, secrets_of
-from .errors import ConfigError, DatabaseError, RefusedError
-from .probe import APPLICATION_NAME, all_secrets, with_result
+from .errors import ConfigError, DatabaseError, RefusedError, with_result
+from .probe import APPLICATION_NAME, all_secrets
 
 MANIFEST = "manifest.json"
 

@@ -59,6 +59,12 @@ class Syn2masError(Exception):
         super().__init__(redact(message), *args)
 
 
+def with_result(exc: Syn2masError, result: dict) -> Syn2masError:
+    """`exc` carrying the partial result, for the module to return along with the failure."""
+    exc.result = result
+    return exc
+
+
 class ConfigError(Syn2masError):
     """A configuration file is missing, malformed, or lacks a value the migration needs."""
 

@@ -14,7 +14,7 @@ import time
 
 from .config import format_ulid, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, other_clients, secrets_of
-from .errors import ConfigError, DatabaseError, Syn2masError
+from .errors import ConfigError, DatabaseError, Syn2masError, with_result
 from .host_runtime import postgres_major
 
 APPLICATION_NAME = "syn2mas-runbook"
@@ -162,9 +162,3 @@ def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float
     if problems and fail_on_unreachable:
         raise with_result(DatabaseError("; ".join(problems)), result)
     return result
-
-
-def with_result(exc: Exception, result: dict) -> Exception:
-    """`exc` carrying the partial result, for the module to return along with the failure."""
-    exc.result = result
-    return exc

@@ -8,6 +8,8 @@ from __future__ import annotations
 from .registry import ERROR, INFO, WARN, plural
 
 EXIT_CLEAN, EXIT_ERRORS, EXIT_WARNINGS = 0, 10, 11
+# When the module fails: on any ERROR, on any ERROR or WARN, or never (a gate of its own reads the result).
+FAIL_ON = ("error", "warning", "never")
 
 
 def exit_code(result: dict) -> int:
@@ -33,6 +35,25 @@ def finding_line(finding: dict) -> str:
     """A finding as one line without its severity: `check: message [where] -> remedy`. It is how the
     module lists errors and warnings, and the text the import refuses with."""
     return format_finding(finding).split(" ", 1)[1]
+
+
+def module_result(result: dict) -> dict:
+    """The syn2mas_advisor module's result: the findings, with the ERROR and WARN ones as lines."""
+    return {
+        "changed": False, "findings": result["findings"], "summary": result["summary"],
+        "errors": [finding_line(f) for f in result["findings"] if f["severity"] == ERROR],
+        "warnings_found": [finding_line(f) for f in result["findings"] if f["severity"] == WARN],
+        "exit_code": exit_code(result),
+    }
+
+
+def gate(result: dict, fail_on: str) -> str | None:
+    """Why `fail_on` fails a module_result (None when it does not)."""
+    errors, warnings = result["errors"], result["warnings_found"]
+    if not ((fail_on in ("error", "warning") and errors) or (fail_on == "warning" and warnings)):
+        return None
+    counted = f"{len(errors)} error(s)" + (f" and {len(warnings)} warning(s)" if fail_on == "warning" else "")
+    return f"the migration advisor found {counted} (fail_on={fail_on}); first: {(errors or warnings)[0]}"
 
 
 def format_human(result: dict, verbose: bool = False) -> str:
