@@ -611,6 +611,15 @@ def test_check_fires(request, check, severity, change):
         assert advisor.exit_code(result) == 10
 
 
+def test_mas_running_says_that_an_import_is_running_and_to_wait_for_it(request):
+    case = case_for(_mas_import_running, request)
+    _mas_import_running(case)
+    hits = found(case.run(), "mas_running")
+    assert [h["severity"] for h in hits] == [ERROR]
+    assert hits[0]["message"].endswith("(one of them is a syn2mas import running right now)"), hits
+    assert hits[0]["remedy"] == "Wait for the running import to finish, then run the advisor again"
+
+
 @pytest.mark.parametrize("check, change", QUIET, ids=[f"{c}-{i}" for i, (c, _change) in enumerate(QUIET)])
 def test_check_stays_quiet(request, check, change):
     case = case_for(change, request)

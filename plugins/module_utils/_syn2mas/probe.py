@@ -53,9 +53,14 @@ def all_secrets(targets: dict) -> list:
 
 # -- probe --------------------------------------------------------------------------------------
 
+def _not_reached(database: str | None, error: str | None = None) -> dict:
+    """A database's probe before (or instead of) reaching it."""
+    return {"reachable": False, "database": database, "error": error, "size_bytes": None, "other_clients": [],
+            "server_version": None, "server_version_num": None, "server_major": None}
+
+
 def probe_database(conninfo: dict, what: str) -> dict:
-    info = {"reachable": False, "database": describe(conninfo), "error": None, "size_bytes": None,
-            "other_clients": [], "server_version": None, "server_version_num": None, "server_major": None}
+    info = _not_reached(describe(conninfo))
     try:
         conn = connect(conninfo, APPLICATION_NAME, what)
     except DatabaseError as exc:
@@ -133,9 +138,7 @@ def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float
     result: dict = {"changed": False, "databases_bytes": 0}
     problems = []
     for name, error in (config_errors or {}).items():
-        result[name] = {"reachable": False, "database": None, "error": error, "size_bytes": None,
-                        "other_clients": [], "server_version": None, "server_version_num": None,
-                        "server_major": None}
+        result[name] = _not_reached(None, error)
         problems.append(error)
     for name, conninfo in targets.items():
         what = "Synapse" if name == "synapse" else "MAS"
