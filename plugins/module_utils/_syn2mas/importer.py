@@ -36,6 +36,9 @@ from .verify import replay_record
 
 VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
+# How long any one statement of the import waits for a lock beyond those it takes at the start
+# (a table pointing at MAS's users, say), whatever the role's lock_timeout.
+LOCK_TIMEOUT = "60s"
 
 
 @dataclass
@@ -226,7 +229,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
     synapse, server_name, synapse_conninfo, mas_conninfo, mapping, facts = _check_configs(options)
 
     run.phase = "connecting to MAS's database"
-    mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS", lock_timeout=LOCK_TIMEOUT)
     writer = MasWriter(mas_conn)
     try:
         run.phase = "checking MAS's database"
@@ -275,6 +278,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "run_id": secrets.token_hex(8), "synapse_fingerprint": reader.fingerprint(),
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids.
                 "replay": replay_record(reader, params, links),
+                # What the import dropped and rebuilt, for verify to find each one still there and valid.
+                "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
+                            "indexes": [list(i) for i in writer.saved_indexes]},
             })
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result
@@ -287,7 +293,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
 
 def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: str) -> SynapseReader:
     run.phase = "connecting to Synapse's database"
-    synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+    synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse", lock_timeout=LOCK_TIMEOUT)
     run.phase = "checking Synapse's database"
     if same_database(mas_conn, synapse_conn):
         raise RefusedError(
@@ -435,7 +441,7 @@ def _commit(writer: MasWriter, mas_conninfo: dict, run_id: str, warnings: list) 
     deadline = time.monotonic() + 30
     while True:
         try:
-            conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+            conn = connect(mas_conninfo, APPLICATION_NAME, "MAS", lock_timeout=LOCK_TIMEOUT)
         except DatabaseError as exc:
             if time.monotonic() < deadline:
                 time.sleep(1)
