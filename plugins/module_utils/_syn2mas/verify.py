@@ -34,7 +34,7 @@ from .config import ConfigSources, load_mas_config, load_synapse_config
 from .db import connect, database_conninfo, describe, first_line, lock_holders, lock_refusal, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import WRITTEN_TABLES, detect as detect_mas_schema
-from .mas_writer import MARKER_PREFIX, read_marker
+from .mas_writer import MARKER_PREFIX, marker_digest, read_marker
 from .synapse_reader import STAGES, SYNAPSE_TABLES, SynapseReader, stage_params
 
 APPLICATION_NAME = "syn2mas verify"
@@ -701,6 +701,26 @@ def check_schema(mas_conn, marker: dict) -> dict:
                                           "their validity is checked, a missing one cannot be told")}
 
 
+def check_marker(marker: dict) -> dict:
+    """Whether the import's marker is as the import wrote it: its digest of itself, and its run
+    time recorded twice (an edited run time or high-water mark would pass damage off as Synapse's
+    changes). A marker of an import made before the digest existed is only cross-checked."""
+    problems = []
+    digest = marker.get("digest")
+    if digest is not None and digest != marker_digest(marker):
+        problems.append("the import's marker was edited after the import (its digest no longer matches)")
+    try:
+        from datetime import datetime
+        recorded_ms = datetime.fromisoformat(marker["imported_at"]).timestamp() * 1000
+        if abs(recorded_ms - int(marker["replay"]["run_ms"])) >= 1:
+            problems.append("the import's marker was edited after the import (its run time and imported_at "
+                            "disagree)")
+    except (KeyError, TypeError, ValueError):
+        problems.append("the import's marker was edited after the import (no readable run time)")
+    return {"intact": not problems, "problems": problems,
+            "note": None if digest else "the import predates the marker's digest: only its run time is cross-checked"}
+
+
 def _lock_refusal(exc: LockWaitExceeded, synapse_conn, lock_wait: float) -> RefusedError:
     """Who holds the lock a read of verify waited for, named."""
     side, tables = ("Synapse's", SYNAPSE_TABLES) if exc.conn is synapse_conn else ("MAS's", WRITTEN_TABLES)
@@ -750,6 +770,7 @@ def _run_verify(options: VerifyOptions) -> dict:
                                       options)
                         for index, stage in enumerate(STAGES)]
             schema_check = check_schema(mas_conn, marker)
+            schema_check["marker"] = check_marker(marker)
         except LockWaitExceeded as exc:
             raise _lock_refusal(exc, synapse_conn, options.lock_wait_seconds) from None
         except psycopg2.Error as exc:
@@ -778,13 +799,16 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
     damaged = [e.name for e in entities if e.missing or e.different or e.unexpected]
     if schema_check["problems"]:
         damaged.append("schema")
+    marker_check = schema_check.pop("marker", None) or {"intact": None, "problems": [], "note": None}
+    if marker_check["problems"]:
+        damaged.append("marker")
     ok = not damaged
     result = {
         "ok": ok, "changed": False, "server_name": server_name, "mas_release": release,
         "imported_at": marker.get("imported_at"),
         "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
         "entities": {e.name: e.as_dict() for e in entities}, "totals": totals, "damaged": damaged,
-        "schema": schema_check,
+        "schema": schema_check, "marker": marker_check,
         "synapse_changed_since_import": totals["changed_in_synapse"] > 0,
         "duration_seconds": round(seconds, 3), "exit_code": 0 if ok else EXIT_MISMATCH,
     }
@@ -801,6 +825,8 @@ def verdict(result: dict) -> str:
     else:
         line = (f"MISMATCH: {losses} in {', '.join(result['damaged'])} "
                 f"({totals['found']} of {totals['expected']} rows as expected)")
+        for problem in (result.get("marker") or {}).get("problems") or []:
+            line += f"; {problem}"
         if problems:
             line += f"; MAS's schema: {'; '.join(problems[:EXAMPLES])}" + (" ..." if len(problems) > EXAMPLES else "")
     if totals["changed_in_synapse"]:
