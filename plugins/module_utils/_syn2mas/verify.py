@@ -759,28 +759,26 @@ def _run_verify(options: VerifyOptions) -> dict:
         reader = SynapseReader(synapse_conn, server_name)
         reader.begin_snapshot(lock=False)
         params = replay_params(server_name, replay)
-        try:
-            with synapse_conn.cursor() as cur:
-                cur.execute("SELECT user_id || chr(31) || device_id FROM access_tokens WHERE id > %s "
-                            "AND device_id IS NOT NULL", (params["high_access_token"],))
-                params["new_token_devices"] = [row[0] for row in cur.fetchall()]
-            imported = marker.get("migrated") or {}
-            row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
-            entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported,
-                                      options)
-                        for index, stage in enumerate(STAGES)]
-            schema_check = check_schema(mas_conn, marker)
-            schema_check["marker"] = check_marker(marker)
-        except LockWaitExceeded as exc:
-            raise _lock_refusal(exc, synapse_conn, options.lock_wait_seconds) from None
-        except psycopg2.Error as exc:
-            if exc.pgcode == "55P03":
-                raise _lock_refusal(LockWaitExceeded(synapse_conn if exc.cursor and exc.cursor.connection
-                                                     is synapse_conn else mas_conn),
-                                    synapse_conn, options.lock_wait_seconds) from None
-            raise
+        with synapse_conn.cursor() as cur:
+            cur.execute("SELECT user_id || chr(31) || device_id FROM access_tokens WHERE id > %s "
+                        "AND device_id IS NOT NULL", (params["high_access_token"],))
+            params["new_token_devices"] = [row[0] for row in cur.fetchall()]
+        imported = marker.get("migrated") or {}
+        row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
+        entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options)
+                    for index, stage in enumerate(STAGES)]
+        schema_check = check_schema(mas_conn, marker)
+        schema_check["marker"] = check_marker(marker)
         reader.end_snapshot()
         mas_conn.rollback()
+    except LockWaitExceeded as exc:
+        raise _lock_refusal(exc, synapse_conn, options.lock_wait_seconds) from None
+    except Exception as exc:
+        if psycopg2 is not None and getattr(exc, "pgcode", None) == "55P03":
+            cursor = getattr(exc, "cursor", None)
+            conn = synapse_conn if cursor is not None and cursor.connection is synapse_conn else mas_conn
+            raise _lock_refusal(LockWaitExceeded(conn), synapse_conn, options.lock_wait_seconds) from None
+        raise
     finally:
         mas_conn.close()
         if synapse_conn is not None:
