@@ -5,6 +5,7 @@ schema, each case on a copy of its MAS database), so it stays fast."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
 
@@ -238,7 +239,6 @@ def marker_run_time_edited(cur):
     # import and damage would pass for "Synapse changed".
     cur.execute("SELECT obj_description('users'::regclass, 'pg_class')")
     text = cur.fetchone()[0]
-    import json
     prefix, payload = text.split(": ", 1)
     marker = json.loads(payload)
     marker["replay"]["run_ms"] -= 86400000
@@ -260,6 +260,29 @@ def test_a_clean_copy_verifies(imported):
     _planted, result = verify_copy(imported, lambda cur: None)
     assert result["ok"] is True and result["exit_code"] == 0, result["verdict"]
     assert result["schema"]["problems"] == [] and result["schema"]["complete"] is True
+    assert all(e["remembered"] for e in result["entities"].values()) and result["notes"] == []
+
+
+def strip_to_an_older_import(cur):
+    """The marker as an import made before the record of what it wrote existed."""
+    cur.execute("SELECT obj_description('users'::regclass, 'pg_class')")
+    prefix, payload = cur.fetchone()[0].split(": ", 1)
+    marker = json.loads(payload)
+    for key in ("imported_digests", "digest", "rebuilt"):
+        marker.pop(key)
+    cur.execute("COMMENT ON TABLE users IS %s", (f"{prefix}: {json.dumps(marker)}",))
+
+
+def test_an_import_made_before_the_record_still_verifies_and_says_what_it_cannot_tell(imported):
+    _planted, result = verify_copy(imported, strip_to_an_older_import)
+    assert result["exit_code"] == 0, result["verdict"]
+    assert not any(e["remembered"] for e in result["entities"].values())
+    assert any("told from damage by its dates only" in note for note in result["notes"])
+    assert any("a missing one cannot be told" in note for note in result["notes"])
+    # Damage is still damage.
+    _planted, result = verify_copy(imported, lambda cur: (strip_to_an_older_import(cur),
+                                                          password_hash_changed(cur)))
+    assert result["exit_code"] == EXIT_MISMATCH and result["damaged"] == ["passwords"], result["verdict"]
 
 
 @pytest.mark.parametrize("damage", CASES, ids=lambda f: f.__name__)

@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marke
 from .synapse_reader import STAGES, SynapseReader, stage_params
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
-from .verify import replay_record
+from .verify import imported_digests, replay_record
 
 VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
@@ -270,7 +271,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             writer.rollback()
             reader.end_snapshot()
         else:
-            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: {
+            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: _with_record(writer, reader, schema, params, lambda: {
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
@@ -281,7 +282,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 # What the import dropped and rebuilt, for verify to find each one still there and valid.
                 "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
                             "indexes": [list(i) for i in writer.saved_indexes]},
-            })
+            }))
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result
     except BaseException:
@@ -289,6 +290,31 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         raise
     finally:
         writer.unlock()
+
+
+def _with_record(writer: MasWriter, reader: SynapseReader, schema, params: dict, build: Callable) -> dict:
+    """The marker (build() reads Synapse's snapshot) with what the import wrote, digested by MAS's
+    session at the same time (two databases, two sessions: the import's time barely grows), for
+    verify to tell Synapse's later changes from MAS's."""
+    holder: list = []
+    row_hash = "hash_record" if min(reader.conn.server_version, writer.conn.server_version) >= 140000 else "md5"
+
+    def digest():
+        try:
+            holder.append(imported_digests(writer.conn, schema, params["run_ms"], row_hash))
+        except BaseException as exc:  # raised below, in the import's thread
+            holder.append(exc)
+
+    thread = threading.Thread(target=digest, daemon=True)
+    thread.start()
+    try:
+        marker = build()
+    finally:
+        thread.join()
+    if isinstance(holder[0], BaseException):
+        raise holder[0]
+    marker["imported_digests"] = holder[0]
+    return marker
 
 
 def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: str) -> SynapseReader:
