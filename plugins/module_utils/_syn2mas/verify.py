@@ -521,6 +521,9 @@ class Columns:
     mas_work: list
     synapse_dated: tuple = ()
 
+    def differing(self, expected_hashes, found_hashes) -> list:
+        return [c for c, e, f in zip(self.names, expected_hashes, found_hashes) if e != f]
+
     def damaged(self, expected_hashes, found_hashes, work_flags) -> list:
         """The columns that differ and that MAS's work does not explain."""
         work = dict(zip(self.mas_work, work_flags or ()))
@@ -572,7 +575,8 @@ def compare(report: EntityReport, expected, found, limit: int, columns: Columns 
                 report.found += 1
             elif synapse_only(f, 4):
                 report.changed_in_synapse += 1
-                report.add_name("changed_in_synapse", f"{e[2]} ({', '.join(damaged)})" if damaged else e[2], limit)
+                differing = columns.differing(e[1], f[1]) if columns else []
+                report.add_name("changed_in_synapse", f"{e[2]} ({', '.join(differing)})" if differing else e[2], limit)
             elif not damaged:
                 report.changed_in_mas += 1
                 report.add_name("changed_in_mas", e[2], limit)
