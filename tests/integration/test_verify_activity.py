@@ -209,4 +209,3 @@ def test_a_missing_option_is_a_command_line_error(env):
     run = syn2mas("--command", "verify", "--synapseConfigFile", env.homeserver_yaml)
     assert run.returncode == 2
     assert run.stderr.strip().endswith("syn2mas: error: --masConfigFile is required for verify")
-

@@ -144,7 +144,9 @@ def session_handed_to_another_user_and_used(cur):
     name, device = one(cur, """
         UPDATE compat_sessions s SET user_id = (SELECT user_id FROM users WHERE user_id <> s.user_id ORDER BY 1 LIMIT 1),
                last_active_at = now()
-        FROM users u WHERE u.user_id = s.user_id AND s.compat_session_id = (SELECT compat_session_id FROM compat_sessions WHERE device_id IS NOT NULL ORDER BY 1 LIMIT 1) RETURNING u.username, s.device_id""")
+        FROM users u WHERE u.user_id = s.user_id AND s.compat_session_id = (
+            SELECT compat_session_id FROM compat_sessions WHERE device_id IS NOT NULL ORDER BY 1 LIMIT 1)
+        RETURNING u.username, s.device_id""")
     return "device_sessions", [f"{device}", "(user_id)"]
 
 
@@ -306,8 +308,8 @@ def test_every_column_the_import_sets_is_compared(imported):
     """The compared columns come from the import's own lists: a column added to the import (or one
     it leaves NULL) cannot be left out of the proof."""
     _planted, result = verify_copy(imported, lambda cur: None)
-    release_columns = {t: {r[0] for r in imported.mas("SELECT column_name FROM information_schema.columns "
-                                                       "WHERE table_name = %s", (t,))} for t in WRITTEN_TABLES}
+    query = "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+    release_columns = {t: {r[0] for r in imported.mas(query, (t,))} for t in WRITTEN_TABLES}
     for stage in STAGES:
         spec = WRITTEN_TABLES[stage.table]
         every = [c for c in spec["write"] + spec["optional"] + spec["leave"] if c in release_columns[stage.table]]

@@ -660,7 +660,8 @@ def _judge_removed(mas_conn, report: EntityReport, rows: list, limit: int, param
                     f" AND deactivated_at > {IMPORTED_AT}", dict(params, o=owners))
         reasons = dict(cur.fetchall())
         cur.execute("SELECT to_regclass('queue_jobs') IS NOT NULL")
-        if cur.fetchone()[0]:
+        # Users remove emails only; other third-party ids go with a deactivation alone.
+        if cur.fetchone()[0] and report.table == "user_emails":
             by_ulid = {ulid_text(o): o for o in owners if o not in reasons}
             cur.execute(f"SELECT DISTINCT payload->>'user_id' FROM queue_jobs WHERE queue_name = 'provision-user'"
                         f" AND created_at > {IMPORTED_AT} AND payload->>'user_id' = ANY(%(u)s)",
