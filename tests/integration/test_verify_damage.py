@@ -316,3 +316,29 @@ def test_every_column_the_import_sets_is_compared(imported):
         assert sorted(result["entities"][stage.name]["columns"]) == sorted(every), stage.name
         # ... and the import writes each of them from the stage, or leaves it to NULL.
         assert set(stage.columns) | set(stage.optional_columns) >= set(spec["write"]) | set(spec["optional"])
+
+
+def test_a_session_hijacked_in_mas_is_damage_though_its_device_logged_in_since(imported):
+    """A Synapse device with a token newer than the import explains its activity columns, never its
+    user."""
+    user, device = imported.pg.execute(
+        "SELECT d.user_id, d.device_id FROM devices d JOIN users u ON u.name = d.user_id WHERE NOT d.hidden "
+        "AND u.deactivated = 0 AND u.is_guest = 0 AND u.appservice_id IS NULL ORDER BY 1, 2 LIMIT 1",
+        imported.synapse_db)[0]
+    # A token issued after the import (above its high-water mark), not yet validated: the session's
+    # id, dated by its first validated token, stays as imported.
+    imported.pg.execute("INSERT INTO access_tokens (id, user_id, device_id, token, used) "
+                        "SELECT max(id) + 1, %s, %s, 'syt_after_the_import', false FROM access_tokens",
+                        imported.synapse_db, (user, device))
+    try:
+        def hijack(cur):
+            cur.execute("UPDATE compat_sessions s SET user_id = (SELECT user_id FROM users WHERE user_id <> s.user_id "
+                        "ORDER BY 1 LIMIT 1) FROM users u WHERE u.user_id = s.user_id AND u.username = %s "
+                        "AND s.device_id = %s", (user[1:].split(":")[0], device))
+        _planted, result = verify_copy(imported, hijack)
+    finally:
+        imported.pg.execute("DELETE FROM access_tokens WHERE token = 'syt_after_the_import'", imported.synapse_db)
+    sessions = result["entities"]["device_sessions"]
+    assert result["exit_code"] == EXIT_MISMATCH, result["verdict"]
+    assert sessions["examples"].get("different") == [f"{user} {device} (user_id)"], sessions
+    assert result["entities"]["access_tokens"]["changed_in_synapse"] == 1
