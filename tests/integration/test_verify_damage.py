@@ -270,7 +270,7 @@ def strip_to_an_older_import(cur):
     cur.execute("SELECT obj_description('users'::regclass, 'pg_class')")
     prefix, payload = cur.fetchone()[0].split(": ", 1)
     marker = json.loads(payload)
-    for key in ("imported_digests", "digest", "rebuilt"):
+    for key in ("xid", "digest", "rebuilt"):
         marker.pop(key)
     cur.execute("COMMENT ON TABLE users IS %s", (f"{prefix}: {json.dumps(marker)}",))
 

@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marke
 from .synapse_reader import STAGES, SynapseReader, stage_params
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
-from .verify import imported_digests, replay_record
+from .verify import replay_record
 
 VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
@@ -271,7 +270,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             writer.rollback()
             reader.end_snapshot()
         else:
-            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: _with_record(writer, reader, schema, params, lambda: {
+            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: _with_record(writer, lambda: {
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
@@ -292,28 +291,14 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         writer.unlock()
 
 
-def _with_record(writer: MasWriter, reader: SynapseReader, schema, params: dict, build: Callable) -> dict:
-    """The marker (build() reads Synapse's snapshot) with what the import wrote, digested by MAS's
-    session at the same time (two databases, two sessions: the import's time barely grows), for
-    verify to tell Synapse's later changes from MAS's."""
-    holder: list = []
-    row_hash = "hash_record" if min(reader.conn.server_version, writer.conn.server_version) >= 140000 else "md5"
-
-    def digest():
-        try:
-            holder.append(imported_digests(writer.conn, schema, params["run_ms"], row_hash))
-        except BaseException as exc:  # raised below, in the import's thread
-            holder.append(exc)
-
-    thread = threading.Thread(target=digest, daemon=True)
-    thread.start()
-    try:
-        marker = build()
-    finally:
-        thread.join()
-    if isinstance(holder[0], BaseException):
-        raise holder[0]
-    marker["imported_digests"] = holder[0]
+def _with_record(writer: MasWriter, build: Callable) -> dict:
+    """The marker, with the import's transaction id: every row the import wrote carries it (xmin)
+    for as long as nothing updates it, which tells verify, row by row and at no cost to the import,
+    which rows MAS still holds as the import wrote them."""
+    marker = build()
+    with writer.conn.cursor() as cur:
+        cur.execute("SELECT txid_current() % 4294967296")
+        marker["xid"] = int(cur.fetchone()[0])
     return marker
 
 
@@ -499,7 +484,7 @@ def _already_imported(result: dict, previous: dict, reader: SynapseReader, serve
     result["already_imported"] = True
     # What only verify reads (the record of the rows, of the rebuilt constraints) stays out of the result.
     result["previous_import"] = {k: v for k, v in previous.items()
-                                 if k not in ("synapse_fingerprint", "imported_digests", "rebuilt", "digest")}
+                                 if k not in ("synapse_fingerprint", "rebuilt", "digest", "xid")}
     reader.begin_snapshot(lock=False)
     then = previous.get("synapse_fingerprint")
     changes = []

@@ -24,7 +24,6 @@ The constraints and indexes the import dropped and rebuilt must exist and be val
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import re
 import threading
@@ -174,7 +173,7 @@ class EntityReport:
     examples: dict = field(default_factory=dict)  # kind -> [names]
     seconds: float = 0.0
     columns: list = field(default_factory=list)  # the compared columns, in order
-    remembered: bool = False  # whether the import recorded what it wrote (see imported_digests)
+    remembered: bool = False  # whether the import recorded its transaction id (its rows' version)
 
     def count_loss(self, kind: str, expected_row, limit: int) -> None:
         """An expected row (key, digest, example, changed) that MAS lacks or holds otherwise: `kind`
@@ -307,7 +306,7 @@ def expected_query(stage, columns: list, types: dict, key: list) -> str:
     hashes = "ARRAY[" + ", ".join(f"md5(({exprs[c]})::{types[c]}::text)" for c in columns) + "]::text[]"
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
     owner = f"({exprs['user_id']})::text" if "user_id" in exprs else "NULL::text"
-    return (f"SELECT {key_sql}, {hashes}, ({stage.example})::text, ({changed}), {owner}, {bucket}\n{stage.source}\n"
+    return (f"SELECT {key_sql}, {hashes}, ({stage.example})::text, ({changed}), {owner}\n{stage.source}\n"
             f"AND {stage.skip_case()} IS NULL AND {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
@@ -333,7 +332,8 @@ def _mas_rows(stage, table: str, columns: list, types: dict, key: list, detail: 
         hashes = "ARRAY[" + ", ".join(f"md5(m.{c}::text)" for c in columns) + "]::text[]"
         flags = ("ARRAY[" + ", ".join(f"COALESCE({work[c].format(t=IMPORTED_AT)}, false)"
                                       for c in columns if c in work) + "]::boolean[]")
-        values = f"{hashes} AS r, {flags} AS work"
+        # The import's own row version (its transaction's id as the row's xmin): MAS never touched it.
+        values = f"{hashes} AS r, {flags} AS work, (m.xmin::text::bigint = %(import_xid)s) AS as_imported"
     else:
         values = "ROW(" + ", ".join(f"m.{c}" for c in columns) + ") AS r"
     rows = (f"SELECT {key_sql} AS k, {values}, {_added_condition(stage, key)} AS added"
@@ -353,7 +353,7 @@ def found_query(stage, table: str, columns: list, types: dict, key: list) -> str
     """The MAS rows of some buckets, sorted by key: key, the md5 of each column, added since the
     import, and per MAS_WORK column whether its value is MAS's work."""
     rows, bucket = _mas_rows(stage, table, columns, types, key, detail=True)
-    return (f"SELECT s.k, s.r, s.added, s.work, {bucket}\nFROM ({rows}) s\n"
+    return (f"SELECT s.k, s.r, s.added, s.work, s.as_imported\nFROM ({rows}) s\n"
             f"WHERE {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
@@ -402,57 +402,6 @@ def both(synapse_conn, synapse_query: str, mas_conn, mas_query: str, params: dic
         if isinstance(holder[0], BaseException):
             raise holder[0]
     return results[0][0], results[1][0]
-
-
-# What the import wrote, remembered at its commit in its marker: per entity, per bucket of the first
-# RECORD_DIGITS hex digits of verify's buckets, a short digest of the rows' count and digest sum as
-# found_buckets_query computes them. Fewer digits than verify's buckets keep the marker small (a few
-# kB per entity); a bucket of MAS unchanged since the import proves that each difference from
-# Synapse in it is Synapse's.
-RECORD_DIGITS = 2
-
-
-def _bucket_fingerprint(count: int, digest_sum: int) -> str:
-    return hashlib.md5(f"{count}:{digest_sum}".encode("ascii")).hexdigest()[:12]
-
-
-def record_buckets(found_rows: list) -> dict:
-    """{record bucket: fingerprint} of found_buckets_query's rows (bucket, count, sum, added)."""
-    totals: dict = {}
-    for bucket, count, digest_sum, _added in found_rows:
-        if count:
-            prefix = bucket[:RECORD_DIGITS]
-            old_count, old_sum = totals.get(prefix, (0, 0))
-            totals[prefix] = (old_count + count, old_sum + int(digest_sum or 0))
-    return {prefix: _bucket_fingerprint(*total) for prefix, total in sorted(totals.items())}
-
-
-def imported_digests(mas_conn, schema, run_ms: int, row_hash: str) -> dict:
-    """What the import wrote, per entity, for its marker (run inside its transaction, before the
-    commit): the compared columns and the record buckets' fingerprints of MAS's rows."""
-    params = {"imported_ms": int(run_ms)}
-    entities = {}
-    for stage in STAGES:
-        columns = schema.compared_columns(stage.table)
-        types, key = _mas_columns(mas_conn, stage.table)
-        with mas_conn.cursor() as cur:
-            cur.execute(found_buckets_query(stage, stage.table, columns, types, key, row_hash), params)
-            entities[stage.name] = {"columns": columns, "buckets": record_buckets(cur.fetchall())}
-    return {"row_hash": row_hash, "digits": RECORD_DIGITS, "bucket_digits": BUCKET_DIGITS, "entities": entities}
-
-
-def as_imported_buckets(record: dict | None, stage_name: str, columns: list, row_hash: str, found_rows: list):
-    """The record buckets in which MAS holds exactly what the import wrote, or None when the import
-    recorded nothing comparable (made before this record existed, another digest, other columns)."""
-    if not record or record.get("row_hash") != row_hash or record.get("digits") != RECORD_DIGITS \
-            or record.get("bucket_digits") != BUCKET_DIGITS:
-        return None
-    entity = (record.get("entities") or {}).get(stage_name)
-    if not entity or entity.get("columns") != columns:
-        return None
-    now = record_buckets(found_rows)
-    stored = entity.get("buckets") or {}
-    return {prefix for prefix in set(now) | set(stored) if now.get(prefix) == stored.get(prefix)}
 
 
 def compare_buckets(report: EntityReport, expected_rows: list, found_rows: list) -> list:
@@ -531,17 +480,17 @@ class Columns:
 
 
 def compare(report: EntityReport, expected, found, limit: int, columns: Columns | None = None,
-            removable: list | None = None, as_imported: set | None = None) -> tuple:
-    """Merges two streams sorted by key (expected: key, column md5s, example, changed, user id,
-    bucket; found: key, column md5s, added, MAS work flags, bucket) into the report; returns the keys
+            removable: list | None = None) -> tuple:
+    """Merges two streams sorted by key (expected: key, column md5s, example, changed, user id;
+    found: key, column md5s, added, MAS work flags, as imported) into the report; returns the keys
     of unexpected MAS rows and of MAS rows whose Synapse source is gone since the import, that the
     report names (looked up afterwards, so MAS's stream carries no names). Missing rows MAS may have
-    removed itself go to `removable` (a list) to be judged afterwards. In the record buckets of
-    `as_imported` MAS holds what the import wrote: every difference there is Synapse's."""
+    removed itself go to `removable` (a list) to be judged afterwards. A MAS row still as the import
+    wrote it (its row version is the import's) differs from Synapse because Synapse changed."""
     unexpected_keys, gone_keys = [], []
 
-    def synapse_only(row, bucket_index) -> bool:
-        return as_imported is not None and len(row) > bucket_index and row[bucket_index][:RECORD_DIGITS] in as_imported
+    def synapse_only(row, index) -> bool:
+        return len(row) > index and bool(row[index])
 
     exp = iter(expected)
     fnd = iter(found)
@@ -550,9 +499,7 @@ def compare(report: EntityReport, expected, found, limit: int, columns: Columns 
     while e is not None or f is not None:
         if f is None or (e is not None and e[0] < f[0]):
             report.expected += 1
-            if synapse_only(e, 5):
-                report.count_loss("changed_in_synapse", e, limit)
-            elif removable is not None and not e[3] and len(e) > 4 and e[4] is not None:
+            if removable is not None and not e[3] and len(e) > 4 and e[4] is not None:
                 removable.append(e)
             else:
                 report.count_loss("missing", e, limit)
@@ -693,7 +640,7 @@ def _name_added(mas_conn, report: EntityReport, stage, key: list, params: dict, 
 
 
 def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dict, row_hash: str, imported: dict,
-                  options, record: dict | None = None) -> "EntityReport":
+                  options) -> "EntityReport":
     """One entity: bucket aggregates compared first, then only differing buckets row by row."""
     stage_started = time.monotonic()
     columns = schema.compared_columns(stage.table)
@@ -704,8 +651,7 @@ def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dic
         synapse_conn, expected_buckets_query(stage, columns, types, key, row_hash),
         mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params)
     differing = compare_buckets(report, expected_rows, found_rows)
-    as_imported = as_imported_buckets(record, stage.name, columns, row_hash, found_rows)
-    report.remembered = as_imported is not None
+    report.remembered = params.get("import_xid", -1) >= 0
     keys, gone = [], []
     if differing:
         drill = dict(params, buckets=differing)
@@ -716,7 +662,7 @@ def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dic
         work = [c for c in columns if c in MAS_WORK.get(stage.table, {})]
         removable = [] if stage.table in REMOVED_BY_MAS else None
         keys, gone = compare(report, expected, found, options.examples,
-                             Columns(columns, work, SYNAPSE_DATED.get(stage.name, ())), removable, as_imported)
+                             Columns(columns, work, SYNAPSE_DATED.get(stage.name, ())), removable)
         _judge_removed(mas_conn, report, removable or [], options.examples, params)
     if not stage.report_skips:  # another stage reports these skips
         report.skipped = {}
@@ -846,9 +792,8 @@ def _run_verify(options: VerifyOptions) -> dict:
             params["new_token_devices"] = [row[0] for row in cur.fetchall()]
         imported = marker.get("migrated") or {}
         row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
-        record = marker.get("imported_digests")
-        entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options,
-                                  record)
+        params["import_xid"] = int(marker.get("xid", -1))
+        entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options)
                     for index, stage in enumerate(STAGES)]
         schema_check = check_schema(mas_conn, marker)
         schema_check["marker"] = check_marker(marker)
@@ -895,9 +840,9 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
     }
     notes = [note for note in (schema_check.get("note"), marker_check.get("note")) if note]
     if any(not e.remembered for e in entities):
-        notes.append("the import recorded no digests of what it wrote (an import made before they were, or "
-                     "MAS's schema changed since): a row changed in Synapse after the import is told from damage "
-                     "by its dates only, so some routine Synapse activity may show as damage")
+        notes.append("the import recorded no transaction id (an import made before it did): a row changed in "
+                     "Synapse after the import is told from damage by its dates only, so some routine Synapse "
+                     "activity may show as damage")
     result["notes"] = notes
     result["verdict"] = verdict(result)
     return result
