@@ -16,7 +16,8 @@ column of the import's own must hold what the import wrote; a column MAS changes
 (MAS_WORK: a session used or logged out, a user locked, a token refreshed) may differ only where the
 change is dated after the import and is what MAS does, and never excuses another column. A row
 missing or different in MAS whose Synapse source is newer than the import (a login after it) is
-"Synapse changed since the import" when only the columns that newer source explains differ. MAS
+"Synapse changed since the import" when only the columns that newer source explains differ; so is
+any difference on a MAS row still as the import wrote it (its xmin is the import's transaction). MAS
 rows created after the import (not with an id of the import's shape) are named and classified: MAS's
 own work (a new login, a new user) or not (an admin flag on a new user, a token no refresh issued).
 The constraints and indexes the import dropped and rebuilt must exist and be valid.
