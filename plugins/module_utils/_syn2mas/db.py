@@ -296,6 +296,12 @@ def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refuse
 
     `refused(holders, waited_seconds)` builds the error raised when the wait runs out. A missing
     privilege raises a PrivilegeError at once."""
+    # The session's own lock_timeout comes back after the lock (DEFAULT would be the role's). Read
+    # in a transaction of its own: a query in the locking one would take its snapshot before the lock.
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('lock_timeout')")
+        session_lock_timeout = cur.fetchone()[0]
+    conn.rollback()
     deadline = time.monotonic() + max(wait_seconds, 0)
     started = time.monotonic()
     while True:
@@ -304,9 +310,6 @@ def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refuse
         attempt_ms = int(max(min(5.0, deadline - time.monotonic()), 0.05) * 1000)
         with conn.cursor() as cur:
             begin(cur)
-            # The session's own lock_timeout comes back after the lock (DEFAULT would be the role's).
-            cur.execute("SELECT current_setting('lock_timeout')")
-            session_lock_timeout = cur.fetchone()[0]
             cur.execute(f"SET LOCAL lock_timeout = {attempt_ms}")
             try:
                 cur.execute(statement)
