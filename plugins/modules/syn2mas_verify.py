@@ -114,9 +114,13 @@ verdict:
   sample: ["verified: 1234 rows in 9 entities, 0 missing", "live checks passed: 5 of 6; not proven: mas_reachable"]
 data:
   description: The data verification (with O(data=true)); C(entities) per stage with C(expected), C(found),
-    C(missing), C(different), C(unexpected), C(changed_in_synapse), C(added_in_mas), C(skipped) (reason to count)
-    and C(examples); C(totals); C(damaged) (the entities with anything missing, different or unexpected); C(ok);
-    C(exit_code) (0, or 12 when anything is missing, different or unexpected).
+    C(missing), C(different), C(unexpected), C(changed_in_synapse), C(changed_in_mas), C(added_in_mas),
+    C(skipped) (reason to count), C(examples) (per kind, each naming the user, device or token and, for a
+    different row, its columns), C(columns) (the compared columns) and C(remembered) (whether the import
+    recorded what it wrote); C(totals); C(schema) (the rebuilt constraints and indexes checked, C(problems));
+    C(marker) (whether the import's marker is as written, C(problems)); C(notes) (what this verification cannot
+    tell apart); C(damaged) (the entities with anything missing, different or unexpected, plus C(schema) or
+    C(marker)); C(ok); C(exit_code) (0, or 12 on any damage).
   returned: when O(data=true)
   type: dict
 live:

@@ -92,9 +92,9 @@ CASES = [
     ("bad-skip-value", nothing, ["--command", "migrate", "--skipUnmappedProviders", "2"],
      "argument --skipUnmappedProviders: expected true or false, got '2'", 2),
     ("no-synapse-config", nothing, ["--command", "migrate", "--masConfigFile", "{mas}"],
-     "--synapseConfigFile is required", 1),
+     "--synapseConfigFile is required", 2),
     ("no-mas-config", nothing, ["--command", "migrate", "--synapseConfigFile", "{hs}"],
-     "--masConfigFile is required for migrate", 1),
+     "--masConfigFile is required for migrate", 2),
     ("mapping-without-colon", nothing, ["--upstreamProviderMapping", "oidc-google"],
      "upstream provider mapping 'oidc-google': expected SYNAPSE_AUTH_PROVIDER:MAS_PROVIDER_ID, "
      "e.g. oidc-google:01H8PKNWKKRPCBW4YGH1RWV279", 1),

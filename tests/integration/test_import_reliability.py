@@ -546,18 +546,16 @@ def test_a_connection_lost_mid_copy_prints_one_line_and_never_a_row(env):
     assert "syt_" not in err
 
 
-def test_synapse_ending_idle_sessions_during_the_rebuild_fails_the_run_truthfully(env):
-    """A DBA's idle_in_transaction_session_timeout on Synapse ends the snapshot while MAS rebuilds:
-    the run must not commit MAS and then report a failure (the issue), nor commit a run whose
-    Synapse side it can no longer vouch for."""
+def test_a_synapse_idle_timeout_set_by_a_dba_does_not_end_the_snapshot_during_the_rebuild(env):
+    """A DBA's idle_in_transaction_session_timeout on Synapse's database would end the snapshot while
+    MAS rebuilds: the import sets its own sessions' timeouts, so the run commits, whole (issue 18; a
+    connection lost at that step is still reported truthfully, see the lost-connection tests)."""
     bulk_homeserver(env, 100_000)
     env.pg.execute(f'ALTER DATABASE "{env.synapse_db}" SET idle_in_transaction_session_timeout = \'400ms\'')
-    mas_before = env.mas_dump()
-    with pytest.raises(ConnectionLostError, match="lost the connection to Synapse's database"):
-        env.run()
-    assert env.mas_dump() == mas_before
-    env.pg.execute(f'ALTER DATABASE "{env.synapse_db}" RESET idle_in_transaction_session_timeout')
-    assert_next_run_imports(env, 100_000)
+    try:
+        assert_next_run_imports(env, 100_000)
+    finally:
+        env.pg.execute(f'ALTER DATABASE "{env.synapse_db}" RESET idle_in_transaction_session_timeout')
 
 
 @full_suite_only

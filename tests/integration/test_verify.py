@@ -100,9 +100,10 @@ def test_each_kind_of_damage_is_found_and_named(env):
     assert run.returncode == EXIT_MISMATCH, run.stdout + run.stderr
     out = run.stdout
     assert f"MISSING in MAS: users: 1 (e.g. @{victim}:{env.server_name})" in out
-    assert f"DIFFERENT in MAS: passwords: 1 (e.g. @{hashed}:{env.server_name})" in out
+    # Each different row names the column that differs.
+    assert f"DIFFERENT in MAS: passwords: 1 (e.g. @{hashed}:{env.server_name} (hashed_password))" in out
     assert f"MISSING in MAS: access_tokens: 1 (e.g. @{dropped[0]}:{env.server_name} token " in out
-    assert f"DIFFERENT in MAS: device_sessions: 1 (e.g. @{moved[0]}:{env.server_name} {moved[1]})" in out
+    assert f"DIFFERENT in MAS: device_sessions: 1 (e.g. @{moved[0]}:{env.server_name} {moved[1]} (device_id))" in out
     assert "UNEXPECTED in MAS: users: 1 (e.g. intruder)" in out
     last = out.strip().splitlines()[-1]
     assert last.startswith("MISMATCH: 2 missing, 2 different, 1 unexpected in users, passwords, "
@@ -189,8 +190,9 @@ def test_mas_at_work_after_the_import_is_not_damage(env):
     assert result["entities"]["device_sessions"]["changed_in_mas"] == 1
     assert result["entities"]["device_sessions"]["added_in_mas"] == 1
     assert result["entities"]["users"]["changed_in_mas"] == 1
-    assert result["verdict"].endswith("MAS at work since the import: 2 row(s) changed (sessions used, users "
-                                      "locked or deactivated), 1 added")
+    assert result["verdict"].endswith("MAS at work since the import: 2 row(s) changed (sessions used or logged "
+                                      "out, tokens refreshed, users locked or deactivated, emails removed), 1 added")
+    assert result["entities"]["device_sessions"]["examples"]["added_in_mas"][0].endswith(" device MASLOGIN")
 
 
 def test_both_digests_agree_on_a_clean_import(env):

@@ -41,6 +41,10 @@ class UsageError(Exception):
     """The command line is wrong (argparse's message)."""
 
 
+class MissingOption(Syn2masError):
+    """An option the command needs is not on the command line: a usage error (exit code 2)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, except that a usage error is raised for main() to report (also as JSON) instead of
     printed and exited on the spot, and that it keeps the names of its options (`option_names`)."""
@@ -185,9 +189,9 @@ def run_migrate(args, out, err) -> int:
     from .importer import ImportOptions, run_import
 
     if not args.synapseConfigFile:
-        raise Syn2masError("--synapseConfigFile is required")
+        raise MissingOption("--synapseConfigFile is required")
     if not args.masConfigFile and not args.masDatabaseUri:
-        raise Syn2masError("--masConfigFile is required for migrate")
+        raise MissingOption("--masConfigFile is required for migrate")
     result = run_import(ImportOptions(
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
@@ -211,9 +215,9 @@ def run_verify(args, out, err) -> int:
     from . import verify
 
     if not args.synapseConfigFile:
-        raise Syn2masError("--synapseConfigFile is required")
+        raise MissingOption("--synapseConfigFile is required")
     if not args.masConfigFile and not args.masDatabaseUri:
-        raise Syn2masError("--masConfigFile is required for verify")
+        raise MissingOption("--masConfigFile is required for verify")
     result = verify.run_verify(verify.VerifyOptions(
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
@@ -229,7 +233,7 @@ def run_advisor(args, out, err) -> int:
     from . import advisor
 
     if not args.synapseConfigFile:
-        raise Syn2masError("--synapseConfigFile is required")
+        raise MissingOption("--synapseConfigFile is required")
     result = advisor.run_advisor(advisor.AdvisorOptions(
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
@@ -329,7 +333,8 @@ def _main(argv, out, err) -> int:
                 return run_verify(args, out, err)
             return run_advisor(args, out, err)
         except Syn2masError as exc:
-            return _fail(out, err, as_json, command, str(exc), EXIT_FAILURE)
+            return _fail(out, err, as_json, command, str(exc),
+                         EXIT_USAGE if isinstance(exc, MissingOption) else EXIT_FAILURE)
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as exc:  # a bug: one line, its traceback with --verbose, and still JSON

@@ -132,8 +132,31 @@ def secrets_of(conninfo: dict) -> list:
     return [str(params[k]) for k in SECRET_KEYS if params.get(k)]
 
 
-def connect(conninfo: dict, application_name: str, what: str):
-    """A psycopg2 connection (UTC, ISO dates) or a DatabaseError naming `what` and where."""
+# Session settings of a run of our own, whatever the database role's defaults (some DBAs set
+# idle_in_transaction_session_timeout or statement_timeout on every role): the import keeps its
+# snapshot open between stages and verify reads for as long as the data takes, so neither may be
+# ended by a timeout meant for forgotten shells. Lock waits stay bounded (`lock_timeout`, which
+# the caller sets; the import's LOCK TABLE waits are bounded by lock_tables itself).
+OWN_SESSION = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0"}
+
+
+def own_session(conn, lock_timeout: str | None = None) -> None:
+    """Sets OWN_SESSION (and idle_session_timeout on PostgreSQL 14 and newer) for the session,
+    and `lock_timeout` when given ('10s'), overriding the role's and the database's defaults."""
+    settings = dict(OWN_SESSION)
+    if conn.server_version >= 140000:
+        settings["idle_session_timeout"] = "0"
+    if lock_timeout is not None:
+        settings["lock_timeout"] = lock_timeout
+    with conn.cursor() as cur:
+        for name, value in settings.items():
+            cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.commit()
+
+
+def connect(conninfo: dict, application_name: str, what: str, lock_timeout: str | None = None):
+    """A psycopg2 connection (UTC, ISO dates, the session settings of a run of our own: see
+    own_session) or a DatabaseError naming `what` and where."""
     if psycopg2 is None:
         raise DatabaseError("psycopg2 is required to connect to PostgreSQL")
     params = parsed(conninfo)
@@ -148,6 +171,7 @@ def connect(conninfo: dict, application_name: str, what: str):
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'")
     conn.commit()
+    own_session(conn, lock_timeout)
     return conn
 
 
@@ -272,6 +296,12 @@ def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refuse
 
     `refused(holders, waited_seconds)` builds the error raised when the wait runs out. A missing
     privilege raises a PrivilegeError at once."""
+    # The session's own lock_timeout comes back after the lock (DEFAULT would be the role's). Read
+    # in a transaction of its own: a query in the locking one would take its snapshot before the lock.
+    with conn.cursor() as cur:
+        cur.execute("SELECT current_setting('lock_timeout')")
+        session_lock_timeout = cur.fetchone()[0]
+    conn.rollback()
     deadline = time.monotonic() + max(wait_seconds, 0)
     started = time.monotonic()
     while True:
@@ -291,7 +321,7 @@ def lock_tables(conn, begin, statement: str, tables, wait_seconds: float, refuse
                 if code != "55P03":  # lock_not_available
                     raise
             else:
-                cur.execute("SET LOCAL lock_timeout = DEFAULT")
+                cur.execute("SELECT set_config('lock_timeout', %s, true)", (session_lock_timeout,))
                 return
         holders = lock_holders(conn, tables)
         conn.rollback()

@@ -36,6 +36,9 @@ from .verify import replay_record
 
 VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
+# How long any one statement of the import waits for a lock beyond those it takes at the start
+# (a table pointing at MAS's users, say), whatever the role's lock_timeout.
+LOCK_TIMEOUT = "60s"
 
 
 @dataclass
@@ -226,7 +229,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
     synapse, server_name, synapse_conninfo, mas_conninfo, mapping, facts = _check_configs(options)
 
     run.phase = "connecting to MAS's database"
-    mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    mas_conn = run.mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS", lock_timeout=LOCK_TIMEOUT)
     writer = MasWriter(mas_conn)
     try:
         run.phase = "checking MAS's database"
@@ -267,7 +270,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             writer.rollback()
             reader.end_snapshot()
         else:
-            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: {
+            _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: _with_record(writer, lambda: {
                 "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
@@ -275,7 +278,10 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "run_id": secrets.token_hex(8), "synapse_fingerprint": reader.fingerprint(),
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids.
                 "replay": replay_record(reader, params, links),
-            })
+                # What the import dropped and rebuilt, for verify to find each one still there and valid.
+                "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
+                            "indexes": [list(i) for i in writer.saved_indexes]},
+            }))
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result
     except BaseException:
@@ -285,9 +291,20 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         writer.unlock()
 
 
+def _with_record(writer: MasWriter, build: Callable) -> dict:
+    """The marker, with the import's transaction id: every row the import wrote carries it (xmin)
+    for as long as nothing updates it, which tells verify, row by row and at no cost to the import,
+    which rows MAS still holds as the import wrote them."""
+    marker = build()
+    with writer.conn.cursor() as cur:
+        cur.execute("SELECT txid_current() % 4294967296")
+        marker["xid"] = int(cur.fetchone()[0])
+    return marker
+
+
 def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: str) -> SynapseReader:
     run.phase = "connecting to Synapse's database"
-    synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+    synapse_conn = run.synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse", lock_timeout=LOCK_TIMEOUT)
     run.phase = "checking Synapse's database"
     if same_database(mas_conn, synapse_conn):
         raise RefusedError(
@@ -435,7 +452,7 @@ def _commit(writer: MasWriter, mas_conninfo: dict, run_id: str, warnings: list) 
     deadline = time.monotonic() + 30
     while True:
         try:
-            conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+            conn = connect(mas_conninfo, APPLICATION_NAME, "MAS", lock_timeout=LOCK_TIMEOUT)
         except DatabaseError as exc:
             if time.monotonic() < deadline:
                 time.sleep(1)
@@ -465,7 +482,9 @@ def _already_imported(result: dict, previous: dict, reader: SynapseReader, serve
     """A MAS database this import already filled: nothing to do, but say if Synapse changed since,
     as the import does not merge (the runbook refuses such a stale import)."""
     result["already_imported"] = True
-    result["previous_import"] = {k: v for k, v in previous.items() if k != "synapse_fingerprint"}
+    # What only verify reads (the record of the rows, of the rebuilt constraints) stays out of the result.
+    result["previous_import"] = {k: v for k, v in previous.items()
+                                 if k not in ("synapse_fingerprint", "rebuilt", "digest", "xid")}
     reader.begin_snapshot(lock=False)
     then = previous.get("synapse_fingerprint")
     changes = []

@@ -79,6 +79,12 @@ class MasSchema:
         present = self.columns[table]
         return list(spec["write"]) + [c for c in spec["optional"] if c in present]
 
+    def compared_columns(self, table: str) -> list:
+        """Every column of `table` the import sets on this schema: those it writes, then those it
+        leaves to NULL (verify holds MAS to both)."""
+        present = self.columns[table]
+        return self.target_columns(table) + [c for c in WRITTEN_TABLES[table]["leave"] if c in present]
+
     def has_column(self, table: str, column: str) -> bool:
         return column in self.columns.get(table, {})
 

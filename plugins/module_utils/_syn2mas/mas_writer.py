@@ -11,6 +11,7 @@ importer at any point leaves MAS exactly as it was, with nothing to clean up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import re
@@ -45,6 +46,13 @@ def _mas_lock_refusal(holders, waited: float) -> RefusedError:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def marker_digest(payload: dict) -> str:
+    """The digest the marker carries of itself (its `digest` key aside): a marker edited by hand
+    (its run time, its high-water mark) no longer matches it."""
+    body = {k: v for k, v in payload.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def read_marker(conn) -> dict | None:
@@ -343,6 +351,7 @@ class MasWriter:
 
     def set_marker(self, payload: dict) -> None:
         with self.conn.cursor() as cur:
+            payload = dict(payload, digest=marker_digest(payload))
             cur.execute("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload),))
 
     def commit(self) -> None:

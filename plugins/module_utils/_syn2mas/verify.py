@@ -11,9 +11,16 @@ bucket of keys; buckets that differ are then read row by row from both sides, so
 merge-compared here to name what is missing, different or unexpected. Memory stays flat whatever the
 size. Both databases are read in READ ONLY transactions: nothing is written to either.
 
-A row missing or different in MAS whose Synapse source is newer than the import (a login after
-it) is counted as "Synapse changed since the import", not as damage; a MAS row created after the
-import by MAS itself (not with an id of the import's shape) as "added in MAS since the import".
+Every column the import sets is compared, those it leaves NULL included, column by column: a
+column of the import's own must hold what the import wrote; a column MAS changes in its normal work
+(MAS_WORK: a session used or logged out, a user locked, a token refreshed) may differ only where the
+change is dated after the import and is what MAS does, and never excuses another column. A row
+missing or different in MAS whose Synapse source is newer than the import (a login after it) is
+"Synapse changed since the import" when only the columns that newer source explains differ; so is
+any difference on a MAS row still as the import wrote it (its xmin is the import's transaction). MAS
+rows created after the import (not with an id of the import's shape) are named and classified: MAS's
+own work (a new login, a new user) or not (an admin flag on a new user, a token no refresh issued).
+The constraints and indexes the import dropped and rebuilt must exist and be valid.
 """
 
 from __future__ import annotations
@@ -25,11 +32,11 @@ import time
 from dataclasses import dataclass, field
 
 from .config import ConfigSources, load_mas_config, load_synapse_config
-from .db import connect, database_conninfo, describe, first_line, psycopg2
+from .db import connect, database_conninfo, describe, first_line, lock_holders, lock_refusal, psycopg2
 from .errors import DatabaseError, RefusedError, Syn2masError
-from .mas_schema import detect as detect_mas_schema
-from .mas_writer import MARKER_PREFIX, read_marker
-from .synapse_reader import STAGES, SynapseReader, stage_params
+from .mas_schema import WRITTEN_TABLES, detect as detect_mas_schema
+from .mas_writer import MARKER_PREFIX, marker_digest, read_marker
+from .synapse_reader import STAGES, SYNAPSE_TABLES, SynapseReader, stage_params
 
 APPLICATION_NAME = "syn2mas verify"
 EXIT_MISMATCH = 12
@@ -61,11 +68,58 @@ MAS_ROWS_OF_STAGE = {
     "deviceless_sessions": "device_id IS NULL",
 }
 
-# What MAS itself changes in the import's rows once it runs: such a row differing is MAS at work,
-# not damage (columns the import writes from Synapse's past, so never later than the import).
-CHANGED_BY_MAS = {
-    "users": "(m.locked_at > {t} OR m.deactivated_at > {t})",
-    "compat_sessions": "m.last_active_at > {t}",
+# Per table, the columns MAS itself changes in its normal work, each with the condition (over the
+# MAS row `m`, {t} the import's time) under which a value other than the import's is MAS's doing, as
+# MAS's own code writes them: an admin locks (now) or unlocks (NULL) a user, deactivates or
+# reactivates one; a session's activity is recorded (its time and address together); a logout
+# finishes a session; a compat refresh expires the old access token and consumes the old refresh
+# token, issuing their successors in the same session. Every other column is the import's alone.
+MAS_WORK = {
+    "users": {
+        "locked_at": "(m.locked_at IS NULL OR m.locked_at > {t})",
+        "deactivated_at": "(m.deactivated_at IS NULL OR m.deactivated_at > {t})",
+    },
+    "compat_sessions": {
+        "last_active_at": "m.last_active_at > {t}",
+        "last_active_ip": "m.last_active_at > {t}",
+        "finished_at": "m.finished_at > {t}",
+    },
+    "compat_access_tokens": {
+        "expires_at": ("(m.expires_at > {t} AND EXISTS (SELECT 1 FROM compat_access_tokens n"
+                       " WHERE n.compat_session_id = m.compat_session_id AND n.created_at > {t}"
+                       " AND n.compat_access_token_id <> m.compat_access_token_id))"),
+    },
+    "compat_refresh_tokens": {
+        "consumed_at": ("(m.consumed_at > {t} AND EXISTS (SELECT 1 FROM compat_refresh_tokens n"
+                        " WHERE n.compat_session_id = m.compat_session_id AND n.created_at > {t}"
+                        " AND n.compat_refresh_token_id <> m.compat_refresh_token_id))"),
+    },
+}
+
+# Per stage, the columns a Synapse row newer than the import explains (a device used, a token
+# issued or an email validated since): a row differing elsewhere is damage, whatever Synapse did.
+SYNAPSE_DATED = {
+    "device_sessions": ("created_at", "last_active_at", "last_active_ip", "user_agent", "human_name"),
+    "emails": ("confirmed_at",),
+    "access_tokens": ("created_at", "expires_at"),
+}
+
+# Rows MAS deletes in its normal work: a user's emails and other third-party ids when it
+# deactivates them, an email its user removes (MAS then queues the user's provisioning). An
+# imported row missing for such a user is MAS's doing, not damage.
+REMOVED_BY_MAS = ("user_emails", "user_unsupported_third_party_ids")
+
+# Rows MAS adds after the import that its normal work cannot have made: SQL over the added row `m`
+# (and MAS_LABELS' joins), the reason, or NULL when MAS makes such rows ({t}: the import's time).
+ADDED_INCONSISTENT = {
+    "users": "CASE WHEN m.can_request_admin THEN 'admin flag on a user created after the import' END",
+    "user_unsupported_third_party_ids": "'MAS adds no third-party ids other than emails'",
+    "compat_access_tokens": ("CASE WHEN s.created_at <= {t} AND NOT EXISTS (SELECT 1 FROM compat_refresh_tokens r"
+                             " WHERE r.compat_access_token_id = m.compat_access_token_id)"
+                             " THEN 'access token on an imported session that no refresh issued' END"),
+    "compat_refresh_tokens": ("CASE WHEN NOT EXISTS (SELECT 1 FROM compat_access_tokens a"
+                              " WHERE a.compat_access_token_id = m.compat_access_token_id AND a.created_at > {t})"
+                              " THEN 'refresh token of an access token MAS did not issue' END"),
 }
 
 # How a MAS row is named in a report when only MAS has it: its user, and what tells it apart;
@@ -96,6 +150,9 @@ _ID_TAG = re.compile(r"\|\| '([0-9a-f]{4})'\)::uuid$")
 @dataclass
 class VerifyOptions(ConfigSources):
     examples: int = EXAMPLES
+    # How long any one read waits for a lock held by another session (a VACUUM FULL, a running
+    # import, an admin's LOCK TABLE) before verify gives up naming it: a bounded wait on each side.
+    lock_wait_seconds: float = 10
 
 
 @dataclass
@@ -116,6 +173,8 @@ class EntityReport:
     skipped: dict = field(default_factory=dict)  # reason -> count, as the import skips them
     examples: dict = field(default_factory=dict)  # kind -> [names]
     seconds: float = 0.0
+    columns: list = field(default_factory=list)  # the compared columns, in order
+    remembered: bool = False  # whether the import recorded its transaction id (its rows' version)
 
     def count_loss(self, kind: str, expected_row, limit: int) -> None:
         """An expected row (key, digest, example, changed) that MAS lacks or holds otherwise: `kind`
@@ -127,12 +186,19 @@ class EntityReport:
         if len(names) < limit and expected_row[2] is not None:
             names.append(expected_row[2])
 
+    def add_name(self, kind: str, label, limit: int) -> None:
+        names = self.examples.setdefault(kind, [])
+        if len(names) < limit and label is not None:
+            names.append(label)
+
     def as_dict(self) -> dict:
         return {"entity": self.name, "table": self.table, "imported": self.imported, "expected": self.expected,
                 "found": self.found, "missing": self.missing, "different": self.different,
                 "unexpected": self.unexpected, "changed_in_synapse": self.changed_in_synapse,
                 "added_in_mas": self.added_in_mas, "changed_in_mas": self.changed_in_mas, "skipped": self.skipped,
-                "examples": {k: v for k, v in self.examples.items() if v}, "seconds": round(self.seconds, 3)}
+                "examples": {k: v for k, v in self.examples.items() if v}, "columns": self.columns,
+                "remembered": self.remembered,
+                "seconds": round(self.seconds, 3)}
 
 
 def replay_record(reader: SynapseReader, params: dict, links: dict) -> dict:
@@ -208,9 +274,15 @@ def _bucket(key: str, is_uuid: bool) -> str:
     return f"substr(md5(({key})::text), 1, {BUCKET_DIGITS})"
 
 
+def _stage_exprs(stage, columns: list) -> dict:
+    """The SQL of each compared column of a stage: a column the import leaves alone is NULL."""
+    exprs = {**stage.columns, **stage.optional_columns}
+    return {c: exprs.get(c, "NULL") for c in columns}
+
+
 def _synapse_rows(stage, columns: list, types: dict, key: list) -> tuple:
     """SQL for a stage's row as MAS must hold it, its key and its bucket."""
-    exprs = {**stage.columns, **stage.optional_columns}
+    exprs = _stage_exprs(stage, columns)
     row = "ROW(" + ", ".join(f"({exprs[c]})::{types[c]}" for c in columns) + ")"
     key_sql = _key_sql([exprs[c] for c in key], [types[c] for c in key])
     return row, key_sql, _bucket(key_sql, _is_uuid(key, types))
@@ -228,25 +300,44 @@ def expected_buckets_query(stage, columns: list, types: dict, key: list, row_has
 
 
 def expected_query(stage, columns: list, types: dict, key: list) -> str:
-    """The migrated rows of some buckets, sorted by key: key, digest, example, changed."""
-    row, key_sql, bucket = _synapse_rows(stage, columns, types, key)
+    """The migrated rows of some buckets, sorted by key: key, the md5 of each column, example,
+    changed since the import, and the row's user id (as text, NULL for tokens)."""
+    exprs = _stage_exprs(stage, columns)
+    _row, key_sql, bucket = _synapse_rows(stage, columns, types, key)
+    hashes = "ARRAY[" + ", ".join(f"md5(({exprs[c]})::{types[c]}::text)" for c in columns) + "]::text[]"
     changed = CHANGED_SINCE_IMPORT.get(stage.name, "false")
-    return (f"SELECT {key_sql}, md5({row}::text), ({stage.example})::text, ({changed})\n{stage.source}\n"
+    owner = f"({exprs['user_id']})::text" if "user_id" in exprs else "NULL::text"
+    return (f"SELECT {key_sql}, {hashes}, ({stage.example})::text, ({changed}), {owner}\n{stage.source}\n"
             f"AND {stage.skip_case()} IS NULL AND {bucket} = ANY(%(buckets)s)\nORDER BY 1")
 
 
-def _mas_rows(stage, table: str, columns: list, types: dict, key: list) -> tuple:
-    """The MAS rows of a stage (key, the row, and whether MAS made it after the import: a later
-    creation time and an id not of the import's shape), and the SQL of a row's bucket."""
-    row = ", ".join(f"m.{c}" for c in columns)
-    key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
+IMPORTED_AT = "to_timestamp(%(imported_ms)s / 1000.0)"
+
+
+def _added_condition(stage, key: list) -> str:
+    """SQL over a MAS row `m`: MAS made it after the import (a later creation time, and an id not of
+    the import's shape)."""
     tag = _ID_TAG.search(stage.columns[key[0]].strip()) if len(key) == 1 else None
     own_id = f" AND right(m.{key[0]}::text, 4) <> '{tag.group(1)}'" if tag else ""
-    imported_at = "to_timestamp(%(imported_ms)s / 1000.0)"
-    added = f"(m.created_at > {imported_at}{own_id})"
-    touched = CHANGED_BY_MAS.get(table, "false").format(t=imported_at)
+    return f"(m.created_at > {IMPORTED_AT}{own_id})"
+
+
+def _mas_rows(stage, table: str, columns: list, types: dict, key: list, detail: bool = False) -> tuple:
+    """The MAS rows of a stage (key, the row, whether MAS made it after the import and, with
+    `detail`, the md5 of each column and whether each MAS_WORK column is as MAS's work leaves it),
+    and the SQL of a row's bucket."""
+    key_sql = _key_sql([f"m.{c}" for c in key], [types[c] for c in key])
     where = MAS_ROWS_OF_STAGE.get(stage.name, "true")
-    rows = (f"SELECT {key_sql} AS k, ROW({row}) AS r, {added} AS added, COALESCE({touched}, false) AS touched"
+    if detail:
+        work = MAS_WORK.get(table, {})
+        hashes = "ARRAY[" + ", ".join(f"md5(m.{c}::text)" for c in columns) + "]::text[]"
+        flags = ("ARRAY[" + ", ".join(f"COALESCE({work[c].format(t=IMPORTED_AT)}, false)"
+                                      for c in columns if c in work) + "]::boolean[]")
+        # The import's own row version (its transaction's id as the row's xmin): MAS never touched it.
+        values = f"{hashes} AS r, {flags} AS work, (m.xmin::text::bigint = %(import_xid)s) AS as_imported"
+    else:
+        values = "ROW(" + ", ".join(f"m.{c}" for c in columns) + ") AS r"
+    rows = (f"SELECT {key_sql} AS k, {values}, {_added_condition(stage, key)} AS added"
             f" FROM {table} m WHERE {where}")
     return rows, _bucket("s.k", _is_uuid(key, types))
 
@@ -260,10 +351,36 @@ def found_buckets_query(stage, table: str, columns: list, types: dict, key: list
 
 
 def found_query(stage, table: str, columns: list, types: dict, key: list) -> str:
-    """The MAS rows of some buckets, sorted by key: key, digest, added and changed by MAS since the import."""
-    rows, bucket = _mas_rows(stage, table, columns, types, key)
-    return (f"SELECT s.k, md5(s.r::text), s.added, s.touched\nFROM ({rows}) s\n"
+    """The MAS rows of some buckets, sorted by key: key, the md5 of each column, added since the
+    import, and per MAS_WORK column whether its value is MAS's work."""
+    rows, bucket = _mas_rows(stage, table, columns, types, key, detail=True)
+    return (f"SELECT s.k, s.r, s.added, s.work, s.as_imported\nFROM ({rows}) s\n"
             f"WHERE {bucket} = ANY(%(buckets)s)\nORDER BY 1")
+
+
+def added_query(stage, table: str, key: list, limit: int) -> str:
+    """The rows MAS added since the import, named: per class (NULL: MAS's normal work, else why
+    not), how many, and the first `limit` names."""
+    joins, label = MAS_LABELS[table]
+    reason = ADDED_INCONSISTENT.get(table, "NULL").format(t=IMPORTED_AT)
+    where = MAS_ROWS_OF_STAGE.get(stage.name, "true").replace("device_id", "m.device_id")
+    return (f"SELECT s.reason, count(*), (array_agg(s.label ORDER BY s.label))[1:{int(limit)}]\n"
+            f"FROM (SELECT ({label}) AS label, ({reason})::text AS reason FROM {table} m {joins}\n"
+            f"WHERE {where} AND {_added_condition(stage, key)}) s\nGROUP BY 1 ORDER BY 1 NULLS FIRST")
+
+
+class LockWaitExceeded(DatabaseError):
+    """A read of verify's waited longer than its lock_timeout for a lock another session holds."""
+
+    def __init__(self, conn):
+        super().__init__("lock wait exceeded")
+        self.conn = conn
+
+
+def _read_failure(conn, exc: BaseException) -> Exception:
+    if psycopg2 is not None and getattr(exc, "pgcode", None) == "55P03":  # lock_not_available
+        return LockWaitExceeded(conn)
+    return DatabaseError(f"reading failed: {first_line(exc)}")
 
 
 def _fetch_all(conn, query: str, params: dict, holder: list) -> None:
@@ -272,7 +389,7 @@ def _fetch_all(conn, query: str, params: dict, holder: list) -> None:
             cur.execute(query, params)
             holder.append(cur.fetchall())
     except BaseException as exc:  # handed to the caller, which raises it
-        holder.append(exc)
+        holder.append(_read_failure(conn, exc))
 
 
 def both(synapse_conn, synapse_query: str, mas_conn, mas_query: str, params: dict) -> tuple:
@@ -284,7 +401,7 @@ def both(synapse_conn, synapse_query: str, mas_conn, mas_query: str, params: dic
     thread.join()
     for holder in results:
         if isinstance(holder[0], BaseException):
-            raise DatabaseError(f"reading failed: {first_line(holder[0])}")
+            raise holder[0]
     return results[0][0], results[1][0]
 
 
@@ -333,7 +450,7 @@ class _Stream:
                     self._queue.put(rows)
             self._queue.put(None)
         except BaseException as exc:  # handed to the merge, which raises it
-            self._queue.put(exc)
+            self._queue.put(_read_failure(conn, exc))
 
     def __iter__(self):
         while True:
@@ -341,15 +458,41 @@ class _Stream:
             if item is None:
                 return
             if isinstance(item, BaseException):
-                raise DatabaseError(f"reading failed: {first_line(item)}")
+                raise item
             yield from item
 
 
-def compare(report: EntityReport, expected, found, limit: int) -> list:
-    """Merges two streams sorted by key (expected: key, digest, example, changed; found: key,
-    digest, added) into the report; returns the keys of unexpected MAS rows that the report names
-    (looked up afterwards, so MAS's stream carries no names)."""
-    unexpected_keys = []
+@dataclass
+class Columns:
+    """What the merge needs of an entity's columns: their names, those MAS's work may change (in
+    the order of the MAS side's flags) and those a newer Synapse row explains."""
+
+    names: list
+    mas_work: list
+    synapse_dated: tuple = ()
+
+    def differing(self, expected_hashes, found_hashes) -> list:
+        return [c for c, e, f in zip(self.names, expected_hashes, found_hashes) if e != f]
+
+    def damaged(self, expected_hashes, found_hashes, work_flags) -> list:
+        """The columns that differ and that MAS's work does not explain."""
+        work = dict(zip(self.mas_work, work_flags or ()))
+        return [c for c, e, f in zip(self.names, expected_hashes, found_hashes) if e != f and not work.get(c)]
+
+
+def compare(report: EntityReport, expected, found, limit: int, columns: Columns | None = None,
+            removable: list | None = None) -> tuple:
+    """Merges two streams sorted by key (expected: key, column md5s, example, changed, user id;
+    found: key, column md5s, added, MAS work flags, as imported) into the report; returns the keys
+    of unexpected MAS rows and of MAS rows whose Synapse source is gone since the import, that the
+    report names (looked up afterwards, so MAS's stream carries no names). Missing rows MAS may have
+    removed itself go to `removable` (a list) to be judged afterwards. A MAS row still as the import
+    wrote it (its row version is the import's) differs from Synapse because Synapse changed."""
+    unexpected_keys, gone_keys = [], []
+
+    def synapse_only(row, index) -> bool:
+        return len(row) > index and bool(row[index])
+
     exp = iter(expected)
     fnd = iter(found)
     e = next(exp, None)
@@ -357,25 +500,42 @@ def compare(report: EntityReport, expected, found, limit: int) -> list:
     while e is not None or f is not None:
         if f is None or (e is not None and e[0] < f[0]):
             report.expected += 1
-            report.count_loss("missing", e, limit)
+            if removable is not None and not e[3] and len(e) > 4 and e[4] is not None:
+                removable.append(e)
+            else:
+                report.count_loss("missing", e, limit)
             e = next(exp, None)
         elif e is None or f[0] < e[0]:
             if not f[2]:  # rows MAS added were counted with the buckets
-                report.unexpected += 1
-                if len(unexpected_keys) < limit:
-                    unexpected_keys.append(f[0])
+                if synapse_only(f, 4):
+                    report.changed_in_synapse += 1
+                    if len(gone_keys) < limit:
+                        gone_keys.append(f[0])
+                else:
+                    report.unexpected += 1
+                    if len(unexpected_keys) < limit:
+                        unexpected_keys.append(f[0])
             f = next(fnd, None)
         else:
             report.expected += 1
+            damaged = columns.damaged(e[1], f[1], f[3]) if columns else ([] if e[1] == f[1] else ["(row)"])
             if e[1] == f[1]:
                 report.found += 1
-            elif f[3]:
+            elif synapse_only(f, 4):
+                report.changed_in_synapse += 1
+                differing = columns.differing(e[1], f[1]) if columns else []
+                report.add_name("changed_in_synapse", f"{e[2]} ({', '.join(differing)})" if differing else e[2], limit)
+            elif not damaged:
                 report.changed_in_mas += 1
-            else:
+                report.add_name("changed_in_mas", e[2], limit)
+            elif e[3] and columns and all(c in columns.synapse_dated for c in damaged):
                 report.count_loss("different", e, limit)
+            else:
+                report.different += 1
+                report.add_name("different", f"{e[2]} ({', '.join(damaged)})" if e[2] is not None else None, limit)
             e = next(exp, None)
             f = next(fnd, None)
-    return unexpected_keys
+    return unexpected_keys, gone_keys
 
 
 def _name_unexpected(mas_conn, stage, table: str, key: list, types: dict, keys: list) -> list:
@@ -427,29 +587,182 @@ def _import_marker(mas_conn, server_name: str) -> dict:
     return marker
 
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def ulid_text(uuid_text: str) -> str:
+    """A uuid as MAS writes the same id in its job payloads: a ULID in Crockford base32."""
+    number = int(uuid_text.replace("-", ""), 16)
+    return "".join(_CROCKFORD[(number >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def _judge_removed(mas_conn, report: EntityReport, rows: list, limit: int, params: dict) -> None:
+    """Missing emails and third-party ids: MAS's doing when it deactivated their user after the
+    import or queued the user's provisioning after it (as it does when an email is removed);
+    damage otherwise."""
+    if not rows:
+        return
+    owners = sorted({row[4] for row in rows})
+    with mas_conn.cursor() as cur:
+        cur.execute(f"SELECT user_id::text, 'user deactivated' FROM users WHERE user_id::text = ANY(%(o)s)"
+                    f" AND deactivated_at > {IMPORTED_AT}", dict(params, o=owners))
+        reasons = dict(cur.fetchall())
+        cur.execute("SELECT to_regclass('queue_jobs') IS NOT NULL")
+        # Users remove emails only; other third-party ids go with a deactivation alone.
+        if cur.fetchone()[0] and report.table == "user_emails":
+            by_ulid = {ulid_text(o): o for o in owners if o not in reasons}
+            cur.execute(f"SELECT DISTINCT payload->>'user_id' FROM queue_jobs WHERE queue_name = 'provision-user'"
+                        f" AND created_at > {IMPORTED_AT} AND payload->>'user_id' = ANY(%(u)s)",
+                        dict(params, u=list(by_ulid)))
+            for (ulid,) in cur.fetchall():
+                reasons[by_ulid[ulid]] = "removed by its user"
+    for row in rows:
+        reason = reasons.get(row[4])
+        if reason:
+            report.changed_in_mas += 1
+            report.add_name("changed_in_mas", f"{row[2]} (gone: {reason})", limit)
+        else:
+            report.count_loss("missing", row, limit)
+
+
+def _name_added(mas_conn, report: EntityReport, stage, key: list, params: dict, limit: int) -> None:
+    """Names the rows MAS added since the import; those its normal work cannot have made are
+    unexpected (damage), with the reason."""
+    with mas_conn.cursor() as cur:
+        cur.execute(added_query(stage, stage.table, key, limit), params)
+        for reason, count, names in cur.fetchall():
+            if reason is None:
+                report.examples["added_in_mas"] = list(names or [])
+                continue
+            report.added_in_mas -= count
+            report.unexpected += count
+            for name in names or []:
+                report.add_name("unexpected", f"{name} ({reason})", limit)
+
+
 def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dict, row_hash: str, imported: dict,
                   options) -> "EntityReport":
     """One entity: bucket aggregates compared first, then only differing buckets row by row."""
     stage_started = time.monotonic()
-    columns = schema.target_columns(stage.table)
+    columns = schema.compared_columns(stage.table)
     types, key = _mas_columns(mas_conn, stage.table)
     report = EntityReport(stage.name, stage.table, imported=imported.get(stage.name))
-    differing = compare_buckets(report, *both(
+    report.columns = list(columns)
+    expected_rows, found_rows = both(
         synapse_conn, expected_buckets_query(stage, columns, types, key, row_hash),
-        mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params))
-    keys = []
+        mas_conn, found_buckets_query(stage, stage.table, columns, types, key, row_hash), params)
+    differing = compare_buckets(report, expected_rows, found_rows)
+    report.remembered = params.get("import_xid", -1) >= 0
+    keys, gone = [], []
     if differing:
         drill = dict(params, buckets=differing)
         expected = _Stream(synapse_conn, f"syn2mas_verify_s{index}",
                            expected_query(stage, columns, types, key), drill)
         found = _Stream(mas_conn, f"syn2mas_verify_m{index}",
                         found_query(stage, stage.table, columns, types, key), drill)
-        keys = compare(report, expected, found, options.examples)
+        work = [c for c in columns if c in MAS_WORK.get(stage.table, {})]
+        removable = [] if stage.table in REMOVED_BY_MAS else None
+        keys, gone = compare(report, expected, found, options.examples,
+                             Columns(columns, work, SYNAPSE_DATED.get(stage.name, ())), removable)
+        _judge_removed(mas_conn, report, removable or [], options.examples, params)
     if not stage.report_skips:  # another stage reports these skips
         report.skipped = {}
-    report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys)
+    unexpected = report.examples.get("unexpected") or []
+    report.examples["unexpected"] = _name_unexpected(mas_conn, stage, stage.table, key, types, keys) + unexpected
+    if gone:
+        report.examples.setdefault("changed_in_synapse", []).extend(
+            f"{name} (gone from Synapse)" for name in _name_unexpected(mas_conn, stage, stage.table, key, types, gone))
+    if report.added_in_mas:
+        _name_added(mas_conn, report, stage, key, params, options.examples)
     report.seconds = time.monotonic() - stage_started
     return report
+
+
+def _constraint_sql(with_state: bool) -> tuple:
+    state = ", con.convalidated" if with_state else ""
+    constraints = f"""
+        SELECT con.conrelid::regclass::text, con.conname, con.contype, pg_get_constraintdef(con.oid){state}
+        FROM pg_constraint con
+        WHERE con.contype IN ('p', 'u', 'f')
+          AND (con.conrelid = ANY(%(t)s::regclass[])
+               OR (con.contype = 'f' AND con.confrelid = ANY(%(t)s::regclass[])))"""
+    indexes = """
+        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indisvalid AND i.indisready
+        FROM pg_index i WHERE i.indrelid = ANY(%(t)s::regclass[])"""
+    return constraints, indexes
+
+
+def check_schema(mas_conn, marker: dict) -> dict:
+    """The constraints and indexes the import dropped and rebuilt (as its marker lists them, which
+    is what this MAS schema version defined at the import): each still there, the same, and valid;
+    and none on the written tables left NOT VALID or invalid."""
+    constraints_sql, indexes_sql = _constraint_sql(True)
+    with mas_conn.cursor() as cur:
+        cur.execute(constraints_sql, {"t": list(WRITTEN_TABLES)})
+        constraints = {(table, name): (definition, valid) for table, name, _type, definition, valid in cur.fetchall()}
+        cur.execute(indexes_sql, {"t": list(WRITTEN_TABLES)})
+        indexes = {name: (definition, valid) for name, definition, valid in cur.fetchall()}
+    problems = []
+    rebuilt = marker.get("rebuilt")
+    for (table, name), (_definition, valid) in sorted(constraints.items()):
+        if not valid:
+            problems.append(f"constraint {name} on {table} is NOT VALID")
+    for name, (_definition, valid) in sorted(indexes.items()):
+        if not valid:
+            problems.append(f"index {name} is invalid")
+    if rebuilt:
+        for table, name, _type, definition in rebuilt.get("constraints") or []:
+            found = constraints.get((table, name))
+            if found is None:
+                problems.append(f"constraint {name} on {table} is missing")
+            elif found[0] != definition and found[1]:
+                problems.append(f"constraint {name} on {table} differs from the one the import rebuilt")
+        for name, definition in rebuilt.get("indexes") or []:
+            found = indexes.get(name)
+            if found is None:
+                problems.append(f"index {name} is missing")
+            elif found[0] != definition:
+                problems.append(f"index {name} differs from the one the import rebuilt")
+    return {"checked": len(constraints) + len(indexes), "problems": problems,
+            "complete": bool(rebuilt),
+            "note": None if rebuilt else ("the import predates verify's record of the constraints it rebuilt: "
+                                          "their validity is checked, a missing one cannot be told")}
+
+
+def check_marker(marker: dict) -> dict:
+    """Whether the import's marker is as the import wrote it: its digest of itself, and its run
+    time recorded twice (an edited run time or high-water mark would pass damage off as Synapse's
+    changes). A marker of an import made before the digest existed is only cross-checked."""
+    problems = []
+    digest = marker.get("digest")
+    if digest is not None and digest != marker_digest(marker):
+        problems.append("the import's marker was edited after the import (its digest no longer matches)")
+    try:
+        from datetime import datetime
+        recorded_ms = datetime.fromisoformat(marker["imported_at"]).timestamp() * 1000
+        if abs(recorded_ms - int(marker["replay"]["run_ms"])) >= 1:
+            problems.append("the import's marker was edited after the import (its run time and imported_at "
+                            "disagree)")
+    except (KeyError, TypeError, ValueError):
+        problems.append("the import's marker was edited after the import (no readable run time)")
+    return {"intact": not problems, "problems": problems,
+            "note": None if digest else "the import predates the marker's digest: only its run time is cross-checked"}
+
+
+def _lock_refusal(exc: LockWaitExceeded, synapse_conn, lock_wait: float) -> RefusedError:
+    """Who holds the lock a read of verify waited for, named."""
+    side, tables = ("Synapse's", SYNAPSE_TABLES) if exc.conn is synapse_conn else ("MAS's", WRITTEN_TABLES)
+    try:
+        exc.conn.rollback()
+        holders = lock_holders(exc.conn, tables)
+    except Exception:  # naming them is a courtesy; the refusal stands
+        holders = []
+    return lock_refusal(
+        holders, lock_wait,
+        by_client=f"verify waited {{waited}}s for a lock on {side} tables held by {{holders}}: run verify again "
+                  "once it is done (nothing was read to a verdict, nothing was written)",
+        by_other=f"verify waited {{waited}}s for a lock on {side} tables held by {{holders}}: run verify again "
+                 "once it is done")
 
 
 def _run_verify(options: VerifyOptions) -> dict:
@@ -461,15 +774,16 @@ def _run_verify(options: VerifyOptions) -> dict:
     server_name = synapse.server_name
     synapse_conninfo = database_conninfo(synapse, options.synapse_database_uri, "the given Synapse database URI")
     mas_conninfo = database_conninfo(mas, options.mas_database_uri, "the given MAS database URI")
+    lock_timeout = f"{int(options.lock_wait_seconds * 1000)}ms"
 
-    mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS")
+    mas_conn = connect(mas_conninfo, APPLICATION_NAME, "MAS", lock_timeout=lock_timeout)
     synapse_conn = None
     try:
         _read_only(mas_conn)
         schema = detect_mas_schema(mas_conn)
         marker = _import_marker(mas_conn, server_name)
         replay = marker["replay"]
-        synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse")
+        synapse_conn = connect(synapse_conninfo, APPLICATION_NAME, "Synapse", lock_timeout=lock_timeout)
         reader = SynapseReader(synapse_conn, server_name)
         reader.begin_snapshot(lock=False)
         params = replay_params(server_name, replay)
@@ -479,34 +793,58 @@ def _run_verify(options: VerifyOptions) -> dict:
             params["new_token_devices"] = [row[0] for row in cur.fetchall()]
         imported = marker.get("migrated") or {}
         row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
-
+        params["import_xid"] = int(marker.get("xid", -1))
         entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options)
                     for index, stage in enumerate(STAGES)]
+        schema_check = check_schema(mas_conn, marker)
+        schema_check["marker"] = check_marker(marker)
         reader.end_snapshot()
         mas_conn.rollback()
+    except LockWaitExceeded as exc:
+        raise _lock_refusal(exc, synapse_conn, options.lock_wait_seconds) from None
+    except Exception as exc:
+        if psycopg2 is not None and getattr(exc, "pgcode", None) == "55P03":
+            cursor = getattr(exc, "cursor", None)
+            conn = synapse_conn if cursor is not None and cursor.connection is synapse_conn else mas_conn
+            raise _lock_refusal(LockWaitExceeded(conn), synapse_conn, options.lock_wait_seconds) from None
+        raise
     finally:
         mas_conn.close()
         if synapse_conn is not None:
             synapse_conn.close()
-    return summarize(entities, marker, server_name, schema.release, synapse_conninfo, mas_conninfo,
-                     time.monotonic() - started)
+    result = summarize(entities, marker, server_name, schema.release, synapse_conninfo, mas_conninfo,
+                       time.monotonic() - started, schema_check)
+    return result
 
 
 def summarize(entities: list, marker: dict, server_name: str, release: str, synapse_conninfo, mas_conninfo,
-              seconds: float) -> dict:
+              seconds: float, schema_check: dict | None = None) -> dict:
     totals = {k: sum(getattr(e, k) for e in entities)
               for k in ("expected", "found", "missing", "different", "unexpected", "changed_in_synapse",
                         "added_in_mas", "changed_in_mas")}
+    schema_check = schema_check or {"checked": 0, "problems": [], "complete": False, "note": None}
     damaged = [e.name for e in entities if e.missing or e.different or e.unexpected]
+    if schema_check["problems"]:
+        damaged.append("schema")
+    marker_check = schema_check.pop("marker", None) or {"intact": None, "problems": [], "note": None}
+    if marker_check["problems"]:
+        damaged.append("marker")
     ok = not damaged
     result = {
         "ok": ok, "changed": False, "server_name": server_name, "mas_release": release,
         "imported_at": marker.get("imported_at"),
         "synapse_database": describe(synapse_conninfo), "mas_database": describe(mas_conninfo),
         "entities": {e.name: e.as_dict() for e in entities}, "totals": totals, "damaged": damaged,
+        "schema": schema_check, "marker": marker_check,
         "synapse_changed_since_import": totals["changed_in_synapse"] > 0,
         "duration_seconds": round(seconds, 3), "exit_code": 0 if ok else EXIT_MISMATCH,
     }
+    notes = [note for note in (schema_check.get("note"), marker_check.get("note")) if note]
+    if any(not e.remembered for e in entities):
+        notes.append("the import recorded no transaction id (an import made before it did): a row changed in "
+                     "Synapse after the import is told from damage by its dates only, so some routine Synapse "
+                     "activity may show as damage")
+    result["notes"] = notes
     result["verdict"] = verdict(result)
     return result
 
@@ -514,18 +852,24 @@ def summarize(entities: list, marker: dict, server_name: str, release: str, syna
 def verdict(result: dict) -> str:
     totals = result["totals"]
     losses = ", ".join(f"{totals[k]} {k}" for k in ("missing", "different", "unexpected"))
+    problems = (result.get("schema") or {}).get("problems") or []
     if result["ok"]:
         line = f"verified: {totals['found']} rows in {len(result['entities'])} entities, 0 missing"
     else:
         line = (f"MISMATCH: {losses} in {', '.join(result['damaged'])} "
                 f"({totals['found']} of {totals['expected']} rows as expected)")
+        for problem in (result.get("marker") or {}).get("problems") or []:
+            line += f"; {problem}"
+        if problems:
+            line += f"; MAS's schema: {'; '.join(problems[:EXAMPLES])}" + (" ..." if len(problems) > EXAMPLES else "")
     if totals["changed_in_synapse"]:
         changed = [e["entity"] for e in result["entities"].values() if e["changed_in_synapse"]]
         line += (f"; Synapse changed since the import: {totals['changed_in_synapse']} row(s) newer than it "
                  f"({', '.join(changed)}), not in MAS")
     if totals["changed_in_mas"] or totals["added_in_mas"]:
-        line += (f"; MAS at work since the import: {totals['changed_in_mas']} row(s) changed (sessions used, users "
-                 f"locked or deactivated), {totals['added_in_mas']} added")
+        line += (f"; MAS at work since the import: {totals['changed_in_mas']} row(s) changed (sessions used or "
+                 f"logged out, tokens refreshed, users locked or deactivated, emails removed), "
+                 f"{totals['added_in_mas']} added")
     return line
 
 
@@ -544,12 +888,19 @@ def format_human(result: dict) -> str:
         for reason, count in sorted(e["skipped"].items()):
             lines.append(f"  {name}: {count:,} skipped as the import skips them: {reason}")
     labels = {"missing": "MISSING in MAS", "different": "DIFFERENT in MAS", "unexpected": "UNEXPECTED in MAS",
-              "changed_in_synapse": "CHANGED in Synapse since the import"}
+              "changed_in_synapse": "CHANGED in Synapse since the import",
+              "changed_in_mas": "CHANGED by MAS at work since the import",
+              "added_in_mas": "ADDED by MAS at work since the import"}
     for name, e in result["entities"].items():
         for kind, label in labels.items():
             count = e[kind]
             if count:
                 examples = e["examples"].get(kind) or []
                 lines.append(f"{label}: {name}: {count:,}" + (f" (e.g. {', '.join(examples)})" if examples else ""))
+    schema = result.get("schema") or {}
+    for problem in schema.get("problems") or []:
+        lines.append(f"SCHEMA of MAS: {problem}")
+    for note in result.get("notes") or []:
+        lines.append(f"  note: {note}")
     lines.append(result["verdict"])
     return "\n".join(lines) + "\n"
