@@ -36,7 +36,7 @@ def pytest_collection_modifyitems(config, items):
                                     "in tests/support/tiers.py only")
         item.add_marker(getattr(pytest.mark, tier))
         # pytest-xdist (--dist loadgroup): a file's tests stay on one worker (they share module fixtures),
-        # and the files that share global names (system users, /opt paths, fixed ports) share one worker.
+        # and the files that create system users or run the heavy fleets share one (tiers.SERIAL_FILES).
         item.add_marker(pytest.mark.xdist_group(group))
         tiers[item] = tier
     # The longest tiers first (a file's tests keep their order), so that with pytest-xdist the workers take

@@ -50,12 +50,17 @@ FILES = {
     "integration/test_synapse_auth_start.py": "e2e",
 }
 
-# Files whose tests share names global to the machine run on one pytest-xdist worker, one after the other:
-# system users and groups (useradd/groupadd lock /etc/passwd: two at once fail).
-SHARED_GLOBALS = {
-    "integration/test_fleet_ssh.py": "system-users",
-    "integration/test_config_edit_on_host.py": "system-users",
-}
+# Files run on one pytest-xdist worker, one after the other (every other file is a group of its own):
+# those that create system users and groups (useradd/groupadd lock /etc/passwd: two at once fail), and
+# the heavy end-to-end files (fleets of Synapse servers, sshd, nginx, molecule), so that two of them
+# never compete for the cores while the other worker runs the rest of the suite beside them.
+SERIAL_FILES = frozenset({
+    "integration/test_fleet_ssh.py",
+    "integration/test_config_edit_on_host.py",
+    "integration/test_runbook_e2e.py",
+    "integration/test_reverse_proxy_e2e.py",
+    "integration/test_molecule.py",
+})
 
 
 def _relative(path: str) -> str:
@@ -67,7 +72,7 @@ def tier_of(path: str) -> tuple[str, str]:
     """(tier, xdist group) of a test file given relative to the repository root."""
     rel = _relative(path)
     tier = "unit" if rel.startswith("unit/") else FILES[rel]
-    return tier, SHARED_GLOBALS.get(rel, rel)
+    return tier, ("serial" if rel in SERIAL_FILES else rel)
 
 
 def test_files(tests_dir: str) -> list:
@@ -90,6 +95,6 @@ def check_tiers(tests_dir: str) -> list:
     problems += [f"{rel} is a unit test by its folder and must not be listed" for rel in sorted(FILES)
                  if rel.startswith("unit/")]
     problems += [f"{rel}: unknown tier {tier!r}" for rel, tier in sorted(FILES.items()) if tier not in TIERS]
-    problems += [f"{rel} is in SHARED_GLOBALS but not in FILES" for rel in sorted(SHARED_GLOBALS)
+    problems += [f"{rel} is in SERIAL_FILES but not in FILES" for rel in sorted(SERIAL_FILES)
                  if rel not in FILES]
     return problems
