@@ -98,12 +98,14 @@ for v in $SYNAPSE_VERSIONS; do
 done
 # 6. The controller's virtualenv: only what the README says a controller needs
 #    (requirements-controller.txt), for the tests that run the built collection as a user would.
-want="$(sha256sum < requirements-controller.txt)"
+#    The versions are the tested ones (tests/constraints-controller.txt) within the file's ranges.
+want="$(cat requirements-controller.txt tests/constraints-controller.txt | sha256sum)"
 if ! stamp_ok .venv-controller/.requirements.stamp "$want"; then
   log "installing the controller's packages into .venv-controller"
   rm -rf .venv-controller
   "$PYTHON" -m venv .venv-controller
-  .venv-controller/bin/python -m pip install -q --disable-pip-version-check -r requirements-controller.txt
+  .venv-controller/bin/python -m pip install -q --disable-pip-version-check -r requirements-controller.txt \
+    -c tests/constraints-controller.txt
   echo "$want" > .venv-controller/.requirements.stamp
 fi
 

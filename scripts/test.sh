@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: prepares everything it needs (scripts/setup.sh),
 # then runs pytest against real PostgreSQL clusters and real Synapse schemas it starts itself.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k import -x).
+# The tests run on SYN2MAS_TEST_WORKERS pytest-xdist workers (default 2, one per core; 0 runs them in
+# this process): a file's tests stay on one worker, and the files that create system users or run the
+# heavy end-to-end fleets share one (SERIAL_FILES in tests/support/tiers.py). Extra arguments go to
+# pytest, e.g. scripts/test.sh -m "unit or database" (make test-fast), scripts/test.sh -k import -x.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONDONTWRITEBYTECODE=1
+workers=${SYN2MAS_TEST_WORKERS:-2}
+parallel=()
+if [ "$workers" != 0 ]; then
+  parallel=(-n "$workers" --dist loadgroup)
+fi
 set +e
-.venv/bin/python -m pytest tests "$@"
+.venv/bin/python -m pytest tests "${parallel[@]}" "$@"
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
-  echo "no tests were collected" >&2
+  echo "no tests were collected: failing (exit 5)" >&2
 fi
 exit "$rc"

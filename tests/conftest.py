@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 
@@ -13,8 +12,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from tests.support import pgcluster, synapse_schema  # noqa: E402
+from tests.support.pgcluster import new_db_name  # noqa: E402
+from tests.support.tiers import TIERS, check_tiers, tier_of  # noqa: E402
 
-_counter = itertools.count()
+
+def pytest_configure(config):
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}")
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group's tests on one worker")
+    # A test file without a tier (or a tier for a file that is gone) stops the run before anything runs.
+    problems = check_tiers(os.path.join(ROOT, "tests"))
+    if problems:
+        raise pytest.UsageError("tests/support/tiers.py: " + "; ".join(problems))
+
+
+def pytest_collection_modifyitems(config, items):
+    tiers = {}
+    for item in items:
+        tier, group = tier_of(os.path.relpath(str(item.path), ROOT))
+        own = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if own:
+            raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(own)} in its file: tiers are assigned "
+                                    "in tests/support/tiers.py only")
+        item.add_marker(getattr(pytest.mark, tier))
+        # pytest-xdist (--dist loadgroup): a file's tests stay on one worker (they share module fixtures),
+        # and the files that create system users or run the heavy fleets share one (tiers.SERIAL_FILES).
+        item.add_marker(pytest.mark.xdist_group(group))
+        tiers[item] = tier
+    # The longest tiers first (a file's tests keep their order), so that with pytest-xdist the workers take
+    # the end-to-end files at the start and the short ones fill in at the end.
+    order = list(reversed(TIERS))
+    items.sort(key=lambda item: order.index(tiers[item]))
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +52,6 @@ def pg():
         yield cluster
     finally:
         cluster.stop()
-
-
-def new_db_name(prefix: str) -> str:
-    return f"{prefix}_{os.getpid()}_{next(_counter)}"
 
 
 @pytest.fixture(params=synapse_schema.VERSIONS, ids=lambda v: f"synapse-{v}")

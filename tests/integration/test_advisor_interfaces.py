@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from test_advisor_checks import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
+from tests.support.advisor_cases import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.join(ROOT, ".venv", "bin")
@@ -235,6 +235,9 @@ def test_playbook_ends_zero_when_the_advisor_ran_everywhere(env, tmp_path):
     run, report = advisor_playbook(env, tmp_path, {"hs1": {}, "hs2": {}})[:2]
     assert run.returncode == 0, run.stdout + run.stderr
     assert {h: e["outcome"] for h, e in report["hosts"].items()} == {"hs1": "needs attention", "hs2": "needs attention"}
+    # Ansible warns about nothing but the advisor's findings (run_once under the free strategy used to warn).
+    warnings = re.findall(r"^\[WARNING\]: (.*)", run.stdout + run.stderr, re.M)
+    assert warnings and all(w.startswith("registration_enabled: ") for w in warnings), warnings
 
 
 def test_playbook_gate_blocks_on_what_the_run_cannot_remedy_and_lists_the_rest_as_remedied(env, tmp_path):

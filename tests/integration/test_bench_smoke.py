@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from tests.conftest import ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 sys.path.insert(0, ROOT)
 

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.test_config_modules import CLIENT_SECRET, HOMESERVER, MAS, PEPPER, SHARED, assert_no_secrets
+from tests.support.config_files import CLIENT_SECRET, HOMESERVER, MAS, PEPPER, SHARED, assert_no_secrets
 from tests.support.ansible_run import run_tasks
 from tests.support.synapse_schema import LATEST, synapse_python
 

@@ -9,7 +9,7 @@ import pytest
 
 from _syn2mas.config import format_ulid
 from _syn2mas.errors import RefusedError
-from tests.integration.test_import_safety import small_homeserver, without_timings
+from tests.support.migration_env import small_homeserver, without_timings
 
 NEW_GOOGLE_ID = uuid.UUID("018e3f0a-7b2c-7d4e-9f00-0000000000c3")
 

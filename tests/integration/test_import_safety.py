@@ -16,21 +16,10 @@ from _syn2mas.errors import DatabaseError, DataError, RefusedError
 from _syn2mas.mas_writer import ADVISORY_LOCK_KEY
 from tests.support import mas_schema
 from tests.support.import_load import bulk_homeserver, wait_until_no_importer
+from tests.support.migration_env import small_homeserver, without_timings
 from tests.support.pgcluster import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def small_homeserver(env):
-    with env.populate() as s:
-        alice = s.user("alice", admin=True)
-        s.threepid(alice, "email", "alice@example.test")
-        s.login(alice, "PHONE", ip="192.0.2.1")
-        s.login(alice, "LAPTOP", with_refresh=True)
-        bob = s.user("bob")
-        s.login(bob, "BOBDEV")
-        sso = s.user("sso", password_hash=None)
-        s.external_id(sso, "oidc-google", "sub-1")
 
 
 # -- refusals: nothing is written -------------------------------------------------------------
@@ -304,10 +293,6 @@ def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byt
     assert without_timings(dry["counts"]) == without_timings(real["counts"])
     assert dry["dry_run"] is True and real["dry_run"] is False
     assert env.mas("SELECT count(*) FROM users") == [(3,)]
-
-
-def without_timings(counts):
-    return {stage: {k: v for k, v in entry.items() if k != "seconds"} for stage, entry in counts.items()}
 
 
 def test_a_second_run_reports_no_change_and_touches_nothing(env):

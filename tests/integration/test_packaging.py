@@ -102,3 +102,42 @@ def test_changelog_fragments_and_changelog_lint_with_antsibull_changelog():
         rendered = handle.read()
     for version in releases:
         assert f"\nv{version}\n" in rendered, version  # CHANGELOG.rst is rendered from changelog.yaml
+
+
+def test_the_execution_environment_installs_the_built_tarball(built, tmp_path):
+    """`ansible-builder create` makes the build context from meta/execution-environment.yml and the tarball
+    `ansible-galaxy collection build` wrote beside it; its galaxy stage, replayed here without a container
+    runtime, installs this collection from that tarball (Galaxy is never asked)."""
+    tarball = built[1].parent / f"matrix-syn2mas-{galaxy()['version']}.tar.gz"
+    (tmp_path / "meta").mkdir()
+    for name in ("execution-environment.yml", "ee-requirements.txt", "ee-bindep.txt"):
+        shutil.copy(os.path.join(ROOT, "meta", name), tmp_path / "meta" / name)
+    shutil.copy(tarball, tmp_path / tarball.name)
+    run = subprocess.run([os.path.join(BIN, "ansible-builder"), "create", "-f", "meta/execution-environment.yml",
+                          "-c", "context", "--output-filename", "Containerfile"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    context = tmp_path / "context"
+    assert os.listdir(context / "_build" / "collection") == [tarball.name]
+    requirements = yaml.safe_load((context / "_build" / "requirements.yml").read_text())
+    assert requirements == {"collections": [{"name": "/build/collection/matrix-syn2mas.tar.gz", "type": "file"}]}
+    galaxy_stage = (context / "Containerfile").read_text().split("FROM base AS galaxy", 1)[1].split("\nFROM ", 1)[0]
+    steps = [line for line in galaxy_stage.splitlines() if line.startswith(("COPY", "RUN"))]
+    renames = [line[len("RUN "):] for line in steps if "mv matrix-syn2mas-" in line]
+    install = next(i for i, line in enumerate(steps) if "ansible-galaxy collection install" in line)
+    assert len(renames) == 1 and steps.index("RUN " + renames[0]) < install, steps
+    # The stage as the container runs it, with /build here: the rename, then the collection install.
+    build = tmp_path / "build"
+    shutil.copytree(context / "_build", build)
+    rename = subprocess.run(["sh", "-c", renames[0].replace("/build", str(build))], capture_output=True, text=True,
+                            check=False)
+    assert rename.returncode == 0, rename.stderr
+    (build / "requirements.yml").write_text(yaml.safe_dump(
+        {"collections": [dict(c, name=c["name"].replace("/build", str(build))) for c in requirements["collections"]]}))
+    install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",
+                              "-p", str(tmp_path / "collections")], cwd=build, capture_output=True, text=True,
+                             timeout=300, check=False, env=dict(os.environ, ANSIBLE_GALAXY_SERVER="http://127.0.0.1:9/"))
+    assert install.returncode == 0, install.stdout + install.stderr
+    manifest = json.loads((tmp_path / "collections" / "ansible_collections" / "matrix" / "syn2mas" /
+                           "MANIFEST.json").read_text())
+    assert manifest["collection_info"]["version"] == galaxy()["version"]

@@ -1,6 +1,6 @@
 """The import refuses with the advisor's own words: each refusal is judged by the advisor's check.
 
-Each case makes one refusal true on a clean, well-configured pair (test_advisor_checks' changes),
+Each case makes one refusal true on a clean, well-configured pair (tests/support/advisor_cases.py's changes),
 asks the advisor as right before the import, then runs the real import: it must refuse, write
 nothing, and its message must be exactly the advisor's ERROR line(s) for that check.
 """
@@ -15,9 +15,9 @@ from _syn2mas.advisor.refusals import IMPORT_REFUSALS
 from _syn2mas.advisor.report import finding_line
 from _syn2mas.errors import Syn2masError
 from _syn2mas.mas_writer import MARKER_PREFIX
-from test_advisor_checks import (
-    Case, _cas_links, _foreign_user, _google_unmapped, _mas_providers_not_synced, _mas_user, _oauth_delegated,
-    _schema_version, _synapse_running, clean_data, found,
+from tests.support.advisor_cases import (
+    Case, cas_links, clean_data, foreign_user, found, google_unmapped, mas_providers_not_synced, mas_user,
+    oauth_delegated, schema_version, synapse_running,
 )
 
 
@@ -29,14 +29,14 @@ def _other_servers_import(c):
 REFUSALS = {
     "mas_homeserver_mismatch": lambda c: c.mas_matrix(homeserver="matrix.example.test"),
     "mas_already_imported": _other_servers_import,
-    "mas_not_empty": _mas_user,
-    "synapse_schema_too_old": _schema_version,
-    "synapse_running": _synapse_running(True),
-    "wrong_server_name_users": _foreign_user,
-    "oauth_delegated_links": _oauth_delegated,
-    "sso_links_unknown_provider": _cas_links,
-    "sso_provider_unmapped": _google_unmapped,
-    "sso_provider_not_in_mas_database": _mas_providers_not_synced,
+    "mas_not_empty": mas_user,
+    "synapse_schema_too_old": schema_version,
+    "synapse_running": synapse_running(True),
+    "wrong_server_name_users": foreign_user,
+    "oauth_delegated_links": oauth_delegated,
+    "sso_links_unknown_provider": cas_links,
+    "sso_provider_unmapped": google_unmapped,
+    "sso_provider_not_in_mas_database": mas_providers_not_synced,
 }
 
 

@@ -12,91 +12,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
 from _syn2mas.mas_link import verify_password
-from tests.conftest import new_db_name
 from tests.support import synapse_schema
+from tests.support.net import free_port
+from tests.support.pgcluster import new_db_name
 from tests.support.ansible_run import run_tasks
+from tests.support.synapse_process import Synapse, http, wait_healthy
 
 PEPPER = "pepper-ÿ-1234"
 REG_SECRET = "registration-shared-secret"
 PASSWORD = "Ünïcödé ﬁ Å pässwörd"  # NFKC changes "ﬁ" and "Å": only a normalising scheme accepts it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Synapse:
-    """One Synapse process, started and always stopped."""
-
-    def __init__(self, version, configs, workdir, name):
-        self.python = synapse_schema.synapse_python(version)
-        self.configs = [str(c) for c in configs]
-        self.log = workdir / f"{name}.log"
-        self.proc = None
-
-    def start(self):
-        cmd = [self.python, "-m", "synapse.app.homeserver"]
-        for config in self.configs:
-            cmd += ["-c", config]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_exit(self, timeout=90) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-
-def http(url, data=None, timeout=2):
-    body = json.dumps(data).encode() if data is not None else None
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_healthy(synapse: Synapse, base: str, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if synapse.proc.poll() is not None:
-            raise AssertionError(f"Synapse exited with {synapse.proc.returncode}:\n{synapse.output()[-4000:]}")
-        try:
-            status, body = http(base + "/health", timeout=1)
-            if status == 200 and body == "OK":
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"Synapse did not answer /health within {timeout}s:\n{synapse.output()[-4000:]}")
 
 
 def register(base: str, username: str, password: str):
@@ -224,9 +154,9 @@ def test_rewritten_config_starts_and_the_removals_matter(setup, pg, tmp_path):
     assert not verify_password({k: v for k, v in v1.items() if k != "secret"}, PASSWORD, stored[0])
 
 
+# The override mode is version-independent: the newest release only (the other case is not generated).
+@pytest.mark.parametrize("setup", [synapse_schema.LATEST], indirect=True, ids=lambda v: f"synapse-{v}")
 def test_override_mode_starts(setup, tmp_path):
-    if setup["version"] != synapse_schema.LATEST:
-        pytest.skip("the override mode is version-independent; one release is enough")
     before = setup["original"].read_text()
     override = setup["work"] / "zz-mas.yaml"
     run = run_tasks(tmp_path, [{"matrix.syn2mas.synapse_auth_delegation": {

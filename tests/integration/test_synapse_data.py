@@ -9,7 +9,7 @@ import re
 import bcrypt
 import pytest
 
-from tests.conftest import new_db_name
+from tests.support.pgcluster import new_db_name
 from tests.support import synapse_schema
 from tests.support.synapse_data import (
     FIXED_NOW_MS,

@@ -64,8 +64,10 @@ def ours(read, raw):
 def test_every_spelling_of_every_switch_reads_as_synapse_reads_it(version):
     cases = [(switch, value) for switch in SWITCHES for value in SPELLINGS]
     fragments = [SWITCHES[switch][0](value) for switch, value in cases]
+    readings = synapse_reads(version, fragments)
+    assert len(readings) == len(fragments) == len(SWITCHES) * len(SPELLINGS)  # one reading per case
     disagreements = []
-    for (switch, value), fragment, theirs in zip(cases, fragments, synapse_reads(version, fragments)):
+    for (switch, value), fragment, theirs in zip(cases, fragments, readings, strict=True):
         mine = ours(SWITCHES[switch][1], fragment)
         if "refused" in theirs:  # Synapse does not start: neither may we call it on or off
             agree = isinstance(mine, ConfigError)
@@ -74,7 +76,6 @@ def test_every_spelling_of_every_switch_reads_as_synapse_reads_it(version):
         if not agree:
             disagreements.append(f"{switch}: {value!r}: Synapse {theirs.get(switch, theirs.get('refused'))}, "
                                  f"ours {mine}")
-    assert len(fragments) == len(SWITCHES) * len(SPELLINGS)
     assert disagreements == []
 
 
@@ -89,7 +90,9 @@ def test_the_oidc_providers_synapse_runs_are_the_ones_read_as_enabled(version, t
     fragments += [{"oidc_providers": [{**OIDC, "idp_id": "x", "idp_name": "X", **({} if v is None else {"enabled": v})}]}
                   for v in (True, False, "false", None)]
     compared, disagreements = 0, []
-    for index, (fragment, theirs) in enumerate(zip(fragments, synapse_reads(version, fragments))):
+    readings = synapse_reads(version, fragments)
+    assert len(readings) == len(fragments)  # one reading per fragment
+    for index, (fragment, theirs) in enumerate(zip(fragments, readings, strict=True)):
         if "refused" in theirs:
             continue
         path = tmp_path / f"homeserver-{index}.yaml"
@@ -156,12 +159,12 @@ def test_synapse_refuses_mas_exactly_when_the_table_says_so_and_not_after_the_pl
         planned.append({k: v for k, v in applied.items() if v is not None})
     readings = synapse_reads(version, on + off + planned)
     assert len(readings) == 2 * len(on + off)
-    for (key, fragment), theirs in zip(CONFLICT_ON.items(), readings):
+    for (key, fragment), theirs in zip(CONFLICT_ON.items(), readings[:len(on)], strict=True):
         assert "OAuth delegation is enabled" in theirs.get("refused", ""), (key, theirs)
         assert [c.key for c in synapse_settings.mas_conflicts(fragment)] == [key]
-    for fragment, theirs in zip(off, readings[len(on):]):
+    for fragment, theirs in zip(off, readings[len(on):len(on + off)], strict=True):
         assert "refused" not in theirs, (fragment, theirs)
         assert synapse_settings.mas_conflicts(fragment) == []
-    for fragment, theirs in zip(planned, readings[len(on + off):]):
+    for fragment, theirs in zip(planned, readings[len(on + off):], strict=True):
         assert "refused" not in theirs, (fragment, theirs)
         assert synapse_settings.mas_conflicts(fragment) == []

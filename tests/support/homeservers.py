@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -24,6 +23,7 @@ import yaml
 from _syn2mas.config import format_ulid
 
 from . import mas_schema, synapse_schema
+from .net import free_port
 from .pgcluster import PgCluster
 
 # Fake secrets, unique enough to scan ansible's output for.
@@ -67,12 +67,6 @@ def google_oidc_provider(client_id: str) -> dict:
         "scopes": ["profile", "email"], "user_profile_method": "userinfo_endpoint",
         "user_mapping_provider": {"config": {"localpart_template": "{{ user.preferred_username }}"}},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method: str, url: str, body=None, token: str | None = None, timeout: float = 30.0):

@@ -90,3 +90,21 @@ class MigrationEnv:
 
     def synapse_dump(self) -> str:
         return self.pg.dump(self.synapse_db)
+
+
+def small_homeserver(env: MigrationEnv) -> None:
+    """Three users (an admin with two devices, one with a device, one SSO-only), an email and an SSO link."""
+    with env.populate() as s:
+        alice = s.user("alice", admin=True)
+        s.threepid(alice, "email", "alice@example.test")
+        s.login(alice, "PHONE", ip="192.0.2.1")
+        s.login(alice, "LAPTOP", with_refresh=True)
+        bob = s.user("bob")
+        s.login(bob, "BOBDEV")
+        sso = s.user("sso", password_hash=None)
+        s.external_id(sso, "oidc-google", "sub-1")
+
+
+def without_timings(counts: dict) -> dict:
+    """An import's counts without the seconds each stage took (which differ from run to run)."""
+    return {stage: {k: v for k, v in entry.items() if k != "seconds"} for stage, entry in counts.items()}

@@ -8,10 +8,10 @@ by Debian's package) and the files live in a directory that user owns.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +19,15 @@ from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.extras
+
+from .net import free_port
+
+_db_counter = itertools.count()
+
+
+def new_db_name(prefix: str) -> str:
+    """A database name no other test of this run (nor another pytest-xdist worker) uses."""
+    return f"{prefix}_{os.getpid()}_{next(_db_counter)}"
 
 
 def find_bindir() -> str:
@@ -35,12 +44,6 @@ def find_bindir() -> str:
             "(it installs Debian's postgresql package)"
         )
     return os.path.dirname(candidates[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -226,7 +229,7 @@ def start_cluster(prefix: str = "syn2mas-pg-") -> PgCluster:
     if run_as:
         pw = pwd.getpwnam(run_as)
         os.chown(basedir, pw.pw_uid, pw.pw_gid)
-    cluster = PgCluster(basedir=basedir, port=_free_port(), bindir=find_bindir(), run_as=run_as)
+    cluster = PgCluster(basedir=basedir, port=free_port(), bindir=find_bindir(), run_as=run_as)
     try:
         return cluster.start()
     except Exception:

@@ -28,3 +28,43 @@ def test_documented_choices_and_defaults_are_the_librarys():
     assert documented_option("syn2mas_state", "state")["choices"] == list(state_record.STATES)
     assert documented_option("syn2mas_state", "path")["default"] == state_record.DEFAULT_STATE_FILE
     assert documented_option("syn2mas_advisor", "fail_on")["choices"] == list(advisor_report.FAIL_ON)
+
+
+def test_the_action_group_lists_every_module():
+    """`module_defaults: {group/matrix.syn2mas.syn2mas: ...}` reaches every module of the collection."""
+    import yaml
+
+    with open(os.path.join(ROOT, "meta", "runtime.yml")) as handle:
+        group = yaml.safe_load(handle)["action_groups"]["syn2mas"]
+    modules = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "plugins", "modules"))
+                     if name.endswith(".py") and name != "__init__.py")
+    assert len(modules) > 0
+    assert sorted(group) == modules
+    assert len(group) == len(set(group))
+
+
+def requirement_lines(name: str) -> dict:
+    from packaging.requirements import Requirement
+
+    with open(os.path.join(ROOT, name)) as handle:
+        lines = [line.split("#")[0].strip() for line in handle]
+    return {r.name: r for r in (Requirement(line) for line in lines if line and not line.startswith("-"))}
+
+
+def test_controller_requirements_are_ranges_holding_the_tested_versions():
+    """requirements-controller.txt gives ranges a controller can meet; the tests pin the versions they run."""
+    import yaml
+
+    ranges = requirement_lines("requirements-controller.txt")
+    tested = requirement_lines("tests/constraints-controller.txt")
+    assert sorted(ranges) == sorted(tested) == ["ansible-core", "ruamel.yaml"]
+    for name, requirement in ranges.items():
+        assert not any(spec.operator == "==" for spec in requirement.specifier), requirement
+        (pin,) = tested[name].specifier
+        assert pin.operator == "==" and requirement.specifier.contains(pin.version), (requirement, pin)
+    # The test virtualenv runs the same ansible-core, and the range starts where the collection says it does.
+    assert requirement_lines("requirements-test.txt")["ansible-core"].specifier == tested["ansible-core"].specifier
+    with open(os.path.join(ROOT, "meta", "runtime.yml")) as handle:
+        requires = yaml.safe_load(handle)["requires_ansible"]
+    assert requires.startswith(">=") and ranges["ansible-core"].specifier.contains(requires[2:])
+    assert not ranges["ansible-core"].specifier.contains("2.15.13")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import errors, mas_schema
+from . import __version__, errors, mas_schema
 from .config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
@@ -34,7 +34,6 @@ from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
 from .verify import replay_record
 
-VERSION = "0.2.0"
 APPLICATION_NAME = "syn2mas"
 # How long any one statement of the import waits for a lock beyond those it takes at the start
 # (a table pointing at MAS's users, say), whatever the role's lock_timeout.
@@ -271,7 +270,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             reader.end_snapshot()
         else:
             _commit_import(run, reader, writer, mas_conninfo, warnings, lambda: _with_record(writer, lambda: {
-                "collection_version": VERSION, "imported_at": run_at.isoformat(timespec="milliseconds"),
+                "collection_version": __version__, "imported_at": run_at.isoformat(timespec="milliseconds"),
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
                 # real import records one (its marker), so a dry run skips this pass over the tables.
