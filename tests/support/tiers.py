@@ -32,6 +32,8 @@ FILES = {
     "integration/test_refusals_agree.py": "database",
     "integration/test_synapse_data.py": "database",
     "integration/test_verify.py": "database",
+    "integration/test_verify_activity.py": "database",
+    "integration/test_verify_damage.py": "database",
     "integration/test_advisor_interfaces.py": "playbook",
     "integration/test_config_edit_on_host.py": "playbook",
     "integration/test_config_modules.py": "playbook",
@@ -48,6 +50,7 @@ FILES = {
     "integration/test_runbook_e2e.py": "e2e",
     "integration/test_runtime_discovery.py": "e2e",
     "integration/test_synapse_auth_start.py": "e2e",
+    "integration/test_verify_synapse_activity.py": "e2e",
 }
 
 # Files run on one pytest-xdist worker, one after the other (every other file is a group of its own):
