@@ -5,40 +5,15 @@ import is told apart from damage; neither database changes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support.ansible_run import run_tasks
-from tests.support.synapse_data import SynapseData, populate_sample
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def syn2mas(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "syn2mas"), *args],
-                          capture_output=True, text=True, timeout=300, check=False)
-
-
-def verify_cli(env, *extra):
-    return syn2mas("--command", "verify", "--synapseConfigFile", env.homeserver_yaml,
-                   "--masConfigFile", env.mas_yaml, *extra)
+from tests.support.synapse_data import SynapseData
+from tests.support.verify_runs import imported, syn2mas, verify_cli
 
 
 def verify(env) -> dict:
     return run_verify(VerifyOptions(synapse_config=[env.homeserver_yaml], mas_config=[env.mas_yaml]))
-
-
-def imported(env) -> dict:
-    conn = env.pg.connect(env.synapse_db)
-    try:
-        populate_sample(conn, env.server_name)
-    finally:
-        conn.close()
-    result = env.run()
-    assert result["changed"] is True
-    return result
 
 
 def test_clean_import_verifies_and_leaves_both_databases_as_they_were(make_env, synapse_version, mas_variant):

@@ -10,7 +10,7 @@ import time
 
 from _syn2mas.importer import run_import
 from _syn2mas.verify import VerifyOptions, run_verify, ulid_text
-from tests.integration.test_verify import imported, syn2mas, verify_cli
+from tests.support.verify_runs import imported, syn2mas, verify_cli
 from tests.support.synapse_data import populate_sample
 
 
