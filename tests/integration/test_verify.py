@@ -9,7 +9,7 @@ import json
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support.ansible_run import run_tasks
 from tests.support.synapse_data import SynapseData
-from tests.support.verify_runs import imported, syn2mas, verify_cli
+from tests.support.verify_runs import imported, verify_cli
 
 
 def verify(env) -> dict:
