@@ -25,23 +25,27 @@ description:
   - With O(state=restored), puts the files of the backup at O(dest)/O(run_id) back where they were
     (a file absent at backup time is removed), and restores the databases listed in O(restore_databases) from
     their dumps (C(pg_restore --clean --single-transaction)).
+  - With O(state=absent), removes the backup O(dest)/O(run_id), or without O(run_id) every backup in O(dest)
+    (and what interrupted ones left), for when the migration is accepted (backups hold password hashes, access
+    and refresh tokens and the configs' secrets). O(keep) is the retention of O(state=present).
   - Database passwords reach C(pg_dump) and C(pg_restore) through the environment, never the command line.
 extends_documentation_fragment:
   - matrix.syn2mas.syn2mas.database_uris
 options:
   state:
-    description: V(present) makes (or verifies) the backup; V(restored) restores from it.
+    description: V(present) makes (or verifies) the backup; V(restored) restores from it; V(absent) removes it
+      (every backup in O(dest) without O(run_id)).
     type: str
-    choices: [present, restored]
+    choices: [present, restored, absent]
     default: present
   dest:
     description: The directory holding one sub-directory per run.
     type: path
     required: true
   run_id:
-    description: The name of this run's backup directory (the runbook uses a UTC timestamp, sortable).
+    description: The name of this run's backup directory (the runbook uses a UTC timestamp, sortable). Required
+      unless O(state=absent).
     type: str
-    required: true
   synapse_config:
     description: Synapse's configuration files; they name its database and are copied into the backup.
     type: list
@@ -107,6 +111,11 @@ EXAMPLES = r"""
     run_id: "20260101T120000Z"
     mas_config: [/etc/mas/config.yaml]
     restore_databases: [mas]
+
+- name: The migration is accepted - remove every backup of this host (they hold hashes and tokens)
+  matrix.syn2mas.syn2mas_backup:
+    state: absent
+    dest: /var/backups/syn2mas
 """
 
 RETURN = r"""
@@ -129,8 +138,9 @@ databases:
   type: list
   elements: str
 removed:
-  description: Older backups removed by O(keep) (or that would be, in check mode).
-  returned: state=present
+  description: Older backups removed by O(keep), or the backups removed by O(state=absent) (or that would be, in
+    check mode).
+  returned: state=present or state=absent
   type: list
   elements: str
 restored_files:
@@ -172,6 +182,8 @@ def run(module):
     def targets():
         return database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"])
 
+    if p["state"] == "absent":
+        return _backup.purge(p["dest"], p["run_id"], module.check_mode)
     if p["state"] == "present":
         files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
         return _backup.make_backup(p["dest"], _backup.check_run_id(p["run_id"]), targets(), files, p["pg_bindir"],
@@ -185,9 +197,9 @@ def run(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", choices=["present", "restored"], default="present"),
+            state=dict(type="str", choices=["present", "restored", "absent"], default="present"),
             dest=dict(type="path", required=True),
-            run_id=dict(type="str", required=True),
+            run_id=dict(type="str"),
             **database_options(synapse_required=False, mapping=False),
             extra_files=dict(type="list", elements="path", default=[]),
             keep=dict(type="int", default=5),
@@ -195,6 +207,7 @@ def main():
             restore_databases=dict(type="list", elements="str", choices=["synapse", "mas"], default=[]),
             pg_bindir=dict(type="path"),
         ),
+        required_if=[("state", "present", ["run_id"]), ("state", "restored", ["run_id"])],
         supports_check_mode=True,
     )
     require_libraries(module, LIBRARY_IMPORT_ERROR, psycopg2=True)

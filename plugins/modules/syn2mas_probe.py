@@ -46,6 +46,13 @@ options:
     description: Report the upstream providers of O(mas_config) that MAS's database has no row for.
     type: bool
     default: false
+  activity:
+    description:
+      - Also report what the other clients of each database are doing (C(activity), C(activity_summary)), from
+        C(pg_stat_activity) - how old their transaction is, what they wait for and which sessions block them.
+      - How the runbook says what a Synapse that does not stop waits for.
+    type: bool
+    default: false
   fail_on_unreachable:
     description:
       - Fail when a database does not answer, or (with O(wait_synapse_idle)) clients are left.
@@ -80,7 +87,9 @@ synapse:
   description: Synapse's database - C(reachable), C(database) (host, port, name; never a password), C(error),
     C(size_bytes), C(server_version) (C(15.14 (Debian 15.14-0+deb12u1))), C(server_version_num) (C(150014)),
     C(server_major) (C(15); C(9.6) before PostgreSQL 10), C(other_clients) (pid, application_name, user, address,
-    state).
+    state); with O(activity), C(activity) (per other client - pid, application_name, user, address, state,
+    transaction_seconds, waiting_for, blocked_by, command, i.e. its query's first word only) and C(activity_summary)
+    (one line).
   returned: when synapse_config or synapse_database_uri is given
   type: dict
 mas:
@@ -125,7 +134,7 @@ def run(module):
     targets = _probe.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
                                       p["mas_database_uri"], errors)
     return _probe.probe_targets(targets, p["wait_synapse_idle"], p["timeout"], p["space_path"], p["mas_config"],
-                                p["check_providers"], p["fail_on_unreachable"], errors)
+                                p["check_providers"], p["fail_on_unreachable"], errors, p["activity"])
 
 
 def main():
@@ -137,6 +146,7 @@ def main():
             space_path=dict(type="path"),
             check_providers=dict(type="bool", default=False),
             fail_on_unreachable=dict(type="bool", default=True),
+            activity=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

@@ -95,3 +95,28 @@ def test_a_symlinked_file_is_restored_through_its_link(env, tmp_path):
     assert target.read_text() == "server { listen 80; }\n"
     assert os.stat(target).st_mode & 0o777 == 0o640
     assert sorted(os.listdir(link.parent)) == ["matrix"] and sorted(os.listdir(target.parent)) == ["matrix"]
+
+
+def test_backups_are_purged_through_the_module_once_the_migration_is_accepted(env, tmp_path):
+    """syn2mas_backup state=absent: check mode shows what would go, the run removes the backups (and an
+    interrupted one's leftovers, not an operator's own files), a second run changes nothing."""
+    from tests.support.ansible_run import run_tasks
+
+    dest = tmp_path / "backups"
+    write(str(tmp_path / "etc" / "hs.yaml"), "server_name: example.test\n")
+    for run_id in ("20260101T000000Z", "20260102T000000Z"):
+        assert backup.make_backup(str(dest), run_id, {}, [str(tmp_path / "etc" / "hs.yaml")])["verified"]
+    os.makedirs(dest / ".20260103T000000Z.abc123")  # what an interrupted backup left
+    write(str(dest / "operator-notes.txt"), "mine\n")
+    os.makedirs(dest / "operator-dir")
+    task = {"matrix.syn2mas.syn2mas_backup": {"state": "absent", "dest": str(dest)}}
+    run = run_tasks(tmp_path, [task, {"matrix.syn2mas.syn2mas_backup": {
+        "state": "absent", "dest": str(dest), "run_id": "20260101T000000Z"}}], check=True)
+    expected = sorted(str(dest / d) for d in (".20260103T000000Z.abc123", "20260101T000000Z", "20260102T000000Z"))
+    assert run.results[0]["changed"] is True and sorted(run.results[0]["removed"]) == expected, run.stdout
+    assert run.results[1]["removed"] == [str(dest / "20260101T000000Z")]
+    assert len(os.listdir(dest)) == 5  # check mode removed nothing
+    run = run_tasks(tmp_path, [task, task])
+    assert sorted(run.results[0]["removed"]) == expected, run.stdout
+    assert run.results[1]["changed"] is False and run.results[1]["removed"] == []
+    assert sorted(os.listdir(dest)) == ["operator-dir", "operator-notes.txt"]

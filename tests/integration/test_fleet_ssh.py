@@ -15,7 +15,8 @@ The hosts:
 The steps depend on each other and run in order on one module-scoped fleet: the advisor; the dry run
 changes nothing; the rollback playbook on never-migrated hosts changes nothing; one run with a failure in
 each phase on a different host (and hs6 failing its preflight) ends with every Synapse healthy on legacy
-authentication; the real run migrates; a second run changes nothing; the rollback playbook brings password
+authentication; the real run migrates; a second run changes nothing; verify.yml proves the migrated hosts
+(and finds the one whose MAS the test tampered with); the rollback playbook brings password
 logins and the old access tokens back and removes every file the run created. A step that finds a
 Synapse down starts it again first, as an operator would (before the migration, one that cannot start
 gets back the configs it had before any run), so that each step reports on its own.
@@ -375,6 +376,42 @@ def test_07_a_second_run_changes_nothing(fleet):
     problems.check(result.rc == 0, tail(result, 1500))
     problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
     problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    problems.assert_none()
+
+
+def test_07b_verify_playbook_runs_on_the_hosts_bare_python(fleet):
+    """playbooks/verify.yml after the real run: the inventory's interpreter is Debian's bare /usr/bin/python3
+    (no psycopg2), so it must find the Python for the database work itself, as migrate.yml does. One host's
+    MAS is tampered with (a password hash changed) for the run: that host alone is a mismatch."""
+    problems = Problems(fleet.heal())
+    hs5 = fleet.hosts["hs5"]
+    user_id, original = fleet.pg.execute(
+        "SELECT p.user_id, p.hashed_password FROM user_passwords p JOIN users u USING (user_id) "
+        "WHERE u.username = 'bob'", hs5.mas_db)[0]
+    fleet.pg.execute("UPDATE user_passwords SET hashed_password = 'tampered' WHERE user_id = %s", hs5.mas_db, (user_id,))
+    try:
+        result = run(fleet, "verify", limit=NOT_HS6)
+    finally:
+        fleet.pg.execute("UPDATE user_passwords SET hashed_password = %s WHERE user_id = %s", hs5.mas_db,
+                         (original, user_id))
+    problems.check(result.rc != 0, "verify.yml passed a tampered MAS")
+    problems.check("No module named 'psycopg2'" not in result.output, tail(result, 1500))
+    stats = recap(result.stdout)
+    report = latest_report(fleet, "verify")["hosts"]
+    for name in MIGRATING:
+        entry = report.get(name, {})
+        verified = entry.get("verified") or {}
+        if name == "hs5":
+            problems.check(entry.get("outcome") == "mismatch" and stats.get(name, {}).get("failed") == 1,
+                           f"{name}: {entry}")
+            problems.check(verified.get("damaged") == ["passwords"] and verified.get("different") == 1,
+                           f"{name}: verify: {verified}")
+            continue
+        problems.check(entry.get("outcome") == "verified" and stats.get(name, {}).get("failed") == 0,
+                       f"{name}: {entry}; {tail(result, 1500)}")
+        problems.check(verified.get("ok") is True and verified.get("verdict", "").endswith(" rows in 9 entities, 0 missing"),
+                       f"{name}: verify: {verified}")
+        problems.check((entry.get("live_checks") or {}).get("ok") is True, f"{name}: live checks: {entry.get('live_checks')}")
     problems.assert_none()
 
 

@@ -13,7 +13,10 @@ the new config (`nginx -t` fails) stops the run before Synapse starts, the proxy
 the rescue brings Synapse back on legacy authentication -> the real run sends the three compat routes
 to MAS and everything else to Synapse -> a second run (and the role on its own) changes nothing -> the
 role on its own puts back a file nginx refuses, without reloading -> the rollback restores the proxy's
-file byte for byte, reloads nginx, and legacy password login works through the proxy again.
+file byte for byte, reloads nginx, and legacy password login works through the proxy again -> migrated again
+with the conf.d override named by auth_delegation_override_path, a rollback that leaves Synapse delegating (an
+operator's stray copy of the override) is reported failed -> a rollback whose proxy reload fails on an unrelated
+broken nginx file, with Synapse back on legacy authentication, is reported rolled back, naming the proxy.
 """
 
 from __future__ import annotations
@@ -362,3 +365,81 @@ def test_6_rollback_restores_the_proxy_and_legacy_login_works_through_it(lab):
     status, _body = lab.through_proxy("POST", "/_matrix/client/v3/logout", {}, token=body["access_token"])
     assert status == 200
     assert lab.mas.requests == []
+
+
+def login_flows(hs) -> list:
+    """What Synapse itself offers for login (asked directly, not through the proxy)."""
+    status, body = homeservers.http("GET", hs.base_url + "/_matrix/client/v3/login")
+    return [f["type"] for f in body.get("flows", [])] if status == 200 else [status]
+
+
+def host_state(hs) -> str:
+    path = os.path.join(hs.dir, "state", "state.json")
+    if not os.path.exists(path):
+        return "legacy"
+    with open(path) as handle:
+        return json.load(handle)["state"]
+
+
+def test_7_an_override_set_through_the_roles_own_input_is_migrated_and_rolled_back_only_as_observed(lab):
+    """The conf.d override named by auth_delegation's own input (auth_delegation_override_path) is in the backup,
+    so the rollback removes it. A rollback that leaves Synapse delegating (an operator's stray copy of the
+    override the backup cannot know) is reported as failed, naming it, with the state record left as it was."""
+    hs = lab.hs
+    confd = os.path.join(hs.confdir, "conf.d")
+    os.makedirs(confd, exist_ok=True)
+    override = os.path.join(confd, "zz-mas.yaml")
+    reads_confd = {  # Synapse reads homeserver.yaml and conf.d/, as Debian's unit does
+        "synapse_service_start_command": hs.start_command.replace(f"-c {hs.homeserver_yaml}",
+                                                                  f"-c {hs.homeserver_yaml} -c {confd}"),
+        "auth_delegation_override_path": override}
+    homeserver_before = open(hs.homeserver_yaml).read()
+    run = lab.playbook("migrate.yml", **reads_confd)
+    assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
+    assert os.path.exists(override) and open(hs.homeserver_yaml).read() == homeserver_before
+    assert "m.login.password" not in login_flows(hs)
+    # The operator copies the override by hand; the rollback cannot know that file.
+    stray = os.path.join(confd, "zz-operator-copy.yaml")
+    with open(stray, "w") as handle:
+        handle.write(open(override).read())
+    run = lab.playbook("rollback.yml", **reads_confd)
+    assert run.returncode != 0
+    entry = latest_report(lab.fleet, "rollback")["hosts"]["hs1"]
+    assert entry["outcome"] == "rollback failed", entry
+    assert "rollback failed: Synapse offers no password login" in entry["error"], entry["error"]
+    assert "it still delegates to MAS" in entry["error"] and entry["rolled_back"] is False, entry
+    assert not os.path.exists(override)  # its own override is gone (it was in the backup)...
+    assert "m.login.password" not in login_flows(hs)  # ...but Synapse still delegates: not "rolled back"
+    assert host_state(hs) == "delegated"
+    os.unlink(stray)
+
+
+def test_8_a_proxy_that_cannot_reload_does_not_hide_a_rollback_that_worked(lab):
+    """The other way round: an unrelated broken nginx file makes the rollback's `nginx -t` fail, yet Synapse is
+    back on legacy authentication. The report and the state record say so, naming the proxy's failure."""
+    hs = lab.hs
+    confd = os.path.join(hs.confdir, "conf.d")
+    broken = os.path.join(os.path.dirname(lab.nginx.site), "other-site.conf")
+    with open(broken, "w") as handle:
+        handle.write("server { listen 127.0.0.1:1; this_is_not_a_directive; }\n")
+    try:
+        run = lab.playbook("rollback.yml", synapse_service_start_command=hs.start_command.replace(
+            f"-c {hs.homeserver_yaml}", f"-c {hs.homeserver_yaml} -c {confd}"),
+            auth_delegation_override_path=os.path.join(confd, "zz-mas.yaml"))
+    finally:
+        os.unlink(broken)
+    assert run.returncode == 0, run.stdout[-8000:]
+    report = latest_report(lab.fleet, "rollback")
+    entry = report["hosts"]["hs1"]
+    assert entry["outcome"] == "rolled back" and entry["rolled_back"] is True, entry
+    assert "the reverse proxy was not reloaded" in entry["error"] and "this_is_not_a_directive" in entry["error"], \
+        entry["error"]
+    assert host_state(hs) == "legacy"
+    assert "m.login.password" in login_flows(hs)
+    md = open(os.path.join(lab.fleet.report_dir, report["run_id"], "rollback.md")).read()
+    assert "| hs1 | rolled back | delegated → legacy |" in md and "still down" not in md, md
+    # The proxy's file is restored; once the operator's file is fixed, a reload serves it.
+    assert open(lab.nginx.site, "rb").read() == lab.original_bytes
+    subprocess.run(lab.nginx.reload_command, shell=True, check=True)
+    status, body = lab.password_login("bob")
+    assert status == 200, body

@@ -6,7 +6,9 @@ ansible-playbook against an inventory with the local connection.
 The steps depend on each other and run in order (one module-scoped fleet):
 check mode changes nothing -> a real run where hs2 fails mid-run (its MAS database becomes unreachable
 once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
-wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> the fixed fleet migrates -> a second run
+wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> a stop command that does not
+return fails within synapse_service_stop_timeout, naming what is on Synapse's database, and is rolled back ->
+the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> the fixed fleet migrates -> a second run
 changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
 """
 
@@ -105,6 +107,12 @@ def test_1_check_mode_changes_nothing(fleet):
     assert report["check_mode"] is True
     assert {h: e["outcome"] for h, e in report["hosts"].items()} == {
         h: "would migrate (check mode)" for h in WAVE_ORDER}
+    # Nothing was stopped and no backup written: the report shows neither a downtime nor a backup path.
+    for entry in report["hosts"].values():
+        assert entry["downtime_seconds"] is None and entry["synapse_down"] is False, entry
+        assert entry["backup_path"] is None, entry
+    md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
+    assert "/backups/" not in md, md
 
 
 def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
@@ -207,6 +215,79 @@ def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
     fleet.expected["hs2"]["devices"] += 1
 
 
+def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
+    hs2 = fleet.hosts["hs2"]
+    # A real client holds a long transaction on Synapse's database (as a nightly pg_dump does), and the
+    # stop command does not return. (Synapse's own background index builds wait behind such a transaction,
+    # and its shutdown with them.) By the rollback's stop, the backup has ended: Synapse stops for real.
+    hung = os.path.join(fleet.base, "hs2-stop-hung")
+    end_backup = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres -d postgres -c "
+                  "\"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nightly pg_dump'\"")
+    stop = f"if [ -e {hung} ]; then {end_backup} >/dev/null; {hs2.stop_command}; else touch {hung}; sleep 3600; fi"
+    timeout = 10
+    fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "synapse_service_stop_timeout": timeout}})
+    config_before = open(hs2.homeserver_yaml).read()
+    backup = fleet.pg.connect(hs2.synapse_db, autocommit=False, application_name="nightly pg_dump")
+    try:
+        with backup.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT count(*) FROM users")
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        backup.close()
+        fleet.write_inventory()
+    assert run.returncode != 0
+    assert recap(run.stdout).get("hs2", {}).get("failed") == 1, run.stdout[-8000:] + run.stderr[-3000:]
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    assert entry["failed_phase"] == "synapse_stop"
+    # It failed within the bound, saying what it waited for and what was on Synapse's database.
+    stop_seconds = [p["seconds"] for p in entry["phase_seconds"] if p["phase"] == "synapse_stop"][0]
+    assert timeout <= stop_seconds < timeout + 30, entry["phase_seconds"]
+    assert "Synapse did not stop (Stop Synapse (operator's command): Timeout exceeded" in entry["error"], entry["error"]
+    assert f"synapse_service_stop_timeout is {timeout} s" in entry["error"], entry["error"]
+    assert "nightly pg_dump" in entry["error"] and "idle in transaction" in entry["error"], entry["error"]
+    assert "in a transaction for" in entry["error"], entry["error"]
+    # Synapse is up again on its legacy authentication, its configuration as it was.
+    assert entry["synapse_down"] is False
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_state(hs2) == "legacy"
+    assert hs2.healthy(), hs2.log_tail()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
+
+
+def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
+    hs2 = fleet.hosts["hs2"]
+    # The first stop stops Synapse, then fails; the rollback's stop succeeds on the stopped Synapse.
+    failed_once = os.path.join(fleet.base, "hs2-stop-failed")
+    stop = f"{hs2.stop_command}; if [ ! -e {failed_once} ]; then touch {failed_once}; exit 3; fi"
+    fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "syn2mas_hold_down_on_failure": True}})
+    config_before = open(hs2.homeserver_yaml).read()
+    try:
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        fleet.write_inventory()
+    assert run.returncode != 0
+    assert recap(run.stdout).get("hs2", {}).get("failed") == 1, run.stdout[-8000:] + run.stderr[-3000:]
+    report = latest_report(fleet)
+    entry = report["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    # Held down as the inventory asked: rolled back, but not started again, and the report says so.
+    assert not hs2.healthy() and hs2.pid() is None
+    assert entry["synapse_down"] is True and entry["downtime_seconds"] is None
+    md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
+    assert "| hs2 | failed |" in md and "still down" in md
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_state(hs2) == "legacy"
+    # The operator starts it when ready: legacy logins work.
+    hs2.start()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
+
+
 def test_3_migration_of_the_fleet(fleet):
     run = fleet.playbook("migrate.yml", "-vvv")
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
@@ -301,8 +382,18 @@ def test_6_rollback_brings_legacy_logins_back(fleet):
         status, served = homeservers.http("GET", hs.well_known_url)
         assert "org.matrix.msc2965.authentication" not in served
         assert host_state(hs) == "legacy"
-        # MAS's database is back to its pre-import content (emptied).
+        # MAS's database is back to its pre-import content (emptied), and the state record says so.
         assert mas_counts(fleet, hs)["users"] == 0
+        record = json.load(open(os.path.join(hs.dir, "state", "state.json")))
+        assert record["record"]["mas_database"] == "emptied", record
+    # The report says from which state each host was rolled back, as the live checks found it.
+    report = latest_report(fleet, "rollback")
+    # (hs1 was rolled back keeping MAS in step 5: this run only emptied its MAS.)
+    for name, entry in report["hosts"].items():
+        before = "legacy" if name == "hs1" else "delegated"
+        assert (entry["outcome"], entry["state_before"], entry["state"]) == ("rolled back", before, "legacy"), entry
+    md = open(os.path.join(fleet.report_dir, report["run_id"], "rollback.md")).read()
+    assert "| hs2 | rolled back | delegated → legacy |" in md, md
 
 
 def test_7_rollback_of_a_legacy_host_changes_nothing(fleet):

@@ -243,6 +243,29 @@ def _expired(dest: str, keep: int, extra: int = 0) -> list:
     return [os.path.join(dest, d) for d in runs[:max(0, excess)]]
 
 
+def purge(dest: str, run_id: str | None = None, check_mode: bool = False) -> dict:
+    """syn2mas_backup's `state: absent`: removes the backup `run_id` of `dest`, or every backup there (and
+    leftovers of interrupted ones), once the migration is accepted. Backups hold password hashes, access
+    and refresh tokens and the configs' secrets: kept longer than needed they are a liability."""
+    result = {"changed": False, "path": dest, "removed": []}
+    if not os.path.isdir(dest):
+        return result
+    if run_id is not None:
+        wanted = [check_run_id(run_id)] if os.path.isdir(os.path.join(dest, run_id)) else []
+    else:
+        # Only what the backups made: a run's directory with its manifest, or a partial one (".<run>.<random>").
+        wanted = sorted(d for d in os.listdir(dest) if os.path.isdir(os.path.join(dest, d)) and (
+            os.path.isfile(os.path.join(dest, d, MANIFEST)) or (d.startswith(".") and d.count(".") >= 2)))
+    result["removed"] = [os.path.join(dest, d) for d in wanted]
+    result["changed"] = bool(wanted)
+    if not check_mode:
+        for path in result["removed"]:
+            shutil.rmtree(path)
+        if wanted:
+            _fsync(dest)
+    return result
+
+
 def restore_files(path: str, check_mode: bool = False, only=None) -> list:
     """Puts every file of the backup back where it was (a file absent then is removed); returns
     the paths that changed."""

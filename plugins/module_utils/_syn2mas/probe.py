@@ -13,7 +13,7 @@ import os
 import time
 
 from .config import format_ulid, load_mas_config, load_synapse_config
-from .db import connect, database_conninfo, describe, other_clients, secrets_of
+from .db import OTHER_CLIENTS, connect, database_conninfo, describe, other_clients, secrets_of
 from .errors import ConfigError, DatabaseError, Syn2masError, with_result
 from .host_runtime import postgres_major
 
@@ -81,6 +81,53 @@ def probe_database(conninfo: dict, what: str) -> dict:
     return info
 
 
+def database_activity(conninfo: dict, what: str) -> list:
+    """What the other clients of the database are doing, for a Synapse that does not stop: each
+    session's transaction age, what it waits for and who blocks it (e.g. Synapse's index build
+    waiting behind a backup's long transaction). Only a query's first word is kept: the rest may
+    hold a secret."""
+    conn = connect(conninfo, APPLICATION_NAME, what)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"""
+                SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(a.usename::text, ''),
+                       COALESCE(host(a.client_addr), ''), COALESCE(a.state, ''),
+                       floor(EXTRACT(EPOCH FROM now() - a.xact_start))::int,
+                       CASE WHEN a.state = 'active' AND a.wait_event_type IN ('Lock', 'LWLock', 'IO', 'IPC', 'BufferPin')
+                            THEN a.wait_event_type || ' ' || a.wait_event END,
+                       pg_blocking_pids(a.pid),
+                       upper(substring(ltrim(a.query) from '^[A-Za-z]+'))
+                FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.xact_start NULLS LAST, a.pid""")
+            rows = cur.fetchall()
+        conn.rollback()
+    finally:
+        conn.close()
+    return [{"pid": pid, "application_name": app, "user": user, "address": address, "state": state,
+             "transaction_seconds": xact, "waiting_for": waiting, "blocked_by": list(blocked or []),
+             "command": command or ""}
+            for pid, app, user, address, state, xact, waiting, blocked, command in rows]
+
+
+def describe_activity(activity: list) -> str:
+    """One line for what `database_activity` found: who is on the database, and what each waits for."""
+    if not activity:
+        return "no other client is connected"
+    parts = []
+    for s in activity:
+        line = f"pid {s['pid']} {s['application_name'] or 'unnamed'} (user {s['user']}, from {s['address'] or 'local socket'})"
+        line += f" {s['state'] or 'unknown state'}"
+        if s["command"]:
+            line += f" ({s['command']})"
+        if s["transaction_seconds"] is not None:
+            line += f", in a transaction for {s['transaction_seconds']} s"
+        if s["waiting_for"]:
+            line += f", waiting for {s['waiting_for']}"
+        if s["blocked_by"]:
+            line += ", blocked by pid " + ", ".join(str(pid) for pid in s["blocked_by"])
+        parts.append(line)
+    return "; ".join(parts)
+
+
 def mas_provider_rows(conninfo: dict, mas_config) -> dict:
     """The upstream providers MAS's config defines, and which of them MAS's database lacks."""
     mas = load_mas_config(mas_config)
@@ -127,10 +174,12 @@ def free_bytes(path: str) -> tuple:
 
 def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float = 120, space_path: str | None = None,
                   mas_config=None, check_providers: bool = False, fail_on_unreachable: bool = True,
-                  config_errors: dict | None = None) -> dict:
+                  config_errors: dict | None = None, activity: bool = False) -> dict:
     """syn2mas_probe's result: each database's probe (after waiting for Synapse's to go idle, when
     asked), their total size, the free space at `space_path`, and MAS's missing provider rows.
     `config_errors` (from database_targets) are reported as databases that could not be reached.
+    With `activity`, each database that answers also gets `activity` (database_activity) and its one-line
+    `activity_summary`.
 
     Raises a Syn2masError whose `result` holds what was found, when a database does not answer (and
     `fail_on_unreachable`) or Synapse's database stays busy.
@@ -150,6 +199,9 @@ def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float
                 problems.append(f"clients are still connected to Synapse's database after {timeout}s: {listing}")
         else:
             info = probe_database(conninfo, what)
+        if activity and info["reachable"]:
+            info["activity"] = database_activity(conninfo, what)
+            info["activity_summary"] = describe_activity(info["activity"])
         result[name] = info
         if not info["reachable"]:
             problems.append(info["error"])
