@@ -42,6 +42,7 @@ FILES = {
     "integration/test_report_secrets.py": "playbook",
     "integration/test_reverse_proxy_module.py": "playbook",
     "integration/test_sanity.py": "playbook",
+    "integration/test_well_known_role.py": "playbook",
     "integration/test_synapse_settings.py": "e2e",
     "integration/test_fleet_ssh.py": "e2e",
     "integration/test_live_checks.py": "e2e",
