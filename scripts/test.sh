@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE=1
 workers=${SYN2MAS_TEST_WORKERS:-2}
 parallel=()
 if [ "$workers" != 0 ]; then
-  parallel=(-n "$workers" --dist loadgroup)
+  parallel=(-n "$workers" --dist loadscope)  # grouped by tests/conftest.py (tiers.tier_of)
 fi
 set +e
 .venv/bin/python -m pytest tests "${parallel[@]}" "$@"

@@ -19,7 +19,6 @@ from tests.support.tiers import TIERS, check_tiers, tier_of  # noqa: E402
 def pytest_configure(config):
     for tier, what in TIERS.items():
         config.addinivalue_line("markers", f"{tier}: {what}")
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group's tests on one worker")
     # A test file without a tier (or a tier for a file that is gone) stops the run before anything runs.
     problems = check_tiers(os.path.join(ROOT, "tests"))
     if problems:
@@ -29,20 +28,32 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     tiers = {}
     for item in items:
-        tier, group = tier_of(os.path.relpath(str(item.path), ROOT))
+        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT))
         own = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
         if own:
             raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(own)} in its file: tiers are assigned "
                                     "in tests/support/tiers.py only")
         item.add_marker(getattr(pytest.mark, tier))
-        # pytest-xdist (--dist loadgroup): a file's tests stay on one worker (they share module fixtures),
-        # and the files that create system users or run the heavy fleets share one (tiers.SERIAL_FILES).
-        item.add_marker(pytest.mark.xdist_group(group))
         tiers[item] = tier
     # The longest tiers first (a file's tests keep their order), so that with pytest-xdist the workers take
     # the end-to-end files at the start and the short ones fill in at the end.
     order = list(reversed(TIERS))
     items.sort(key=lambda item: order.index(tiers[item]))
+
+
+# pytest-xdist: the tests of one group (tiers.tier_of) go to one worker, in order: a file's tests share module
+# fixtures, and the files that create system users or run the heavy fleets share one group
+# (tiers.SERIAL_FILES). Grouped here by file path rather than by xdist_group marks, which pytest-xdist 3.8
+# applies by rewriting an attribute pytest 9 no longer reads (every test was then scheduled on its own).
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return tier_of(nodeid.split("::", 1)[0])[1]
+
+    return TierGroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
