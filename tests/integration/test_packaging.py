@@ -134,7 +134,7 @@ def test_the_execution_environment_installs_the_built_tarball(built, tmp_path):
     assert rename.returncode == 0, rename.stderr
     (build / "requirements.yml").write_text(yaml.safe_dump(
         {"collections": [dict(c, name=c["name"].replace("/build", str(build))) for c in requirements["collections"]]}))
-    install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",
+    install = subprocess.run([os.path.join(BIN, "ansible-galaxy"), "collection", "install", "--force", "-r", "requirements.yml",
                               "-p", str(tmp_path / "collections")], cwd=build, capture_output=True, text=True,
                              timeout=300, check=False, env=dict(os.environ, ANSIBLE_GALAXY_SERVER="http://127.0.0.1:9/"))
     assert install.returncode == 0, install.stdout + install.stderr

@@ -334,7 +334,7 @@ def _mas_rows(stage, table: str, columns: list, types: dict, key: list, detail: 
         flags = ("ARRAY[" + ", ".join(f"COALESCE({work[c].format(t=IMPORTED_AT)}, false)"
                                       for c in columns if c in work) + "]::boolean[]")
         # The import's own row version (its transaction's id as the row's xmin): MAS never touched it.
-        values = f"{hashes} AS r, {flags} AS work, (m.xmin::text::bigint = %(import_xid)s) AS as_imported"
+        values = f"{hashes} AS r, {flags} AS work, (m.xmin::text::bigint = %(synapse_changed_xid)s) AS as_imported"
     else:
         values = "ROW(" + ", ".join(f"m.{c}" for c in columns) + ") AS r"
     rows = (f"SELECT {key_sql} AS k, {values}, {_added_condition(stage, key)} AS added"
@@ -794,6 +794,12 @@ def _run_verify(options: VerifyOptions) -> dict:
         imported = marker.get("migrated") or {}
         row_hash = "hash_record" if min(synapse_conn.server_version, mas_conn.server_version) >= 140000 else "md5"
         params["import_xid"] = int(marker.get("xid", -1))
+        # The import's row version tells "Synapse changed since" from damage only where Synapse did change:
+        # with every table the import read as it was then, a MAS row that differs from what the import had to
+        # write is MAS's (a trigger, a hand edit), whatever its row version.
+        recorded = marker.get("synapse_fingerprint")
+        synapse_unchanged = bool(recorded) and reader.fingerprint() == recorded
+        params["synapse_changed_xid"] = -1 if synapse_unchanged else params["import_xid"]
         entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options)
                     for index, stage in enumerate(STAGES)]
         schema_check = check_schema(mas_conn, marker)
