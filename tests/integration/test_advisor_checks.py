@@ -20,7 +20,8 @@ from _syn2mas.advisor import ERROR, INFO, WARN, AdvisorOptions, run_advisor
 from _syn2mas.config import format_ulid
 from _syn2mas.importer import ImportOptions, run_import
 from _syn2mas.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
-from tests.support import mas_schema, migration_env, synapse_schema
+from tests.support import homeservers, mas_schema, migration_env, synapse_schema
+from tests.support.mas_stand_in import MasStandIn
 from tests.support.synapse_data import SynapseData
 
 PEPPER = "s3cr3t-pepper"
@@ -70,6 +71,7 @@ class Case:
         self.mas = copy.deepcopy(CLEAN_MAS)
         self.options: dict = {}
         self._open: list = []
+        self._stand_ins: list = []
 
     # Shortcuts for the cases.
     def _writable(self):
@@ -92,6 +94,13 @@ class Case:
         self._open.append(conn)
         if sql:
             conn.cursor().execute(sql)
+
+    def mas_answering(self, issuer: str | None = None) -> MasStandIn:
+        """MAS (a stand-in) answering at the URL the advisor is given, as the MAS of `issuer`."""
+        mas = MasStandIn(issuer=issuer or CLEAN_MAS["http"]["issuer"]).start()
+        self._stand_ins.append(mas)
+        self.options["mas_url"] = mas.url
+        return mas
 
     def mas_matrix(self, **changes) -> None:
         self.mas["matrix"] = {"homeserver": self.env.server_name, "secret": "shared-secret",
@@ -124,6 +133,8 @@ class Case:
         finally:
             for conn in self._open:
                 conn.close()
+            for mas in self._stand_ins:
+                mas.stop()
 
 
 def found(result: dict, check: str) -> list:
@@ -494,6 +505,8 @@ FIRES = [
     ("mas_not_empty", ERROR, _mas_user),
     ("mas_already_imported", WARN, _mas_marker),
     ("sso_provider_not_in_mas_database", ERROR, _mas_providers_not_synced),
+    ("mas_answers", ERROR, lambda c: c.options.update(mas_url=f"http://127.0.0.1:{homeservers.free_port()}/")),
+    ("mas_answers", ERROR, lambda c: c.mas_answering(issuer="https://other-mas.example.test/")),
 ]
 
 QUIET = [
@@ -558,6 +571,8 @@ QUIET = [
     ("mas_not_empty", _nothing),
     ("mas_already_imported", _nothing),
     ("sso_provider_not_in_mas_database", _nothing),
+    ("mas_answers", lambda c: c.mas_answering()),
+    ("mas_answers", _nothing),  # no MAS URL given: not asked (reported as not run)
 ]
 
 
@@ -611,6 +626,23 @@ def test_check_fires(request, check, severity, change):
         assert advisor.exit_code(result) == 10
 
 
+def test_a_mas_that_does_not_answer_is_named_with_the_url_tried(request):
+    case = case_for(_nothing, request)
+    url = f"http://127.0.0.1:{homeservers.free_port()}"
+    case.options["mas_url"] = url + "/"
+    result = case.run()
+    hits = found(result, "mas_answers")
+    assert [h["severity"] for h in hits] == [ERROR]
+    assert hits[0]["message"].startswith(f"MAS does not answer at {url}/health ("), hits
+    assert hits[0]["where"] == f"{url}/health"
+    assert "Synapse is not stopped while MAS does not answer" in hits[0]["remedy"]
+    # Another MAS answers there: the issuer it names is not the one this MAS config declares.
+    with MasStandIn(issuer="https://other-mas.example.test/", port=int(url.rsplit(":", 1)[1])):
+        hits = found(case.run(), "mas_answers")
+    assert [h["where"] for h in hits] == [f"{url}/.well-known/openid-configuration"]
+    assert "'https://other-mas.example.test/'" in hits[0]["message"] and url in hits[0]["message"]
+
+
 def test_mas_running_says_that_an_import_is_running_and_to_wait_for_it(request):
     case = case_for(_mas_import_running, request)
     _mas_import_running(case)
@@ -640,7 +672,9 @@ def test_every_check_has_a_firing_and_a_quiet_test():
 def test_a_clean_well_configured_pair_has_no_error_and_no_warning(make_env, synapse_version, mas_variant):
     env = make_env(synapse_version=synapse_version, mas_variant=mas_variant)
     clean_data(env)
-    result = Case(env).run()
+    case = Case(env)
+    case.mas_answering()  # MAS, answering as the MAS of this config: every check runs
+    result = case.run()
     assert [f for f in result["findings"] if f["severity"] != INFO] == []
     assert advisor.exit_code(result) == 0
     summary = result["summary"]
