@@ -6,7 +6,9 @@ ansible-playbook against an inventory with the local connection.
 The steps depend on each other and run in order (one module-scoped fleet):
 check mode changes nothing -> a real run where hs2 fails mid-run (its MAS database becomes unreachable
 once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
-wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> the fixed fleet migrates -> a second run
+wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> a MAS that answers the gate and
+then goes down (its stand-in fails after the gate's three questions) fails hs2's live checks after the
+start and rolls it back -> the fixed fleet migrates -> a second run
 changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
 """
 
@@ -199,6 +201,34 @@ def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
     assert entry["verified"]["verdict"].startswith("MISMATCH:")
     assert mas_after == mas_before
     # Synapse is back on its own authentication, with its configuration as it was, and logins work.
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_state(hs2) == "legacy"
+    assert hs2.healthy()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
+
+
+def test_2c_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_back(fleet):
+    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
+    mas_before = fleet.pg.dump(hs2.mas_db)
+    config_before = open(hs2.homeserver_yaml).read()
+    mas.fail_after(3)  # the gate's /health, OpenID configuration and compat login; then MAS is down
+    try:
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        mas.fail_after(None)
+    assert run.returncode != 0
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    # Synapse had started on MAS: the live checks are what failed, naming MAS's /health.
+    assert "synapse_start" in [p["phase"] for p in entry["phase_seconds"]], entry["phase_seconds"]
+    assert "live checks FAILED: " in entry["error"] and "mas_health" in entry["error"], entry["error"]
+    assert entry["live_checks"]["ok"] is False, entry["live_checks"]
+    failed = {f["check"]: f["url"] for f in entry["live_checks"]["findings"] if f["level"] == "ERROR"}
+    assert failed.get("mas_health") == f"{mas.url}/health", entry["live_checks"]
+    # Rolled back: MAS's database as before the run, Synapse on its own authentication, logins work.
+    assert fleet.pg.dump(hs2.mas_db) == mas_before
     assert open(hs2.homeserver_yaml).read() == config_before
     assert host_state(hs2) == "legacy"
     assert hs2.healthy()
