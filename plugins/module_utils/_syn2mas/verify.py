@@ -565,8 +565,9 @@ def run_verify(options: VerifyOptions) -> dict:
 def _read_only(conn) -> None:
     conn.rollback()
     with conn.cursor() as cur:
-        # As the import's reader: memory for the per-bucket aggregates, and parallel workers.
-        cur.execute("SET work_mem = '64MB'; SET parallel_tuple_cost = 0.001; SET parallel_setup_cost = 100")
+        # As the import's reader: memory for the per-bucket aggregates, parallel workers, and no JIT.
+        cur.execute("SET work_mem = '64MB'; SET parallel_tuple_cost = 0.001; SET parallel_setup_cost = 100; "
+                    "SET jit = off")
     conn.commit()
     conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
 
