@@ -209,6 +209,57 @@ def test_both_digests_agree_on_a_clean_import(env):
         mas.close()
 
 
+def test_synapse_side_recorded_by_the_import_stands_in_only_while_synapse_is_unchanged(env):
+    """The import records Synapse's side of the comparison from its own snapshot: it is what Synapse
+    says now, verify uses it while Synapse's tables are unchanged, and reads Synapse for an entity
+    whose totals differ (damage, then named as before) or once Synapse changed."""
+    from _syn2mas import verify as v
+    from _syn2mas.mas_schema import detect
+    from _syn2mas.mas_writer import read_marker
+
+    imported(env)
+    synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
+    try:
+        marker = read_marker(mas)
+        recorded = marker["expected"]
+        now = v.expected_totals(synapse, v.stage_layouts(mas, detect(mas)), marker["replay"], env.server_name,
+                                v.row_hash_kind(synapse, mas))
+    finally:
+        synapse.close()
+        mas.close()
+    assert now == recorded
+    assert all(stage["rows"] > 0 for stage in recorded["stages"].values())
+
+    result = verify(env)
+    assert result["ok"] is True
+    assert {e["expected_from"] for e in result["entities"].values()} == {"import"}
+    for name, entity in result["entities"].items():
+        assert entity["expected"] == entity["found"] == recorded["stages"][name]["rows"], name
+
+    username = env.mas("SELECT min(username) FROM users")[0][0]
+    env.mas("UPDATE users SET can_request_admin = NOT can_request_admin WHERE username = %s", (username,))
+    result = verify(env)
+    assert result["exit_code"] == EXIT_MISMATCH and result["damaged"] == ["users"]
+    users = result["entities"]["users"]
+    assert users["expected_from"] == "synapse"
+    assert (users["different"], users["examples"]["different"]) == (1, [f"@{username}:{env.server_name} "
+                                                                         "(can_request_admin)"])
+    assert {e["expected_from"] for n, e in result["entities"].items() if n != "users"} == {"import"}
+    env.mas("UPDATE users SET can_request_admin = NOT can_request_admin WHERE username = %s", (username,))
+
+    active = env.mas("SELECT min(username) FROM users WHERE deactivated_at IS NULL AND NOT is_guest")[0][0]
+    conn = env.pg.connect(env.synapse_db)
+    try:
+        synapse = SynapseData(conn, env.server_name, seed=7)
+        synapse.login(synapse.mxid(active), "NEWPHONE")
+    finally:
+        conn.close()
+    result = verify(env)
+    assert result["ok"] is True and result["synapse_changed_since_import"] is True
+    assert result["entities"]["device_sessions"]["changed_in_synapse"] == 1
+    assert {e["expected_from"] for e in result["entities"].values()} == {"synapse"}
+
+
 def test_module_refuses_data_without_mas_database(tmp_path):
     """Which MAS database to verify is asked for before any configuration is read."""
     run = run_tasks(tmp_path, [{"matrix.syn2mas.syn2mas_verify": {"synapse_config": ["/nonexistent/homeserver.yaml"]}}])

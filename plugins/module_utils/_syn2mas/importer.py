@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marke
 from .synapse_reader import STAGES, SynapseReader, stage_params
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
-from .verify import replay_record
+from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts
 
 APPLICATION_NAME = "syn2mas"
 # How long any one statement of the import waits for a lock beyond those it takes at the start
@@ -257,7 +258,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
-        reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional)
+        # A real import's record for verify, read from Synapse's snapshot while MAS rebuilds its indexes.
+        synapse_side = None if options.dry_run else _SynapseSide(reader, params, links, server_name)
+        reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional, synapse_side)
 
         counts = {name: report.as_dict() for name, report in reports.items()}
         result.update({
@@ -274,9 +277,11 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
                 # real import records one (its marker), so a dry run skips this pass over the tables.
-                "run_id": secrets.token_hex(8), "synapse_fingerprint": reader.fingerprint(),
-                # What `syn2mas --command verify` needs to recompute the import's rows and ids.
-                "replay": replay_record(reader, params, links),
+                "run_id": secrets.token_hex(8), "synapse_fingerprint": synapse_side.fingerprint,
+                # What `syn2mas --command verify` needs to recompute the import's rows and ids...
+                "replay": synapse_side.replay,
+                # ...and Synapse's side of its comparison, which it uses while Synapse is unchanged.
+                "expected": synapse_side.expected,
                 # What the import dropped and rebuilt, for verify to find each one still there and valid.
                 "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
                             "indexes": [list(i) for i in writer.saved_indexes]},
@@ -314,20 +319,73 @@ def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: s
 
 
 def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,
-          provisional: list):
+          provisional: list, synapse_side: "_SynapseSide | None" = None):
     """MAS's transaction opened and filled: constraints dropped, every stage copied, constraints
-    rebuilt. Returns ({stage name: StageReport}, the rebuild's seconds)."""
+    rebuilt (while `synapse_side` reads Synapse). Returns ({stage name: StageReport}, the rebuild's
+    seconds)."""
     estimates = reader.estimated_rows()
     run.phase = "locking MAS's tables"
     writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
     _test_point("mas-locked")
+    if synapse_side is not None:  # MAS's tables as verify will read them, keys included
+        synapse_side.layouts = stage_layouts(writer.conn, schema)
     if provisional:
         writer.add_provisional_providers(provisional)
     run.phase = "dropping MAS's constraints and indexes"
     writer.drop_constraints_and_indexes()
     _test_point("constraints-dropped")
     reports = _copy_stages(run, options, reader, writer, schema, params, estimates)
-    return reports, _rebuild(run, options, writer)
+    if synapse_side is None:
+        return reports, _rebuild(run, options, writer)
+    synapse_side.start(row_hash_kind(reader.conn, writer.conn))
+    try:
+        rebuild_seconds = _rebuild(run, options, writer)
+    except BaseException:
+        synapse_side.abandon()
+        raise
+    run.phase = "reading Synapse's side of verify"
+    synapse_side.wait()
+    return reports, rebuild_seconds
+
+
+class _SynapseSide:
+    """What a real import records of Synapse's snapshot for verify (the highest token ids, the
+    tables' fingerprint, the expected rows' totals), read on Synapse's connection in a thread while
+    the main thread rebuilds MAS's indexes: Synapse's connection is idle then, and on two databases
+    the work overlaps instead of adding up."""
+
+    def __init__(self, reader: SynapseReader, params: dict, links: dict, server_name: str):
+        self.reader, self.params, self.links, self.server_name = reader, params, links, server_name
+        self.layouts: dict = {}
+        self.replay = self.fingerprint = self.expected = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, row_hash: str) -> None:
+        self._thread = threading.Thread(target=self._read, args=(row_hash,), name="synapse-side", daemon=True)
+        self._thread.start()
+
+    def _read(self, row_hash: str) -> None:
+        try:
+            self.replay = replay_record(self.reader, self.params, self.links)
+            self.expected = expected_totals(self.reader.conn, self.layouts, self.replay, self.server_name, row_hash)
+            self.fingerprint = self.reader.fingerprint()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """The run failed meanwhile: Synapse's query cancelled, so the connection can be closed."""
+        if self._thread is not None and self._thread.is_alive():
+            try:
+                self.reader.conn.cancel()
+            except Exception:  # the connection is gone already
+                pass
+            self._thread.join(timeout=30)
 
 
 def _check_before_import(run: _Run, options: ImportOptions, facts, reader: SynapseReader, writer: MasWriter,
@@ -483,7 +541,7 @@ def _already_imported(result: dict, previous: dict, reader: SynapseReader, serve
     result["already_imported"] = True
     # What only verify reads (the record of the rows, of the rebuilt constraints) stays out of the result.
     result["previous_import"] = {k: v for k, v in previous.items()
-                                 if k not in ("synapse_fingerprint", "rebuilt", "digest", "xid")}
+                                 if k not in ("synapse_fingerprint", "rebuilt", "digest", "xid", "expected")}
     reader.begin_snapshot(lock=False)
     then = previous.get("synapse_fingerprint")
     changes = []
