@@ -52,6 +52,18 @@ def test_cli_migrate_dry_run_then_real_then_nothing_to_do(env):
     assert result["counts"]["users"]["migrated"] == 2
 
 
+def test_cli_migrate_with_output_json_shows_progress_on_stderr_only(env):
+    homeserver(env)
+    run = syn2mas("--command", "migrate", "--synapseConfigFile", env.homeserver_yaml, "--masConfigFile",
+                  env.mas_yaml, "--dryRun", "--output", "json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["dry_run"] is True and result["counts"]["users"]["migrated"] == 2
+    # An operator watching the run sees each stage end, with its rows, on stderr.
+    for stage in ("users", "passwords", "device_sessions", "access_tokens", "refresh_tokens"):
+        assert f"{stage}: {result['counts'][stage]['migrated']:,} rows in " in run.stderr, stage
+
+
 def test_cli_failure_is_one_clear_line_and_non_zero(env):
     homeserver(env)
     env.write_configs(mas_extra={"matrix": {"homeserver": "elsewhere.example"}})

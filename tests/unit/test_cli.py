@@ -116,6 +116,25 @@ def test_progress_off_a_terminal_prints_one_line_per_stage():
     assert out.getvalue() == "users: 1,000 rows in 2.0s (500 rows/s)\n"
 
 
+def test_progress_off_a_terminal_says_the_rows_so_far_of_a_long_stage():
+    out, now = io.StringIO(), [100.0]
+    progress = Progress(out, every=10.0, clock=lambda: now[0])
+    for second, rows in ((0, 0), (4, 40_000), (11, 110_000), (15, 150_000), (22, 220_000)):
+        now[0] = 100.0 + second
+        progress({"stage": "access_tokens", "rows": rows, "total": 250_000, "elapsed": float(second)})
+    now[0] = 125.0
+    progress({"stage": "access_tokens", "rows": 250_000, "total": 250_000, "elapsed": 25.0, "done": True})
+    for step in range(3):  # the rebuild's steps: one line once 10 s passed
+        now[0] = 125.0 + 6 * step
+        progress({"stage": "rebuild", "message": f"index_{step}", "rows": step, "total": 3, "elapsed": 6.0 * step})
+    assert out.getvalue().splitlines() == [
+        "access_tokens: 110,000 rows in 11.0s so far (44% of ~250,000), 10,000 rows/s",
+        "access_tokens: 220,000 rows in 22.0s so far (88% of ~250,000), 10,000 rows/s",
+        "access_tokens: 250,000 rows in 25.0s (10,000 rows/s)",
+        "rebuilding indexes and constraints: index_2 (3/3)",
+    ]
+
+
 def test_summary_lists_skips_with_reasons_and_fixes():
     text = format_import_summary({
         "server_name": "example.com", "dry_run": False, "mas_schema": {"release": "1.22.0"},

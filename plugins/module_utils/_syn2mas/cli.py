@@ -116,33 +116,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Per-stage progress on stderr: a live line on a terminal, one line per stage otherwise."""
+    """Per-stage progress on stderr: a live line on a terminal; otherwise (a log, a pipe, a job runner)
+    one line per stage when it ends, and a line with the rows so far every `every` seconds of a stage
+    still running, for an operator watching a long window. Never on stdout (--output json stays JSON)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, every: float = 10.0, clock=time.monotonic):
         self.stream = stream
         self.live = stream.isatty()
+        self.every = every
+        self.clock = clock
         self._last = 0.0
+        self._logged = None  # (stage, when) of the last line off a terminal
 
     def __call__(self, event: dict) -> None:
         stage = event.get("stage", "")
         if event.get("message") is not None:
+            text = (f"rebuilding indexes and constraints: {event['message']} "
+                    f"({event.get('rows', 0) + 1}/{event.get('total', 0)})")
             if self.live:
-                self._line(f"rebuilding indexes and constraints: {event['message']} "
-                           f"({event.get('rows', 0) + 1}/{event.get('total', 0)})")
+                self._line(text)
+            elif self._due(stage):
+                self._line(text, final=True)
             return
         rows, total, elapsed = event.get("rows", 0), event.get("total", 0), event.get("elapsed", 0.0)
         rate = rows / elapsed if elapsed > 0 else 0.0
         if event.get("done"):
             self._line(f"{stage}: {rows:,} rows in {elapsed:.1f}s ({rate:,.0f} rows/s)", final=True)
+            self._logged = None
             return
-        now = time.monotonic()
-        if not self.live or now - self._last < 0.2:
+        if not self.live:
+            if self._due(stage):
+                of_total = f" ({100 * rows / total:.0f}% of ~{total:,})" if total else ""
+                self._line(f"{stage}: {rows:,} rows in {elapsed:.1f}s so far{of_total}, {rate:,.0f} rows/s",
+                           final=True)
+            return
+        percent = f" ({100 * rows / total:.0f}%)" if total else ""
+        of_total = f"/{total:,}" if total else ""
+        now = self.clock()
+        if now - self._last < 0.2:
             return
         self._last = now
-        percent = f" ({100 * rows / total:.0f}%)" if total else ""
         eta = f", ETA {(total - rows) / rate:.0f}s" if rate > 0 and total and total > rows else ""
-        of_total = f"/{total:,}" if total else ""
         self._line(f"{stage}: {rows:,}{of_total} rows{percent}, {rate:,.0f} rows/s{eta}")
+
+    def _due(self, stage: str) -> bool:
+        """Off a terminal: whether `every` seconds passed since the stage started or last said so."""
+        now = self.clock()
+        if self._logged is None or self._logged[0] != stage:
+            self._logged = (stage, now)
+            return False
+        if now - self._logged[1] < self.every:
+            return False
+        self._logged = (stage, now)
+        return True
 
     def _line(self, text: str, final: bool = False) -> None:
         if self.live:
@@ -197,7 +223,7 @@ def run_migrate(args, out, err) -> int:
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
         upstream_provider_mapping=args.upstreamProviderMapping,
         skip_unmapped_providers=args.skipUnmappedProviders, dry_run=args.dryRun,
-        progress=Progress(err) if args.output == "text" else None,
+        progress=Progress(err),  # on stderr: --output json keeps stdout to the result
     ))
     if args.output == "json":
         out.write(_as_json(result) + "\n")
