@@ -130,6 +130,12 @@ stage_seconds:
   description: Seconds per stage, and for the index and constraint rebuild.
   returned: when the import ran
   type: dict
+verify_record_seconds:
+  description:
+    - Seconds a real import spent reading Synapse's side of verify's comparison from its snapshot (C(total)),
+      while MAS rebuilt its indexes, and how much of it came after the rebuild (C(after_rebuild)).
+  returned: when a real import ran
+  type: dict
 synapse_changed_since_import:
   description:
     - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since. MAS then

@@ -268,6 +268,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             "stage_seconds": {**{n: round(r.seconds, 3) for n, r in reports.items()},
                               "rebuild": round(rebuild_seconds, 3)},
         })
+        if synapse_side is not None:  # verify's record: its time, and the part after the rebuild
+            result["verify_record_seconds"] = {"total": round(synapse_side.seconds, 3),
+                                               "after_rebuild": round(synapse_side.waited, 3)}
         if options.dry_run:
             writer.rollback()
             reader.end_snapshot()
@@ -344,7 +347,9 @@ def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasW
         synapse_side.abandon()
         raise
     run.phase = "reading Synapse's side of verify"
+    waited = time.monotonic()
     synapse_side.wait()
+    synapse_side.waited = time.monotonic() - waited
     return reports, rebuild_seconds
 
 
@@ -358,6 +363,7 @@ class _SynapseSide:
         self.reader, self.params, self.links, self.server_name = reader, params, links, server_name
         self.layouts: dict = {}
         self.replay = self.fingerprint = self.expected = None
+        self.seconds = self.waited = 0.0  # its time in all, and what of it the rebuild did not cover
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
@@ -366,12 +372,14 @@ class _SynapseSide:
         self._thread.start()
 
     def _read(self, row_hash: str) -> None:
+        started = time.monotonic()
         try:
             self.replay = replay_record(self.reader, self.params, self.links)
             self.expected = expected_totals(self.reader.conn, self.layouts, self.replay, self.server_name, row_hash)
             self.fingerprint = self.reader.fingerprint()
         except BaseException as exc:  # handed to the main thread, which raises it
             self._error = exc
+        self.seconds = time.monotonic() - started
 
     def wait(self) -> None:
         self._thread.join()
