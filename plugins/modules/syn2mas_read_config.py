@@ -19,9 +19,9 @@ description:
     host (the advisor, the import, verify, the probes and the backup of MAS's database), and Synapse's
     configuration on the Synapse host for the edits of MAS's config that run against MAS's host
     (M(matrix.syn2mas.mas_synapse_link), M(matrix.syn2mas.mas_upstream_provider)).
-  - A file that cannot be read is not a failure: it is listed in RV(errors) with the reason, for the module that
+  - A file that cannot be read is not a failure. It is listed in RV(errors) with the reason, for the module that
     needs it to report.
-  - The texts hold secrets: run it with C(no_log=true) and pass RV(files) only to the options made for it
+  - The texts hold secrets. Run it with C(no_log=true) and pass RV(files) only to the options made for it
     (declared C(no_log)).
   - Needs nothing but Python's standard library, so it runs on the host's bare Python.
 extends_documentation_fragment:
