@@ -95,7 +95,7 @@ options:
   synapse_config_files:
     description:
       - With O(synapse_host), the text of each of Synapse's configuration files as read there, by path.
-      - They hold secrets (the pepper, client secrets): kept out of logs and output.
+      - They hold secrets (the pepper, client secrets), kept out of logs and output.
     type: dict
   synapse_config_dirs:
     description: With O(synapse_host), the C(*.yaml) files of each configuration directory of O(synapse_config).

@@ -54,7 +54,7 @@ options:
   mas_config_files:
     description:
       - With O(mas_host), the text of each of MAS's config files as read on O(mas_host), by path.
-      - They hold secrets (database password, shared secret): kept out of logs and output.
+      - They hold secrets (database password, shared secret), kept out of logs and output.
     type: dict
   mas_config_errors:
     description:
@@ -81,7 +81,7 @@ options:
   mas_config_files:
     description:
       - With O(mas_host), the text of each of MAS's config files as read on O(mas_host), by path.
-      - They hold secrets (database password, shared secret): kept out of logs and output.
+      - They hold secrets (database password, shared secret), kept out of logs and output.
     type: dict
   mas_config_errors:
     description:
@@ -110,7 +110,7 @@ options:
   mas_config_files:
     description:
       - With O(mas_host), the text of each of MAS's config files as read on O(mas_host), by path.
-      - They hold secrets (database password, shared secret): kept out of logs and output.
+      - They hold secrets (database password, shared secret), kept out of logs and output.
     type: dict
   mas_config_errors:
     description:

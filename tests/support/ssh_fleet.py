@@ -267,8 +267,8 @@ class MasHost:
         self.config_dir = os.path.join(self.dir, "etc", "matrix-authentication-service")
         self.mas_yaml = os.path.join(self.config_dir, "config.yaml")
         self.backup_dir = os.path.join(self.dir, "var", "backups", "syn2mas-mas")
-        self.cli = [os.path.join(SYNAPSE_VENV, "bin", "python"), os.path.join(ROOT, "tests", "support",
-                                                                             "mas_cli_stand_in.py")]
+        self.cli = [os.path.join(SYNAPSE_VENV, "bin", "python"),
+                    os.path.join(ROOT, "tests", "support", "mas_cli_stand_in.py")]
 
     def seen(self, path: str) -> str:
         """Where the test finds a path of MAS's host (under `dir` there)."""
