@@ -81,3 +81,28 @@ requirements:
   - on the controller - ruamel.yaml and PyYAML (C(pip install ruamel.yaml) in the controller's Python)
   - on the managed host - nothing beyond what Ansible's builtin modules need
 '''
+
+    # Synapse's configuration read on the Synapse host, for the edits of MAS's config on MAS's own host.
+    SYNAPSE_HOST = r'''
+options:
+  synapse_host:
+    description:
+      - The inventory host that holds Synapse's configuration, when the task runs against another host (MAS's
+        own, with C(delegate_to)). O(synapse_config) is then read from O(synapse_config_files), as read on the
+        Synapse host by M(matrix.syn2mas.syn2mas_read_config), never on the host this task edits; errors name
+        the path and O(synapse_host).
+    type: str
+  synapse_config_files:
+    description:
+      - With O(synapse_host), the text of each of Synapse's configuration files as read there, by path.
+      - They hold secrets (the pepper, client secrets), kept out of logs and output.
+    type: dict
+  synapse_config_dirs:
+    description: With O(synapse_host), the C(*.yaml) files of each configuration directory of O(synapse_config).
+    type: dict
+    default: {}
+  synapse_config_errors:
+    description: With O(synapse_host), why a file of O(synapse_config) could not be read there, by path.
+    type: dict
+    default: {}
+'''

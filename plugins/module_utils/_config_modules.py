@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_synapse_config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import ConfigError
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import FilesRead
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
     MAS_KINDS, LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
 )
@@ -37,6 +38,15 @@ FILE_OPTIONS = dict(
     owner=dict(type="str"),
     group=dict(type="str"),
     mode=dict(type="raw"),
+)
+
+# Synapse's configuration as read on the Synapse host, for the edits of MAS's config that run against MAS's
+# own host (doc fragment matrix.syn2mas.config_edit.synapse_host). Only the files' texts are secret.
+SYNAPSE_HOST_OPTIONS = dict(
+    synapse_host=dict(type="str"),
+    synapse_config_files=dict(type="dict", no_log=True),
+    synapse_config_dirs=dict(type="dict", default={}),
+    synapse_config_errors=dict(type="dict", default={}),
 )
 
 SYNAPSE_AUTH_DELEGATION_SPEC = dict(
@@ -72,6 +82,7 @@ MAS_SYNAPSE_LINK_SPEC = dict(
         secret_file=dict(type="path"),
         pepper_file=dict(type="path"),
         kind=dict(type="str", choices=list(MAS_KINDS)),
+        **SYNAPSE_HOST_OPTIONS,
         **FILE_OPTIONS
     ),
     mutually_exclusive=[["secret", "secret_file"]],
@@ -84,6 +95,7 @@ MAS_UPSTREAM_PROVIDER_SPEC = dict(
         synapse_idp_id=dict(type="str"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         public_base=dict(type="str"),
+        **SYNAPSE_HOST_OPTIONS,
         **FILE_OPTIONS
     ),
 )
@@ -149,9 +161,18 @@ def edit_synapse_auth_delegation(params, reader, detect_version):
                       warnings=list(plan.warnings), new_file_mode="0640", new_file_owner_of=path)
 
 
+def synapse_files(params, reader):
+    """Where Synapse's configuration is read: `reader` (the host MAS's config is on), or what was read
+    on `synapse_host` when that is another host; then its paths never reach `reader`."""
+    if not params.get("synapse_host"):
+        return reader
+    return FilesRead(params["synapse_host"], params.get("synapse_config_files") or {},
+                     dirs=params.get("synapse_config_dirs"), errors=params.get("synapse_config_errors"))
+
+
 def edit_mas_synapse_link(params, reader):
     """MAS's config.yaml linked to Synapse, with password schemes for Synapse's hashes."""
-    synapse = load_synapse_config(params["synapse_config"], reader)
+    synapse = load_synapse_config(params["synapse_config"], synapse_files(params, reader))
     doc = YamlDocument.load(params["path"], reader=reader)
     settings = LinkSettings(endpoint=params["endpoint"], secret=params["secret"],
                             secret_file=params["secret_file"], pepper_file=params["pepper_file"],
@@ -207,7 +228,8 @@ def edit_mas_upstream_provider(params, reader):
     secrets = []
     wanted = params["synapse_idp_id"]
 
-    synapse = load_synapse_config(params["synapse_config"], reader) if params["synapse_config"] else None
+    synapse = (load_synapse_config(params["synapse_config"], synapse_files(params, reader))
+               if params["synapse_config"] else None)
     selected = []
     if params["state"] == "present" or wanted is None:
         selected = _selected_providers(synapse, wanted, warnings)

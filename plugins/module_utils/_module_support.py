@@ -18,6 +18,7 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import con
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit as _yaml_edit
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES, FilesRead
 
 
 def database_options(synapse_required=True, mapping=True):
@@ -28,19 +29,38 @@ def database_options(synapse_required=True, mapping=True):
         mas_config=dict(type="list", elements="path", default=[]),
         synapse_database_uri=dict(type="str", no_log=True),
         mas_database_uri=dict(type="str", no_log=True),
+        **mas_host_options()
     )
     if mapping:
         options["upstream_provider_mapping"] = dict(type="list", elements="str", default=[])
     return options
 
 
-def require_libraries(module, library_error=None, psycopg2=False, ruamel=False):
+def mas_host_options():
+    """MAS's config files as read on MAS's own host (doc fragment matrix.syn2mas.syn2mas.mas_host)."""
+    return dict(
+        mas_host=dict(type="str"),
+        # Only the files' texts are secret: paths and reasons stay readable in messages.
+        mas_config_files=dict(type="dict", no_log=True),
+        mas_config_errors=dict(type="dict", default={}),
+    )
+
+
+def mas_reader(params):
+    """The reader of MAS's config files: this host's, or what was read on `mas_host`."""
+    if not params.get("mas_host"):
+        return LOCAL_FILES
+    return FilesRead(params["mas_host"], params.get("mas_config_files") or {},
+                     errors=params.get("mas_config_errors") or {})
+
+
+def require_libraries(module, library_error=None, psycopg2=False, ruamel=False, yaml=True):
     """Fails the module, naming the missing Python package, when a dependency is not installed."""
     if library_error:
         module.fail_json(msg="cannot import the matrix.syn2mas library", exception=library_error)
     if psycopg2 and not _db.HAS_PSYCOPG2:
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
-    if not _config.HAS_YAML:
+    if yaml and not _config.HAS_YAML:
         module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
     if ruamel and not _yaml_edit.HAS_RUAMEL:
         module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit.RUAMEL_IMPORT_ERROR)

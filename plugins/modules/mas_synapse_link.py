@@ -28,6 +28,7 @@ author:
   - syn2mas maintainers (@matrix-syn2mas)
 extends_documentation_fragment:
   - matrix.syn2mas.config_edit
+  - matrix.syn2mas.config_edit.synapse_host
 options:
   path:
     description:

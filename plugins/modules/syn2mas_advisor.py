@@ -173,7 +173,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
-    database_options, exit_with, require_libraries,
+    database_options, exit_with, mas_reader, require_libraries,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import RefusedError, redact_data, with_result
 
@@ -194,7 +194,7 @@ def run(module):
     # unreachable databases included) comes back as findings; an exception here is a bug.
     p = module.params
     result = module_result(redact_data(run_advisor(AdvisorOptions(
-        synapse_config=p["synapse_config"], mas_config=p["mas_config"],
+        synapse_config=p["synapse_config"], mas_config=p["mas_config"], mas_reader=mas_reader(p),
         synapse_database_uri=p["synapse_database_uri"], mas_database_uri=p["mas_database_uri"],
         upstream_provider_mapping=p["upstream_provider_mapping"], for_real_import=p["for_real_import"],
         reverse_proxy_config=p["reverse_proxy_config"] or "", public_url=p["public_url"] or "",

@@ -164,7 +164,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
-    database_options, exit_with, require_libraries,
+    database_options, exit_with, mas_reader, require_libraries,
 )
 
 try:
@@ -180,12 +180,15 @@ def run(module):
     p = module.params
 
     def targets():
-        return database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"])
+        return database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"], p["mas_database_uri"],
+                                mas_reader=mas_reader(p))
 
     if p["state"] == "absent":
         return _backup.purge(p["dest"], p["run_id"], module.check_mode)
     if p["state"] == "present":
-        files = list(p["synapse_config"]) + list(p["mas_config"]) + list(p["extra_files"])
+        # MAS's files on MAS's own host are backed up there (a backup of their own), never copied here.
+        mas_files = [] if p["mas_host"] else list(p["mas_config"])
+        files = list(p["synapse_config"]) + mas_files + list(p["extra_files"])
         return _backup.make_backup(p["dest"], _backup.check_run_id(p["run_id"]), targets(), files, p["pg_bindir"],
                                    p["keep"], module.check_mode)
     # A restore reads the configs only for the databases it restores: the files it puts back may be
@@ -210,7 +213,11 @@ def main():
         required_if=[("state", "present", ["run_id"]), ("state", "restored", ["run_id"])],
         supports_check_mode=True,
     )
-    require_libraries(module, LIBRARY_IMPORT_ERROR, psycopg2=True)
+    p = module.params
+    # A backup of files alone (MAS's config on MAS's host) runs on the host's bare Python.
+    databases = p["synapse_config"] or p["mas_config"] or p["synapse_database_uri"] or p["mas_database_uri"]
+    needs_databases = p["restore_databases"] if p["state"] == "restored" else p["state"] == "present" and databases
+    require_libraries(module, LIBRARY_IMPORT_ERROR, psycopg2=bool(needs_databases), yaml=bool(needs_databases))
     exit_with(module, run)
 
 

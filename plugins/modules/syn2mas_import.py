@@ -161,7 +161,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
-    database_options, exit_with, require_libraries,
+    database_options, exit_with, mas_reader, require_libraries,
 )
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import redact_data
 
@@ -176,7 +176,7 @@ else:
 def run(module):
     p = module.params
     result = redact_data(run_import(ImportOptions(
-        synapse_config=p["synapse_config"], mas_config=p["mas_config"],
+        synapse_config=p["synapse_config"], mas_config=p["mas_config"], mas_reader=mas_reader(p),
         synapse_database_uri=p["synapse_database_uri"], mas_database_uri=p["mas_database_uri"],
         upstream_provider_mapping=p["upstream_provider_mapping"],
         skip_unmapped_providers=p["skip_unmapped_providers"],

@@ -115,7 +115,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
-    database_options, exit_with, require_libraries,
+    database_options, exit_with, mas_reader, require_libraries,
 )
 
 try:
@@ -132,9 +132,9 @@ def run(module):
     # not fatal: the advisor has already made it a finding.
     errors = None if p["fail_on_unreachable"] else {}
     targets = _probe.database_targets(p["synapse_config"], p["mas_config"], p["synapse_database_uri"],
-                                      p["mas_database_uri"], errors)
+                                      p["mas_database_uri"], errors, mas_reader(p))
     return _probe.probe_targets(targets, p["wait_synapse_idle"], p["timeout"], p["space_path"], p["mas_config"],
-                                p["check_providers"], p["fail_on_unreachable"], errors, p["activity"])
+                                p["check_providers"], p["fail_on_unreachable"], errors, p["activity"], mas_reader(p))
 
 
 def main():

@@ -20,6 +20,8 @@ description:
     and back to legacy from either (a rollback). Staying in a state changes nothing.
   - With O(mas_config), also reports what MAS's database says (RV(mas_activity)), and refuses to go to
     C(migrated) again when users have logged in through MAS since the import, unless O(force).
+extends_documentation_fragment:
+  - matrix.syn2mas.syn2mas.mas_host
 options:
   path:
     description: The state file. Created with mode C(0600) (its directory C(0700)) on the first change.
@@ -106,7 +108,9 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
+    exit_with, mas_host_options, mas_reader, require_libraries,
+)
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import state_record as _state_record
@@ -123,7 +127,8 @@ def run(module):
     p = module.params
     mas = None
     if p["mas_config"] or p["mas_database_uri"]:
-        mas = database_targets(mas_config=p["mas_config"], mas_database_uri=p["mas_database_uri"])["mas"]
+        mas = database_targets(mas_config=p["mas_config"], mas_database_uri=p["mas_database_uri"],
+                               mas_reader=mas_reader(p))["mas"]
     return _state_record.move(p["path"], p["state"], mas, p["run_id"], p["details"], p["force"], module.check_mode,
                               module._diff)
 
@@ -135,6 +140,7 @@ def main():
             state=dict(type="str", choices=list(STATES)),
             mas_config=dict(type="list", elements="path", default=[]),
             mas_database_uri=dict(type="str", no_log=True),
+            **mas_host_options(),
             run_id=dict(type="str"),
             details=dict(type="dict", default={}),
             force=dict(type="bool", default=False),

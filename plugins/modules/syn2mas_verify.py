@@ -140,7 +140,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, require_libraries
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import database_options, mas_reader, require_libraries
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 
@@ -181,7 +181,7 @@ def main():
             if not params["mas_config"] and not params["mas_database_uri"]:
                 module.fail_json(msg="mas_config (or mas_database_uri) is needed to verify the data")
             data = run_verify(VerifyOptions(
-                synapse_config=params["synapse_config"], mas_config=params["mas_config"],
+                synapse_config=params["synapse_config"], mas_config=params["mas_config"], mas_reader=mas_reader(params),
                 synapse_database_uri=params["synapse_database_uri"], mas_database_uri=params["mas_database_uri"],
             ))
             result["data"] = data
@@ -192,7 +192,7 @@ def main():
         if params["synapse_url"]:
             issuer = params["issuer"]
             if issuer is None and params["mas_config"]:
-                issuer = mas_issuer(load_mas_config(params["mas_config"]).raw)
+                issuer = mas_issuer(load_mas_config(params["mas_config"], mas_reader(params)).raw)
             live = run_live_checks(LiveOptions(
                 synapse_url=params["synapse_url"], mas_url=params["mas_url"], issuer=issuer,
                 well_known_url=params["well_known_url"], validate_certs=params["validate_certs"],

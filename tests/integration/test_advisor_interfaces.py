@@ -175,9 +175,9 @@ def test_module_fail_on_gates_errors_and_warnings(env, tmp_path):
 
 # -- the playbook -----------------------------------------------------------------------------
 
-def advisor_playbook(env, tmp_path, hosts: dict, *extra):
-    """playbooks/advisor.yml over an inventory of local hosts advising `env`; returns the run and the
-    fleet report it wrote (JSON and markdown)."""
+def advisor_playbook(env, tmp_path, hosts: dict, *extra, mas_hosts=()):
+    """playbooks/advisor.yml over an inventory of local hosts advising `env` (and `mas_hosts`, MAS's hosts,
+    outside the advised group); returns the run and the fleet report it wrote (JSON and markdown)."""
     report_dir = tmp_path / "reports"
     inventory = {"all": {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": os.path.join(VENV, "python"),
@@ -185,7 +185,8 @@ def advisor_playbook(env, tmp_path, hosts: dict, *extra):
                  "syn2mas_mas_config": [env.mas_yaml], "syn2mas_backup_dir": str(tmp_path / "backups")},
         "children": {"synapse": {"hosts": {
             name: {"syn2mas_state_file": str(tmp_path / name / "state.json"), **host_vars}
-            for name, host_vars in hosts.items()}}},
+            for name, host_vars in hosts.items()}},
+            **({"mas": {"hosts": {name: {} for name in mas_hosts}}} if mas_hosts else {})},
     }}
     (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
     run = subprocess.run([os.path.join(VENV, "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
@@ -267,3 +268,29 @@ def test_playbook_gate_blocks_on_what_the_run_cannot_remedy_and_lists_the_rest_a
     assert report["hosts"]["hs1"]["outcome"] == "blocked", findings
     assert [line.split(":")[0] for line in findings["blocking"]] == ["guest_access_enabled"]
     assert findings["remedied"] == ["mas_password_secret_file_newline"]
+
+
+def test_playbook_reads_mas_config_on_mas_host_and_fails_a_host_whose_mas_config_is_not_there(env, tmp_path):
+    """MAS's config on an inventory host of its own (syn2mas_mas_host): read there, advised as on the Synapse
+    host; a config that is not there is an ERROR naming that host and the path, and that host fails the run."""
+    clean_data(env)
+    configure(env)
+    before = env.synapse_dump(), env.mas_dump()
+    lost = str(tmp_path / "nowhere" / "config.yaml")
+    run, report, markdown = advisor_playbook(env, tmp_path, {
+        "found": {"syn2mas_mas_host": "mas-vm"},
+        "lost": {"syn2mas_mas_host": "mas-vm", "syn2mas_mas_config": [lost]},
+    }, mas_hosts=["mas-vm"])
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert recap(run.stdout) == {"found": 0, "lost": 1}, output
+    hosts = report["hosts"]
+    assert hosts["found"]["outcome"] == "ready" and hosts["found"]["mas_host"] == "mas-vm", hosts["found"]
+    assert hosts["found"]["findings"]["count"] == 1  # the migration counts: MAS's config and database were read
+    assert hosts["lost"]["outcome"] == "blocked" and hosts["lost"]["mas_host"] == "mas-vm", hosts["lost"]
+    message = f"{lost}: file not found on mas-vm"
+    assert [line for line in hosts["lost"]["findings"]["blocking"] if line.startswith("mas_config_invalid: ")] == [
+        f"mas_config_invalid: {message}"], hosts["lost"]["findings"]
+    assert f"MAS's config could not be read on mas-vm: {lost}: file not found" in output
+    assert "mas-vm" not in report["hosts"]  # MAS's host is not advised itself
+    assert (env.synapse_dump(), env.mas_dump()) == before

@@ -187,6 +187,64 @@ def test_errors_name_the_hosts_paths(tmp_path, host):
     assert h["real_mas"].read_text() == MAS
 
 
+def test_mas_on_its_own_host_is_edited_from_synapses_config_read_on_synapses_host(tmp_path, host):
+    # MAS's host does not have Synapse's files: they are read where they are (syn2mas_read_config,
+    # as the runbook reads them on the Synapse host), then moved away before the edits run.
+    h = host
+    synapse_config = [str(h["hs"]), str(h["confd"])]
+    elsewhere = tmp_path / "synapse-host-only"
+    from_synapse = {"synapse_host": "synapse-vm", "synapse_config_files": "{{ result_0.files }}",
+                    "synapse_config_dirs": "{{ result_0.dirs }}", "synapse_config_errors": "{{ result_0.errors }}"}
+    tasks = [
+        {"matrix.syn2mas.syn2mas_read_config": {"paths": synapse_config}, "no_log": True},
+        {"ansible.builtin.command": {"argv": ["mv", str(h["hs"].parent), str(elsewhere)],
+                                     "creates": str(elsewhere)}, "check_mode": False},
+        {"matrix.syn2mas.mas_synapse_link": {"path": str(h["mas"]), "synapse_config": synapse_config,
+                                             "endpoint": "http://127.0.0.1:8008/", **from_synapse}},
+        {"matrix.syn2mas.mas_upstream_provider": {"path": str(h["mas"]), "synapse_config": synapse_config,
+                                                  **from_synapse}},
+    ]
+    # MAS's file itself, not the fixture's link to it (the link is in the directory that moves away).
+    for task in tasks[2:]:
+        next(iter(task.values()))["path"] = str(h["real_mas"])
+
+    check = run_tasks(tmp_path, tasks, check=True, diff=True, interpreter=DEBIAN_PYTHON)
+    assert [r.get("failed", False) for r in check.results] == [False] * 4, check.stdout
+    assert [r["changed"] for r in check.results[2:]] == [True, True] and h["real_mas"].read_text() == MAS
+    subprocess.run(["mv", str(elsewhere), str(h["hs"].parent)], check=True)
+
+    applied = run_tasks(tmp_path, tasks, diff=True, interpreter=DEBIAN_PYTHON)
+    assert [r.get("failed", False) for r in applied.results] == [False] * 4, applied.stdout
+    assert not h["hs"].exists() and elsewhere.joinpath("homeserver.yaml").exists()
+    link, providers = applied.results[2:]
+    assert link["changed"] and providers["changed"]
+    mas = yaml.safe_load(h["real_mas"].read_text())
+    assert mas["matrix"]["homeserver"] == "example.com"
+    assert mas["passwords"]["schemes"][0]["secret"] == PEPPER
+    # conf.d was listed on the Synapse host, and the provider's source is named by the Synapse host's path.
+    assert [p["synapse_idp_id"] for p in providers["providers"]] == ["oidc-dex", "oidc-gitlab"]
+    assert providers["providers"][0]["source"] == f"{h['confd']}/50-oidc.yaml: oidc_providers[0]"
+    # The texts read are secrets: in no output, nor in the edits' results.
+    shown = applied.stdout + check.stdout + json.dumps(applied.results[1:] + check.results[1:])
+    assert all(secret not in shown for secret in (CLIENT_SECRET, PEPPER, SHARED))
+    assert f"{h['confd']}/50-oidc.yaml: oidc_providers[0]" in applied.stdout  # paths stay readable in messages
+
+    subprocess.run(["mv", str(elsewhere), str(h["hs"].parent)], check=True)
+    again = run_tasks(tmp_path, tasks, diff=True, interpreter=DEBIAN_PYTHON)
+    assert [r["changed"] for r in again.results[2:]] == [False, False], again.stdout
+
+    # A file the Synapse host could not read is named with that host, and MAS's file is left as it was.
+    written = h["real_mas"].read_text()
+    missing = [{"matrix.syn2mas.mas_synapse_link": {
+        "path": str(h["real_mas"]), "synapse_config": [str(tmp_path / "etc" / "nowhere.yaml")],
+        "synapse_host": "synapse-vm", "synapse_config_files": {}, "synapse_config_errors": {
+            str(tmp_path / "etc" / "nowhere.yaml"): "file not found"}}}]
+    refused = run_tasks(tmp_path, missing, interpreter=DEBIAN_PYTHON)
+    assert refused.result["failed"]
+    assert refused.result["msg"] == f"{tmp_path}/etc/nowhere.yaml: file not found on synapse-vm"
+    assert h["real_mas"].read_text() == written
+
+
 def test_missing_ruamel_yaml_on_the_controller_is_named(tmp_path, host):
     # A controller Python without ruamel.yaml: a regular package `ruamel` first on the path hides the
     # installed namespace package, so `import ruamel.yaml` fails there as it would if never installed.

@@ -6,7 +6,10 @@ package's layout (homeserver.yaml + conf.d/), PostgreSQL over TCP with passwords
 installed into a clean path and run from a controller venv that has only requirements-controller.txt.
 
 The hosts:
-  hs1  an SSO provider (MAS's config generated from Synapse's), homeserver.yaml rewritten in place
+  hs1  an SSO provider, homeserver.yaml rewritten in place, and MAS on a host of its own (hs1-mas): MAS's
+       config.yaml exists only there (that host's sshd has its own mount namespace), as `mas-cli config
+       generate` writes it, with no provider in MAS's database; mas-cli there is a stand-in
+       (tests/support/mas_cli_stand_in.py) whose `config sync` writes MAS's real provider rows
   hs2  a Synapse worker (a real generic_worker through Redis), stopped before and started after Synapse
   hs3  databases reached only by URI override (the configs name compose-style hosts that do not resolve)
   hs4, hs5  the plain Debian shape, with a conf.d override file
@@ -21,7 +24,8 @@ logins and the old access tokens back and removes every file the run created. A 
 Synapse down starts it again first, as an operator would (before the migration, one that cannot start
 gets back the configs it had before any run), so that each step reports on its own.
 
-The inventory uses the documented role variables only: hs1-hs5 leave the interpreter for the database work
+The inventory uses the documented role variables only: hs1 gives syn2mas_mas_host, syn2mas_mas_cli and
+syn2mas_mas_backup_dir; hs1-hs5 leave the interpreter for the database work
 to the preflight's discovery (from the running Synapse), hs6 names one (syn2mas_python); hs3 gives
 syn2mas_synapse_database_uri / syn2mas_mas_database_uri; hs2 synapse_service_worker_start_command /
 synapse_service_worker_stop_command; syn2mas_synapse_config names conf.d/ as a directory, as Synapse reads it.
@@ -37,6 +41,7 @@ import subprocess
 
 import psycopg2
 import pytest
+from _syn2mas.config import parse_provider_id
 
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
@@ -156,6 +161,14 @@ def check_legacy_and_healthy(problems: Problems, hs) -> None:
         hs.expected["devices"] += 1  # that login made a device, which the import brings over later
 
 
+def check_mas_on_its_own_host(problems: Problems, hs) -> None:
+    """MAS's config is on MAS's host only: the Synapse host never got a copy of it, nor of its backup."""
+    absent = hs.fleet.ssh(hs.name, f"sudo -n test -e {hs.mas_yaml} || echo absent")
+    problems.check(absent.stdout.strip() == "absent", f"{hs.name}: MAS's config path exists on the Synapse host")
+    copies = [p for p in hs.files(("etc", "var")) if ":" not in p and os.path.basename(p).startswith("config.yaml")]
+    problems.check(not copies, f"{hs.name}: a copy of MAS's config on the Synapse host: {copies}")
+
+
 def mas_counts(fleet: SshFleet, hs) -> dict:
     return dict(fleet.pg.execute("""
         SELECT 'users', count(*) FROM users UNION ALL
@@ -188,6 +201,11 @@ def test_01_the_fleet_is_what_users_run(fleet):
             assert (st.st_uid, oct(st.st_mode & 0o777)) == (0, "0o640"), path
         if hs.spec.worker:
             assert hs.worker_pid() and hs.worker_healthy()
+    # hs1's MAS config exists on MAS's host only: the Synapse host does not have the path.
+    hs1 = fleet.hosts["hs1"]
+    there = fleet.ssh(hs1.mas.name, f"sudo -n test -f {hs1.mas_yaml} && echo present")
+    here = fleet.ssh("hs1", f"sudo -n test -e {hs1.mas_yaml} || echo absent")
+    assert there.stdout.strip() == "present" and here.stdout.strip() == "absent", (there, here)
     # The collection as a user installs it, and a controller with only what a controller needs.
     manifest = os.path.join(fleet.collections, "ansible_collections", "matrix", "syn2mas", "MANIFEST.json")
     assert os.path.isfile(manifest)
@@ -210,6 +228,7 @@ def test_02_advisor_over_ssh(fleet):
 def test_03_check_mode_changes_nothing(fleet):
     problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
+    calls_before = len(fleet.hosts["hs1"].mas.cli_calls())
     result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
     problems.check(result.rc == 0, tail(result, 1500))
     problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
@@ -225,6 +244,13 @@ def test_03_check_mode_changes_nothing(fleet):
             problems.check(f"homeserver: {hs.server_name}" in out, f"{name}: no diff of MAS's matrix.homeserver")
     problems.check(out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1,
                    "hs1: no dry-run counts")
+    # hs1's MAS is on its own host: its config's diff is shown, mas-cli ran there with --dry-run only.
+    hs1 = fleet.hosts["hs1"]
+    problems.check(hs1.mas_yaml in out and f"homeserver: {hs1.server_name}" in out, "hs1: no diff of MAS's config")
+    calls = hs1.mas.cli_calls()[calls_before:]
+    problems.check(calls == [["config", "sync", f"--config={hs1.mas_yaml}", "--dry-run"]],
+                   f"hs1: mas-cli calls on MAS's host: {calls}")
+    check_mas_on_its_own_host(problems, hs1)
     problems.check(out.count("Dry run: users 4, passwords 3") == 4, "hs2-hs5: not 4 dry-run counts")
     report = latest_report(fleet)
     problems.check(report["check_mode"] is True, "the report does not say check mode")
@@ -366,6 +392,28 @@ def test_06_the_real_run_migrates(fleet):
             f"{name}: .well-known serves {served}")
         loose = [path for path, (_digest, mode, _uid, _gid) in hs.files(("var/backups",)).items() if mode != "0o600"]
         check(not loose, f"{name}: backup files not 0600: {loose}")
+    # hs1: MAS on its own host was linked, given Synapse's bcrypt scheme and provider, backed up there; its
+    # provider's row was written by mas-cli there; the SSO-linked users came over with their links.
+    hs1 = fleet.hosts["hs1"]
+    mas = hs1.mas_config()
+    providers = (mas.get("upstream_oauth2") or {}).get("providers") or []
+    check = problems.check
+    check([p.get("synapse_idp_id") for p in providers] == ["oidc-google"], f"hs1: MAS's providers {providers}")
+    check(mas["matrix"].get("secret") == hs1.mas_shared_secret, "hs1: MAS's shared secret is not Synapse's")
+    rows = fleet.pg.execute("SELECT upstream_oauth_provider_id::text FROM upstream_oauth_providers", hs1.mas_db)
+    if check(len(providers) == 1, "hs1: no provider"):
+        check([r[0] for r in rows] == [str(parse_provider_id(providers[0]["id"]))],
+              f"hs1: MAS's provider rows {rows}, its config names {providers[0]['id']}")
+        links = fleet.pg.execute("SELECT count(*) FROM upstream_oauth_links WHERE upstream_oauth_provider_id = %s",
+                                 hs1.mas_db, (str(parse_provider_id(providers[0]["id"])),))[0][0]
+        check(links == hs1.expected["sso_links"] > 0, f"hs1: {links} SSO links to the provider")
+    calls = [c for c in hs1.mas.cli_calls() if c[:2] == ["config", "sync"]]
+    check(calls[-1:] == [["config", "sync", f"--config={hs1.mas_yaml}"]], f"hs1: mas-cli calls {calls}")
+    check(not any("--prune" in c for c in hs1.mas.cli_calls()), "hs1: mas-cli ran with --prune")
+    backups = [p for p in hs1.files(("var/backups",)) if p.startswith(f"{hs1.mas.name}:")
+               and p.endswith("config.yaml")]
+    check(backups, "hs1: MAS's config not backed up on MAS's host")
+    check_mas_on_its_own_host(problems, hs1)
     problems.assert_none()
 
 
@@ -440,4 +488,10 @@ def test_08_rollback_brings_legacy_logins_and_old_tokens_back(fleet):
         after = hs.files(CONFIGS)
         changed = sorted(p for p in set(after) | set(fleet.baseline[name]) if after.get(p) != fleet.baseline[name].get(p))
         problems.check(not changed, f"{name}: not as before the migration: {changed}")
+    # hs1's MAS config is back on MAS's host, byte for byte (the comparison above covers that host's files).
+    hs1 = fleet.hosts["hs1"]
+    key = f"{hs1.mas.name}:{os.path.relpath(hs1.mas_yaml, hs1.mas.dir)}"
+    problems.check(key in fleet.baseline["hs1"] and hs1.files(CONFIGS).get(key) == fleet.baseline["hs1"][key],
+                   f"hs1: MAS's config on MAS's host is not as before: {hs1.files(CONFIGS).get(key)}")
+    check_mas_on_its_own_host(problems, hs1)
     problems.assert_none()

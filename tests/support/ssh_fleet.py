@@ -23,7 +23,7 @@ Synapse worker (a real synapse.app.generic_worker, replicating through a real Re
 reached only by URI override (the configs name hosts that resolve only inside the deployment's own
 network, as in a compose file; here only Synapse's process is given their address, through libpq's
 PGHOSTADDR), homeserver.yaml rewritten in place instead of a conf.d override, and no Python with
-psycopg2 named for the database work (a host missing a requirement).
+psycopg2 named for the database work (a host missing a requirement), and MAS on a host of its own (MasHost).
 
 The collection is built with `ansible-galaxy collection build` from the checkout's files and installed
 with `ansible-galaxy collection install` into the fleet's directory; playbooks run from the controller
@@ -160,6 +160,135 @@ class HostSpec:
     uri_override: bool = False   # database hosts that resolve only inside the deployment
     in_place: bool = False       # homeserver.yaml rewritten in place (no conf.d override file)
     bare_python: bool = False    # the database work is pointed at Debian's Python (no psycopg2)
+    mas_host: bool = False       # MAS's config (and mas-cli) on an inventory host of its own (MasHost)
+
+
+class Sshd:
+    """One test host's own sshd (Debian's /usr/sbin/sshd, own config, host key and loopback port).
+
+    With `private_mount` (source, target), sshd runs in a mount namespace of its own where `source` is
+    mounted on `target`: what is under `target` exists for that host's sessions only (the hosts share this
+    machine's filesystem otherwise), as a file that is on another machine."""
+
+    def __init__(self, fleet: "SshFleet", name: str, sshdir: str, private_mount: tuple | None = None):
+        self.fleet = fleet
+        self.name = name
+        self.sshdir = sshdir
+        self.private_mount = private_mount
+        self.port = homeservers.free_port()
+        self.proc: subprocess.Popen | None = None
+        self.host_key = ""
+
+    def create(self) -> None:
+        _mkdir(self.sshdir, 0o755)
+        key = os.path.join(self.sshdir, "ssh_host_ed25519_key")
+        if not os.path.exists(key):
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-host", "-f", key])
+        _write(os.path.join(self.sshdir, "sshd_config"), f"""# sshd of test host {self.name}
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {key}
+PidFile {os.path.join(self.sshdir, "sshd.pid")}
+AuthorizedKeysFile {self.fleet.authorized_keys}
+AllowUsers {ADMIN_USER}
+PermitRootLogin no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+# The authorized_keys file lives under a temporary directory, not in the user's home.
+StrictModes no
+MaxSessions 50
+MaxStartups 50:30:100
+Subsystem sftp internal-sftp
+""")
+        with open(key + ".pub") as handle:
+            self.host_key = " ".join(handle.read().split()[:2])
+
+    def start(self) -> None:
+        config = os.path.join(self.sshdir, "sshd_config")
+        _run([SSHD, "-t", "-f", config])
+        argv = [SSHD, "-D", "-f", config, "-E", os.path.join(self.sshdir, "sshd.log")]
+        if self.private_mount:
+            source, target = self.private_mount
+            argv = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
+                    'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh", source, target, *argv]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def wait(self, timeout: float = 15.0) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    if conn.recv(4).startswith(b"SSH-"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: sshd did not start: "
+                                   f"{SshHost.read(os.path.join(self.sshdir, 'sshd.log'))}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Ends the open sessions (the listener's children: they outlive it), then the listener."""
+        if self.proc is None:
+            return
+        for pid in _children(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class MasHost:
+    """MAS's host of a homeserver (HostSpec.mas_host): an inventory host of its own, reached over its own sshd,
+    whose directory holds MAS's config.yaml (and the backups of it the runbook makes there). That directory
+    exists only in its sshd's mount namespace: on the Synapse host (and on this machine) the path is an empty
+    directory, so a task that reads MAS's config on the Synapse host fails as on two machines. The tests read
+    and write the files through `store`, what is mounted there. MAS itself does not run (no binary can be had
+    here); its `mas-cli` is a stand-in (tests/support/mas_cli_stand_in.py) run by Synapse's virtualenv Python
+    (the stand-in needs psycopg2; the host's bare Python has none)."""
+
+    def __init__(self, fleet: "SshFleet", synapse: "SshHost"):
+        self.name = f"{synapse.name}-mas"
+        self.dir = os.path.join(fleet.base, self.name)
+        self.store = os.path.join(fleet.base, f".{self.name}-store")
+        self.sshd = Sshd(fleet, self.name, os.path.join(fleet.base, f"{self.name}-sshd"), (self.store, self.dir))
+        self.config_dir = os.path.join(self.dir, "etc", "matrix-authentication-service")
+        self.mas_yaml = os.path.join(self.config_dir, "config.yaml")
+        self.backup_dir = os.path.join(self.dir, "var", "backups", "syn2mas-mas")
+        self.cli = [os.path.join(SYNAPSE_VENV, "bin", "python"),
+                    os.path.join(ROOT, "tests", "support", "mas_cli_stand_in.py")]
+
+    def seen(self, path: str) -> str:
+        """Where the test finds a path of MAS's host (under `dir` there)."""
+        return os.path.join(self.store, os.path.relpath(path, self.dir))
+
+    def create(self) -> None:
+        _mkdir(self.dir)  # the mount point: empty but for MAS's host
+        _mkdir(self.store, 0o700)
+        _mkdir(self.seen(self.config_dir))
+        self.sshd.create()
+
+    def cli_calls(self) -> list:
+        """The stand-in mas-cli's calls on MAS's host, in order (each its argv)."""
+        import json
+
+        path = os.path.join(self.seen(self.config_dir), "calls.log")
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            return [json.loads(line) for line in handle]
 
 
 class SshHost(homeservers.SynapseClient):
@@ -179,7 +308,10 @@ class SshHost(homeservers.SynapseClient):
         self.override_path = os.path.join(self.confd, OVERRIDE_NAME)
         self.worker_yaml = os.path.join(self.synapse_etc, "workers", f"{WORKER_NAME}.yaml")
         self.secrets_dir = os.path.join(self.synapse_etc, "secrets")
-        self.mas_yaml = os.path.join(self.etc, "matrix-authentication-service", "config.yaml")
+        # MAS's config as the runbook names it: on MAS's own host (MasHost) or on this one.
+        self.mas = MasHost(fleet, self) if spec.mas_host else None
+        self.mas_yaml = (self.mas.mas_yaml if self.mas
+                         else os.path.join(self.etc, "matrix-authentication-service", "config.yaml"))
         self.data = os.path.join(self.dir, "var", "lib", "matrix-synapse")
         self.logdir = os.path.join(self.dir, "var", "log", "matrix-synapse")
         self.rundir = os.path.join(self.dir, "run", "matrix-synapse")
@@ -192,11 +324,11 @@ class SshHost(homeservers.SynapseClient):
         self.backup_dir = os.path.join(self.dir, "var", "backups", "syn2mas")
         self.state_file = os.path.join(self.dir, "var", "lib", "syn2mas", "state.json")
         self.sshdir = os.path.join(self.dir, "sshd")
+        self.sshd = Sshd(fleet, self.name, self.sshdir)
         self.python = os.path.join(SYNAPSE_VENV, "bin", "python")
         self.port = homeservers.free_port()
         self.replication_port = homeservers.free_port()
         self.worker_port = homeservers.free_port()
-        self.ssh_port = homeservers.free_port()
         self.web_port = homeservers.free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.worker_url = f"http://127.0.0.1:{self.worker_port}"
@@ -216,7 +348,19 @@ class SshHost(homeservers.SynapseClient):
         self.tokens: dict = {}
         self.expected: dict = {}
         self.user_created = False
-        self.sshd_proc: subprocess.Popen | None = None
+
+    @property
+    def ssh_port(self) -> int:
+        return self.sshd.port
+
+    @property
+    def host_key(self) -> str:
+        return self.sshd.host_key
+
+    @property
+    def mas_yaml_seen(self) -> str:
+        """Where the test reads MAS's config (through MAS's host's store when MAS has a host of its own)."""
+        return self.mas.seen(self.mas_yaml) if self.mas else self.mas_yaml
 
     # -- secrets and the database URIs ------------------------------------------------------------
 
@@ -255,7 +399,7 @@ class SshHost(homeservers.SynapseClient):
         # MAS's schema created by MAS's own role, as `mas-cli database migrate` does.
         pg.create_database(self.mas_db, owner=self.mas_role)
         mas_schema.load(pg, self.mas_db, MAS_VARIANT, user=self.mas_role)
-        if self.spec.sso:
+        if self.spec.sso and not self.spec.mas_host:  # with MAS on its own host, the run provisions it
             conn = pg.connect(self.mas_db)
             try:
                 mas_schema.insert_upstream_provider(conn, self.google_id,  # what `mas-cli config sync` did
@@ -267,9 +411,11 @@ class SshHost(homeservers.SynapseClient):
         """The host's files: layout, configs, signing key, sshd (hosts in parallel)."""
         self._create_layout()
         self._write_synapse_configs()
+        if self.mas:
+            self.mas.create()
         self._write_mas_config()
         self._write_well_known()
-        self._create_sshd()
+        self.sshd.create()
 
     def _create_user(self) -> None:
         try:
@@ -283,7 +429,7 @@ class SshHost(homeservers.SynapseClient):
         u = self.user
         _mkdir(self.dir)
         for d in (self.etc, self.synapse_etc, self.confd, os.path.dirname(self.worker_yaml),
-                  os.path.dirname(self.mas_yaml), os.path.join(self.dir, "var"), os.path.join(self.dir, "var", "lib"),
+                  os.path.dirname(self.mas_yaml_seen), os.path.join(self.dir, "var"), os.path.join(self.dir, "var", "lib"),
                   os.path.join(self.dir, "var", "log"), os.path.join(self.dir, "run"), self.webroot,
                   os.path.dirname(self.well_known)):
             _mkdir(d)
@@ -350,7 +496,9 @@ class SshHost(homeservers.SynapseClient):
 
     def _write_mas_config(self) -> None:
         """MAS's config as `mas-cli config generate` writes it (with `--synapse-config homeserver.yaml`
-        on the SSO host), then the two things an operator sets: the database and the public URL."""
+        on the SSO host whose MAS is on the same host), then the two things an operator sets: the database
+        and the public URL. On MAS's own host, it is written there only, without --synapse-config: the run
+        links it and provisions Synapse's provider with no manual step."""
         keys = []
         for args in (["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
                      ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -387,7 +535,7 @@ class SshHost(homeservers.SynapseClient):
             "matrix": {"kind": "synapse", "homeserver": "localhost:8008", "secret": self.mas_shared_secret,
                        "endpoint": "http://localhost:8008/"},
         }
-        if self.spec.sso:
+        if self.spec.sso and not self.spec.mas_host:
             # What --synapse-config adds: Synapse's server name and URL, its password hashes as
             # scheme 1, its OIDC provider (synced into MAS's database in create()).
             config["matrix"]["homeserver"] = self.server_name
@@ -407,7 +555,7 @@ class SshHost(homeservers.SynapseClient):
                 "userinfo_endpoint": "https://accounts.google.invalid/userinfo",
                 "claims_imports": {"localpart": {"action": "require", "template": "{{ user.preferred_username }}"}},
             }]}
-        _write(self.mas_yaml, to_yaml(config), 0o600)
+        _write(self.mas_yaml_seen, to_yaml(config), 0o600)
 
     def _write_well_known(self) -> None:
         import json
@@ -424,54 +572,17 @@ class SshHost(homeservers.SynapseClient):
             shutil.copy2(self.well_known, path)
         return path
 
-    def _create_sshd(self) -> None:
-        _mkdir(self.sshdir, 0o755)
-        key = os.path.join(self.sshdir, "ssh_host_ed25519_key")
-        if not os.path.exists(key):
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-host", "-f", key])
-        _write(os.path.join(self.sshdir, "sshd_config"), f"""# sshd of test host {self.name}
-Port {self.ssh_port}
-ListenAddress 127.0.0.1
-HostKey {key}
-PidFile {os.path.join(self.sshdir, "sshd.pid")}
-AuthorizedKeysFile {self.fleet.authorized_keys}
-AllowUsers {ADMIN_USER}
-PermitRootLogin no
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-# The authorized_keys file lives under a temporary directory, not in the user's home.
-StrictModes no
-MaxSessions 50
-MaxStartups 50:30:100
-Subsystem sftp internal-sftp
-""")
-        with open(key + ".pub") as handle:
-            self.host_key = " ".join(handle.read().split()[:2])
-
     # -- processes --------------------------------------------------------------------------------
 
     def start_sshd(self) -> None:
-        config = os.path.join(self.sshdir, "sshd_config")
-        _run([SSHD, "-t", "-f", config])
-        self.sshd_proc = subprocess.Popen([SSHD, "-D", "-f", config, "-E", os.path.join(self.sshdir, "sshd.log")],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.sshd.start()
+        if self.mas:
+            self.mas.sshd.start()
 
     def wait_sshd(self, timeout: float = 15.0) -> None:
-        import socket
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=1) as conn:
-                    if conn.recv(4).startswith(b"SSH-"):
-                        return
-            except OSError:
-                pass
-            if self.sshd_proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name}: sshd did not start: {self.read(os.path.join(self.sshdir, 'sshd.log'))}")
-            time.sleep(0.1)
+        self.sshd.wait(timeout)
+        if self.mas:
+            self.mas.sshd.wait(timeout)
 
     def _as_synapse(self, module: str, *config_paths: str, options: str = "") -> str:
         """The command line that runs a Synapse process as Synapse's user, as a service unit would."""
@@ -548,21 +659,9 @@ Subsystem sftp internal-sftp
             subprocess.run(self._stop_by_pid_file(pid_file), shell=True, check=False, capture_output=True)
 
     def stop_sshd(self) -> None:
-        """Ends the open sessions (the listener's children: they outlive it), then the listener."""
-        if self.sshd_proc is None:
-            return
-        for pid in _children(self.sshd_proc.pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        if self.sshd_proc.poll() is None:
-            self.sshd_proc.terminate()
-            try:
-                self.sshd_proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.sshd_proc.kill()
-                self.sshd_proc.wait(5)
+        self.sshd.stop()
+        if self.mas:
+            self.mas.sshd.stop()
 
     def teardown(self) -> None:
         self.stop()
@@ -603,20 +702,26 @@ Subsystem sftp internal-sftp
         return merged
 
     def mas_config(self) -> dict:
-        with open(self.mas_yaml) as handle:
+        with open(self.mas_yaml_seen) as handle:
             return yaml.safe_load(handle)
 
     def files(self, under: tuple = ("etc", "var/www", "var/lib/syn2mas", "var/backups")) -> dict:
         """Every file the runbook may touch, by path relative to the host: content hash, mode, owner."""
         found = {}
-        for top in under:
-            for parent, _dirs, names in os.walk(os.path.join(self.dir, top)):  # .well-known too
-                for name in names:
-                    path = os.path.join(parent, name)
-                    st = os.stat(path)
-                    with open(path, "rb") as handle:
-                        digest = hashlib.sha256(handle.read()).hexdigest()
-                    found[os.path.relpath(path, self.dir)] = (digest, oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
+        # MAS's own host's files too, named `<its name>:<path there>` (calls.log is the stand-in mas-cli's own).
+        roots = [("", self.dir)] + ([(self.mas.name + ":", self.mas.store)] if self.mas else [])
+        for prefix, root in roots:
+            for top in under:
+                for parent, _dirs, names in os.walk(os.path.join(root, top)):  # .well-known too
+                    for name in names:
+                        path = os.path.join(parent, name)
+                        if prefix and name == "calls.log":
+                            continue
+                        st = os.stat(path)
+                        with open(path, "rb") as handle:
+                            digest = hashlib.sha256(handle.read()).hexdigest()
+                        found[prefix + os.path.relpath(path, root)] = (digest, oct(st.st_mode & 0o7777), st.st_uid,
+                                                                       st.st_gid)
         return dict(sorted(found.items()))
 
     def inventory_vars(self) -> dict:
@@ -650,6 +755,10 @@ Subsystem sftp internal-sftp
         if self.spec.worker:
             hostvars["synapse_service_worker_start_command"] = self.worker_start_command
             hostvars["synapse_service_worker_stop_command"] = self.worker_stop_command
+        if self.mas:
+            hostvars["syn2mas_mas_host"] = self.mas.name
+            hostvars["syn2mas_mas_cli"] = self.mas.cli
+            hostvars["syn2mas_mas_backup_dir"] = self.mas.backup_dir
         if self.spec.uri_override:
             hostvars["syn2mas_synapse_database_uri"] = self.synapse_database_uri()
             hostvars["syn2mas_mas_database_uri"] = self.mas_database_uri()
@@ -734,6 +843,8 @@ class SshFleet:
         with open(self.known_hosts, "w") as handle:
             for hs in self.hosts.values():
                 handle.write(f"[127.0.0.1]:{hs.ssh_port} {hs.host_key}\n")
+                if hs.mas:
+                    handle.write(f"[127.0.0.1]:{hs.mas.sshd.port} {hs.mas.sshd.host_key}\n")
         self.write_inventory()
         return self
 
@@ -808,19 +919,30 @@ class SshFleet:
         for hs in self.hosts.values():
             hs.start()
 
+    @staticmethod
+    def _pristine_roots(hs: SshHost) -> list:
+        """(name, directory) of each host of a homeserver whose configs heal() restores: its MAS host's too."""
+        return [(hs.name, hs.dir)] + ([(hs.mas.name, hs.mas.store)] if hs.mas else [])
+
     def keep_pristine(self) -> None:
         """A copy of every host's configs and web root as set up (owners and modes kept), for heal()."""
         for hs in self.hosts.values():
             self.pristine[hs.name] = hs.files(PRISTINE)
-            for top in PRISTINE:
-                dest = os.path.join(self.base, "pristine", hs.name, top)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                _run(["cp", "-a", os.path.join(hs.dir, top), dest])
+            for name, root in self._pristine_roots(hs):
+                for top in PRISTINE:
+                    if not os.path.exists(os.path.join(root, top)):
+                        continue
+                    dest = os.path.join(self.base, "pristine", name, top)
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    _run(["cp", "-a", os.path.join(root, top), dest])
 
     def _restore_pristine(self, hs: SshHost) -> None:
-        for top in PRISTINE:
-            shutil.rmtree(os.path.join(hs.dir, top))
-            _run(["cp", "-a", os.path.join(self.base, "pristine", hs.name, top), os.path.join(hs.dir, top)])
+        for name, root in self._pristine_roots(hs):
+            for top in PRISTINE:
+                if not os.path.exists(os.path.join(self.base, "pristine", name, top)):
+                    continue
+                shutil.rmtree(os.path.join(root, top))
+                _run(["cp", "-a", os.path.join(self.base, "pristine", name, top), os.path.join(root, top)])
         if os.path.exists(hs.state_file):
             os.unlink(hs.state_file)
 
@@ -858,16 +980,21 @@ class SshFleet:
     # -- the inventory and the playbooks -----------------------------------------------------------
 
     def ssh(self, name: str, command: str) -> subprocess.CompletedProcess:
-        """`command` on host `name` over SSH as the admin user, as the controller connects."""
-        hs = self.hosts[name]
+        """`command` on host `name` (a Synapse host, or a MAS host) over SSH as the admin user, as the
+        controller connects."""
+        ports = {hs.name: hs.ssh_port for hs in self.hosts.values()}
+        ports.update({hs.mas.name: hs.mas.sshd.port for hs in self.hosts.values() if hs.mas})
         return subprocess.run(
-            ["ssh", "-i", self.client_key, "-p", str(hs.ssh_port), "-o", f"UserKnownHostsFile={self.known_hosts}",
+            ["ssh", "-i", self.client_key, "-p", str(ports[name]), "-o", f"UserKnownHostsFile={self.known_hosts}",
              "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{ADMIN_USER}@127.0.0.1", command],
             capture_output=True, text=True, timeout=60, check=False)
 
     def write_inventory(self, overrides: dict | None = None) -> None:
         overrides = overrides or {}
-        inventory = {"all": {"children": {"synapse": {
+        # The MAS hosts are in the inventory (tasks are delegated to them), outside the group the playbooks run on.
+        mas_hosts = {hs.mas.name: {"ansible_host": "127.0.0.1", "ansible_port": hs.mas.sshd.port}
+                     for hs in self.hosts.values() if hs.mas}
+        inventory = {"all": {
             "vars": {
                 "ansible_user": ADMIN_USER,
                 "ansible_ssh_private_key_file": self.client_key,
@@ -876,8 +1003,11 @@ class SshFleet:
                 "ansible_python_interpreter": DEBIAN_PYTHON,
                 "syn2mas_report_dir": self.report_dir,
             },
-            "hosts": {name: {**hs.inventory_vars(), **overrides.get(name, {})} for name, hs in self.hosts.items()},
-        }}}}
+            "children": {
+                "synapse": {"hosts": {name: {**hs.inventory_vars(), **overrides.get(name, {})}
+                                      for name, hs in self.hosts.items()}},
+                **({"mas": {"hosts": mas_hosts}} if mas_hosts else {}),
+            }}}
         _write(self.inventory, to_yaml(inventory), 0o600)
 
     def ansible_env(self) -> dict:
@@ -964,7 +1094,7 @@ class SshFleet:
 
 
 DEFAULT_SPECS = [
-    HostSpec("hs1", sso=True, in_place=True),
+    HostSpec("hs1", sso=True, in_place=True, mas_host=True),
     HostSpec("hs2", worker=True),
     HostSpec("hs3", uri_override=True),
     HostSpec("hs4"),

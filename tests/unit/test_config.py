@@ -172,3 +172,48 @@ def test_connection_descriptions_never_show_passwords():
     assert parsed({"host": "h", "password": "pw"}) == {"host": "h", "password": "pw"}
     assert redact("could not connect: password hunter22 rejected", secrets_of(info)) == \
         "could not connect: password ******** rejected"
+
+
+# -- configuration files read on another host (MAS on a host of its own) -----------------------
+
+def test_files_read_on_another_host_are_loaded_as_there_and_errors_name_that_host(tmp_path):
+    from _syn2mas.files import FilesRead, read_files
+
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    main = write(tmp_path, "homeserver.yaml", "server_name: example.com\n")
+    (confd / "10-db.yaml").write_text("database: {name: psycopg2, args: {dbname: synapse}}\n")
+    (confd / "README").write_text("not read\n")
+    mas = write(tmp_path, "config.yaml", "database: {uri: 'postgresql://mas@db/mas'}\n")
+    read = read_files([main, str(confd), mas, str(tmp_path / "absent.yaml")])
+    assert read["dirs"] == {str(confd): ["10-db.yaml"]}
+    assert sorted(read["files"]) == sorted([main, str(confd / "10-db.yaml"), mas])
+    assert read["errors"] == {str(tmp_path / "absent.yaml"): "file not found"}
+
+    # Once read, the files are gone from this machine: the reader still serves them.
+    for path in (main, mas, str(confd / "10-db.yaml")):
+        (tmp_path / path).unlink()
+    there = FilesRead("synapse-vm", read["files"], read["dirs"], read["errors"])
+    synapse = load_synapse_config([main, str(confd)], there)
+    assert synapse.server_name == "example.com" and synapse.database_conninfo() == {"dbname": "synapse"}
+    assert synapse.where("database") == f"{confd}/10-db.yaml: database"
+    assert load_mas_config([mas], there).database_conninfo() == {"dsn": "postgresql://mas@db/mas"}
+
+    with pytest.raises(ConfigError, match=f"^{tmp_path}/absent.yaml: file not found on synapse-vm$"):
+        load_mas_config([str(tmp_path / "absent.yaml")], there)
+    with pytest.raises(ConfigError, match=f"^{tmp_path}/other.yaml: cannot read it on synapse-vm: it was not read there"):
+        load_mas_config([str(tmp_path / "other.yaml")], there)
+    denied = FilesRead("mas-vm", {}, errors={"/etc/mas/config.yaml": "permission denied (run as a user that can read it)"})
+    with pytest.raises(ConfigError, match="^/etc/mas/config.yaml: cannot read it on mas-vm: permission denied"):
+        load_mas_config(["/etc/mas/config.yaml"], denied)
+
+
+def test_files_read_elsewhere_come_first_and_other_paths_go_to_the_host(tmp_path):
+    from _syn2mas.files import LOCAL_FILES, FilesRead
+
+    local = write(tmp_path, "pepper", "on this host\n")
+    there = FilesRead("synapse-vm", {"/etc/matrix-synapse/homeserver.yaml": "server_name: example.org\n"},
+                      fallback=LOCAL_FILES)
+    assert there.read_text(local) == "on this host\n" and there.is_file(local)
+    assert load_synapse_config(["/etc/matrix-synapse/homeserver.yaml"], there).server_name == "example.org"
+    assert not there.same_file("/etc/matrix-synapse/homeserver.yaml", local)

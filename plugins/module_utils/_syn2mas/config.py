@@ -215,6 +215,8 @@ class ConfigSources:
     mas_config: list = field(default_factory=list)
     synapse_database_uri: str | None = None
     mas_database_uri: str | None = None
+    # Where MAS's config files are read: this machine, or a files.FilesRead of MAS's own host.
+    mas_reader: Any = field(default=LOCAL_FILES, repr=False)
 
 
 def synapse_auth_provider(idp_id: str) -> str:

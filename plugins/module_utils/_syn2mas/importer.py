@@ -105,7 +105,7 @@ def _test_point(name: str) -> None:
 def _check_configs(options: ImportOptions):
     synapse = load_synapse_config(options.synapse_config)
     server_name = synapse.server_name
-    mas = load_mas_config(options.mas_config) if options.mas_config else None
+    mas = load_mas_config(options.mas_config, options.mas_reader) if options.mas_config else None
     if mas is None and not options.mas_database_uri:
         raise ConfigError("MAS's config.yaml (or a MAS database URI) is needed to know where to import into")
     planned = options.dry_run

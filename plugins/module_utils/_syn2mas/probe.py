@@ -15,6 +15,7 @@ import time
 from .config import format_ulid, load_mas_config, load_synapse_config
 from .db import OTHER_CLIENTS, connect, database_conninfo, describe, other_clients, secrets_of
 from .errors import ConfigError, DatabaseError, Syn2masError, with_result
+from .files import LOCAL_FILES
 from .host_runtime import postgres_major
 
 APPLICATION_NAME = "syn2mas-runbook"
@@ -23,8 +24,10 @@ APPLICATION_NAME = "syn2mas-runbook"
 # -- database targets ---------------------------------------------------------------------------
 
 def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=None, mas_database_uri=None,
-                     errors: dict | None = None) -> dict:
+                     errors: dict | None = None, mas_reader=LOCAL_FILES) -> dict:
     """{'synapse': conninfo, 'mas': conninfo} for the databases the config files (or URIs) name.
+
+    `mas_reader` reads MAS's config files (a files.FilesRead when they are on MAS's own host).
 
     With `errors` given, a database whose configuration cannot be read is left out and its error kept
     there by name, instead of raised (the advisor reports such errors as findings of its own).
@@ -32,7 +35,8 @@ def database_targets(synapse_config=None, mas_config=None, synapse_database_uri=
     targets = {}
     for name, paths, uri, load, label in (
             ("synapse", synapse_config, synapse_database_uri, load_synapse_config, "the given Synapse database URI"),
-            ("mas", mas_config, mas_database_uri, load_mas_config, "the given MAS database URI")):
+            ("mas", mas_config, mas_database_uri, lambda paths: load_mas_config(paths, mas_reader),
+             "the given MAS database URI")):
         if not (paths or uri):
             continue
         try:
@@ -128,9 +132,9 @@ def describe_activity(activity: list) -> str:
     return "; ".join(parts)
 
 
-def mas_provider_rows(conninfo: dict, mas_config) -> dict:
+def mas_provider_rows(conninfo: dict, mas_config, mas_reader=LOCAL_FILES) -> dict:
     """The upstream providers MAS's config defines, and which of them MAS's database lacks."""
-    mas = load_mas_config(mas_config)
+    mas = load_mas_config(mas_config, mas_reader)
     configured = {str(p.id): p for p in mas.upstream_providers()}
     conn = connect(conninfo, APPLICATION_NAME, "MAS")
     try:
@@ -174,7 +178,7 @@ def free_bytes(path: str) -> tuple:
 
 def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float = 120, space_path: str | None = None,
                   mas_config=None, check_providers: bool = False, fail_on_unreachable: bool = True,
-                  config_errors: dict | None = None, activity: bool = False) -> dict:
+                  config_errors: dict | None = None, activity: bool = False, mas_reader=LOCAL_FILES) -> dict:
     """syn2mas_probe's result: each database's probe (after waiting for Synapse's to go idle, when
     asked), their total size, the free space at `space_path`, and MAS's missing provider rows.
     `config_errors` (from database_targets) are reported as databases that could not be reached.
@@ -213,7 +217,7 @@ def probe_targets(targets: dict, wait_synapse_idle: bool = False, timeout: float
         if "mas" not in targets or not mas_config:
             raise with_result(ConfigError("check_providers needs mas_config"), result)
         if result["mas"]["reachable"]:
-            result["providers"] = mas_provider_rows(targets["mas"], mas_config)
+            result["providers"] = mas_provider_rows(targets["mas"], mas_config, mas_reader)
     if problems and fail_on_unreachable:
         raise with_result(DatabaseError("; ".join(problems)), result)
     return result

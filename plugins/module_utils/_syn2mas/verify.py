@@ -852,7 +852,7 @@ def _lock_refusal(exc: LockWaitExceeded, synapse_conn, lock_wait: float) -> Refu
 def _run_verify(options: VerifyOptions) -> dict:
     started = time.monotonic()
     synapse = load_synapse_config(options.synapse_config)
-    mas = load_mas_config(options.mas_config) if options.mas_config else None
+    mas = load_mas_config(options.mas_config, options.mas_reader) if options.mas_config else None
     if mas is None and not options.mas_database_uri:
         raise RefusedError("MAS's config.yaml (or a MAS database URI) is needed to know which database to verify")
     server_name = synapse.server_name

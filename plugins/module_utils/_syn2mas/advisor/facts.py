@@ -194,7 +194,7 @@ def _load_mas(facts: Facts, found: list) -> None:
     options = facts.options
     if options.mas_config:
         try:
-            facts.mas = load_mas_config(options.mas_config)
+            facts.mas = load_mas_config(options.mas_config, options.mas_reader)
         except ConfigError as exc:
             found.append((MAS_CONFIG_INVALID, finding(
                 ERROR, str(exc), ", ".join(options.mas_config),
