@@ -13,8 +13,9 @@ Per host:
   logs and pid files owned by Synapse's user;
 - Synapse's and MAS's databases in the test cluster, over TCP on 127.0.0.1, each owned by its own
   role that must give its password;
-- MAS's config as `mas-cli config generate` writes it (MAS itself does not run: its binary cannot be
-  had here), with the database URI and public URL an operator sets;
+- MAS's config as `mas-cli config generate` writes it, with the database URI and public URL an operator
+  sets; MAS's binary cannot be had here, so a MAS STAND-IN (tests/support/mas_stand_in.py) answers where
+  the inventory says MAS is (syn2mas_mas_endpoint), as MAS of that config, from before the first run;
 - the .well-known document, served by a real nginx.
 
 Deployment shapes a host can take (HostSpec): an SSO provider (MAS's config then as
@@ -53,6 +54,7 @@ import yaml
 from _syn2mas.config import format_ulid
 
 from . import homeservers, mas_schema, synapse_schema
+from .mas_stand_in import MasStandIn
 from .pgcluster import PgCluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -180,6 +182,7 @@ class SshHost(homeservers.SynapseClient):
         self.worker_yaml = os.path.join(self.synapse_etc, "workers", f"{WORKER_NAME}.yaml")
         self.secrets_dir = os.path.join(self.synapse_etc, "secrets")
         self.mas_yaml = os.path.join(self.etc, "matrix-authentication-service", "config.yaml")
+        self.mas = MasStandIn(self.mas_yaml)  # started once the config exists (SshFleet.setup)
         self.data = os.path.join(self.dir, "var", "lib", "matrix-synapse")
         self.logdir = os.path.join(self.dir, "var", "log", "matrix-synapse")
         self.rundir = os.path.join(self.dir, "run", "matrix-synapse")
@@ -566,6 +569,7 @@ Subsystem sftp internal-sftp
 
     def teardown(self) -> None:
         self.stop()
+        self.mas.stop()
         self.stop_sshd()
         if self.user_created:
             for _attempt in range(20):  # until its last process has gone
@@ -628,7 +632,7 @@ Subsystem sftp internal-sftp
             "syn2mas_synapse_config": [self.homeserver_yaml, self.confd + "/"],
             "syn2mas_mas_config": [self.mas_yaml],
             "syn2mas_mas_secret": self.mas_shared_secret,
-            "syn2mas_mas_endpoint": "http://127.0.0.1:9/",  # no MAS here: Synapse only calls it on auth requests
+            "syn2mas_mas_endpoint": f"{self.mas.url}/",
             "syn2mas_synapse_endpoint": f"{self.base_url}/",
             "syn2mas_synapse_health_url": f"{self.base_url}/health",
             "syn2mas_well_known_path": self.well_known,
@@ -722,6 +726,8 @@ class SshFleet:
         with ThreadPoolExecutor(max_workers=4) as pool:
             self._timed("host files", lambda: list(pool.map(lambda hs: hs.create(), self.hosts.values())))
         self._timed("signing keys", self._signing_keys)
+        for hs in self.hosts.values():
+            hs.mas.start()
         for hs in self.hosts.values():
             hs.start_sshd()
         for hs in self.hosts.values():
