@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from tests.support.advisor_cases import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
-
 from tests.support.mas_stand_in import MasStandIn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

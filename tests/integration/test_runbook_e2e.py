@@ -8,7 +8,9 @@ check mode changes nothing -> a real run where hs2 fails mid-run (its MAS databa
 once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
 wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> a stop command that does not
 return fails within synapse_service_stop_timeout, naming what is on Synapse's database, and is rolled back ->
-the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> the fixed fleet migrates -> a second run
+the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> a MAS that answers the gate and
+then goes down (its stand-in fails after the gate's three questions) fails hs2's live checks after the
+start and rolls it back -> the fixed fleet migrates -> a second run
 changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
 """
 
@@ -283,6 +285,34 @@ def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
     assert host_state(hs2) == "legacy"
     # The operator starts it when ready: legacy logins work.
     hs2.start()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
+
+
+def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_back(fleet):
+    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
+    mas_before = fleet.pg.dump(hs2.mas_db)
+    config_before = open(hs2.homeserver_yaml).read()
+    mas.fail_after(3)  # the gate's /health, OpenID configuration and compat login; then MAS is down
+    try:
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        mas.fail_after(None)
+    assert run.returncode != 0
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    # Synapse had started on MAS: the live checks are what failed, naming MAS's /health.
+    assert "synapse_start" in [p["phase"] for p in entry["phase_seconds"]], entry["phase_seconds"]
+    assert "live checks FAILED: " in entry["error"] and "mas_health" in entry["error"], entry["error"]
+    assert entry["live_checks"]["ok"] is False, entry["live_checks"]
+    failed = {f["check"]: f["url"] for f in entry["live_checks"]["findings"] if f["level"] == "ERROR"}
+    assert failed.get("mas_health") == f"{mas.url}/health", entry["live_checks"]
+    # Rolled back: MAS's database as before the run, Synapse on its own authentication, logins work.
+    assert fleet.pg.dump(hs2.mas_db) == mas_before
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_state(hs2) == "legacy"
+    assert hs2.healthy()
     status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
     assert status == 200, body
     fleet.expected["hs2"]["devices"] += 1

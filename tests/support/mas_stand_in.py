@@ -42,6 +42,7 @@ class MasStandIn:
         self.starts = 0
         self.issuer = issuer
         self.passwords = True
+        self.answers_left: int | None = None  # fault injection: see fail_after
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -76,6 +77,11 @@ class MasStandIn:
         self.stop()
         self.start()
 
+    def fail_after(self, answers: int | None) -> None:
+        """Fault injection: after `answers` more answers, MAS fails (503 to everything) as a MAS that went
+        down behind its proxy does; None: it answers again."""
+        self.answers_left = answers
+
     @property
     def running(self) -> bool:
         return self.server is not None
@@ -98,6 +104,10 @@ class MasStandIn:
                 "response_types_supported": ["code"], "grant_types_supported": ["authorization_code"]}
 
     def answer(self, method: str, path: str) -> tuple:
+        if self.answers_left is not None:
+            if self.answers_left <= 0:
+                return 503, {"errcode": "M_UNKNOWN", "error": "stand-in: MAS is down"}
+            self.answers_left -= 1
         route = path.split("?")[0]
         if method == "GET" and route == "/health":
             return 200, None
