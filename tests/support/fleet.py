@@ -34,7 +34,8 @@ class Fleet:
             self.hosts[n] = homeservers.Homeserver(self.pg, n, self.base, **extra)
         self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
         # MAS, answering from before the run (the runbook does not stop Synapse while MAS does not answer).
-        self.mas = {n: MasStandIn(hs.mas_yaml) for n, hs in self.hosts.items()}
+        self.mas = {n: MasStandIn(hs.mas_yaml, state_dir=os.path.join(self.base, f"mas-{n}"))
+                    for n, hs in self.hosts.items()}
         self.inventory = os.path.join(self.base, "inventory.yml")
         self.report_dir = os.path.join(self.base, "reports")
         self.expected: dict = {}
@@ -73,6 +74,13 @@ class Fleet:
             "synapse_service_stop_command": hs.stop_command,
             "synapse_service_start_timeout": 90,
             "synapse_service_stop_timeout": 60,
+            # MAS's service (its stand-in), run by commands as an operator's service manager runs it.
+            "mas_service_manager": "command",
+            "mas_service_start_command": self.mas[hs.name].start_command,
+            "mas_service_stop_command": self.mas[hs.name].stop_command,
+            "mas_service_restart_command": self.mas[hs.name].restart_command,
+            "mas_service_start_timeout": 30,
+            "mas_service_stop_timeout": 30,
         }
 
     def write_inventory(self, overrides: dict | None = None) -> None:
@@ -100,7 +108,10 @@ class Fleet:
                 pass
         self.nginx.stop()
         for mas in self.mas.values():
-            mas.stop()
+            try:
+                mas.stop()
+            except Exception:  # pragma: no cover - best effort
+                pass
         if self.own_pg:
             self.pg.stop()
 

@@ -1,6 +1,8 @@
-"""A STAND-IN FOR MAS's HTTP service (no MAS binary can be had on this machine), one for every test.
+"""A STAND-IN FOR MAS's service (no MAS binary can be had on this machine), one for every test.
 
-It answers what the runbook and the tests ask MAS over HTTP, in MAS's shape:
+It runs as a process of its own, started, stopped and restarted by shell commands as an operator's service
+manager does (`start_command`, `stop_command`, `restart_command`: what the mas_service role's `command`
+manager runs), with a pid file. It answers what the runbook and the tests ask MAS over HTTP, in MAS's shape:
 - GET /health: 200;
 - GET /.well-known/openid-configuration: the issuer MAS's config declares (http.issuer, else
   http.public_base), with the endpoints MAS's discovery document names;
@@ -9,82 +11,121 @@ It answers what the runbook and the tests ask MAS over HTTP, in MAS's shape:
 - POST .../login, .../logout, .../refresh: answers of the compatibility layer's shape (a login it does not
   check, an unknown refresh token), enough for the reverse proxy's routing tests, no more.
 
-Like MAS, it reads its config only when it starts: `restart()` re-reads it, and `starts` counts the starts,
-so a test can tell whether MAS was restarted after its config changed. It records every request (method,
-path), so a test can tell what reached MAS. It does not connect to MAS's database (real MAS does).
+Like MAS, it reads its config only when it starts (`starts` counts the starts and `fingerprint` is the
+sha256 of the config it read, so a test can tell that MAS was restarted once after its config changed), and
+while it runs it holds a connection to MAS's database (the config's `database` section), as MAS's
+connection pool does: a MAS that cannot reach its database does not start. It records every request
+(method, path), so a test can tell what reached MAS.
+
+Without a config (`issuer` only) it serves that issuer and has no database: the advisor's tests use it so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import yaml
 
-from . import homeservers
-
+THIS_FILE = os.path.abspath(__file__)
 COMPAT_FLOWS_SSO = {"type": "m.login.sso", "oauth_aware_preferred": True,
                     "org.matrix.msc3824.delegated_oidc_compatibility": True}
+APPLICATION_NAME = "matrix-authentication-service (stand-in)"
+START_TIMEOUT = 15.0
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class MasStandIn:
-    """STANDS IN FOR MAS: listens on 127.0.0.1:`port` (a free one by default) and serves what the config
-    at `config_path` declares (or `issuer`, without a config)."""
+    """STANDS IN FOR MAS: a process listening on 127.0.0.1:`port` (a free one by default) that serves what
+    the config at `config_path` declares (or `issuer`, without a config). Its files (settings, pid file,
+    request log, start log) are in `state_dir`."""
 
     def __init__(self, config_path: str | None = None, issuer: str = "https://auth.example.test/",
-                 port: int | None = None):
+                 port: int | None = None, state_dir: str | None = None):
         self.config_path = config_path
-        self.default_issuer = issuer
-        self.port = port or homeservers.free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.requests: list = []
-        self.starts = 0
-        self.issuer = issuer
-        self.passwords = True
-        self.answers_left: int | None = None  # fault injection: see fail_after
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="mas-stand-in-")
+        os.makedirs(self.state_dir, exist_ok=True)
+        with open(os.path.join(self.state_dir, "settings.json"), "w") as handle:
+            json.dump({"config_path": config_path, "issuer": issuer, "port": self.port}, handle)
+        base = f"{shlex.quote(sys.executable)} {shlex.quote(THIS_FILE)}"
+        self.start_command = f"{base} start {shlex.quote(self.state_dir)}"
+        self.stop_command = f"{base} stop {shlex.quote(self.state_dir)}"
+        self.restart_command = f"{base} restart {shlex.quote(self.state_dir)}"
 
-    # -- the service ------------------------------------------------------------------------------
+    def failing_start_command(self, answers: int) -> str:
+        """A start command whose MAS fails (503 to everything) after `answers` answers (fault injection)."""
+        return f"{self.start_command} --fail-after {int(answers)}"
 
-    def _read_config(self) -> None:
-        self.issuer, self.passwords = self.default_issuer, True
-        if not self.config_path:
-            return
-        with open(self.config_path) as handle:
-            config = yaml.safe_load(handle) or {}
-        http = config.get("http") or {}
-        self.issuer = http.get("issuer") or http.get("public_base") or self.default_issuer
-        self.passwords = bool((config.get("passwords") or {}).get("enabled", True))
+    # -- the service, as its manager drives it ------------------------------------------------------
+
+    def _run(self, action: str) -> None:
+        subprocess.run([sys.executable, THIS_FILE, action, self.state_dir], check=True, timeout=60)
 
     def start(self) -> "MasStandIn":
-        self._read_config()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.starts += 1
+        self._run("start")
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        self._run("stop")
 
     def restart(self) -> None:
-        self.stop()
-        self.start()
+        self._run("restart")
+
+    def pid(self) -> int | None:
+        return _running_pid(self.state_dir)
+
+    @property
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    @property
+    def starts(self) -> int:
+        return int(_read(os.path.join(self.state_dir, "starts")) or 0)
+
+    @property
+    def fingerprint(self) -> str | None:
+        """sha256 of the config the running MAS read when it started."""
+        return _read(os.path.join(self.state_dir, "fingerprint")) or None
 
     def fail_after(self, answers: int | None) -> None:
         """Fault injection: after `answers` more answers, MAS fails (503 to everything) as a MAS that went
         down behind its proxy does; None: it answers again."""
-        self.answers_left = answers
+        path = os.path.join(self.state_dir, "answers_left")
+        if answers is None:
+            if os.path.exists(path):
+                os.unlink(path)
+        else:
+            with open(path, "w") as handle:
+                handle.write(str(answers))
 
     @property
-    def running(self) -> bool:
-        return self.server is not None
+    def requests(self) -> list:
+        """Every request that reached MAS since the last clear_requests(): (method, path)."""
+        text = _read(os.path.join(self.state_dir, "requests.jsonl"))
+        return [tuple(json.loads(line)) for line in text.splitlines() if line.strip()]
+
+    def clear_requests(self) -> None:
+        open(os.path.join(self.state_dir, "requests.jsonl"), "w").close()
+
+    def log_tail(self) -> str:
+        return _read(os.path.join(self.state_dir, "mas.log"))[-3000:]
 
     def __enter__(self) -> "MasStandIn":
         return self.start()
@@ -92,7 +133,64 @@ class MasStandIn:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # -- what it answers --------------------------------------------------------------------------
+
+# -- the process -------------------------------------------------------------------------------------
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip() if not path.endswith(".jsonl") else handle.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _running_pid(state_dir: str) -> int | None:
+    text = _read(os.path.join(state_dir, "pid"))
+    if not text:
+        return None
+    try:
+        os.kill(int(text), 0)
+    except (ProcessLookupError, ValueError):
+        return None
+    except PermissionError:
+        pass
+    return int(text)
+
+
+def _database_dsn(config: dict) -> str | None:
+    """MAS's database as its config names it: `uri`, else the separate fields (as MAS reads them)."""
+    db = config.get("database") or {}
+    if not db:
+        return None
+    if db.get("uri"):
+        return db["uri"]
+    parts = {"host": db.get("host") or db.get("socket"), "port": db.get("port"), "user": db.get("username"),
+             "password": db.get("password"), "dbname": db.get("database")}
+    return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in parts.items() if v not in (None, ""))
+
+
+class _Service:
+    def __init__(self, state_dir: str):
+        self.state_dir = state_dir
+        with open(os.path.join(state_dir, "settings.json")) as handle:
+            settings = json.load(handle)
+        self.issuer, self.passwords, self.connection = settings["issuer"], True, None
+        self.lock = threading.Lock()
+        raw = b""
+        if settings.get("config_path"):
+            with open(settings["config_path"], "rb") as handle:
+                raw = handle.read()
+            config = yaml.safe_load(raw) or {}
+            http = config.get("http") or {}
+            self.issuer = http.get("issuer") or http.get("public_base") or self.issuer
+            self.passwords = bool((config.get("passwords") or {}).get("enabled", True))
+            dsn = _database_dsn(config)
+            if dsn:
+                import psycopg2  # MAS's connection pool: one connection held while it runs
+                self.connection = psycopg2.connect(dsn, application_name=APPLICATION_NAME, connect_timeout=10)
+                self.connection.autocommit = True
+        self.fingerprint = hashlib.sha256(raw).hexdigest()
+        self.port = settings["port"]
 
     def discovery(self) -> dict:
         base = self.issuer.rstrip("/")
@@ -103,11 +201,25 @@ class MasStandIn:
                 "revocation_endpoint": f"{base}/oauth2/revoke", "account_management_uri": f"{base}/account/",
                 "response_types_supported": ["code"], "grant_types_supported": ["authorization_code"]}
 
+    def _fault(self) -> bool:
+        """True when the injected fault says MAS is down now (see MasStandIn.fail_after)."""
+        path = os.path.join(self.state_dir, "answers_left")
+        with self.lock:
+            text = _read(path)
+            if not text:
+                return False
+            left = int(text)
+            if left <= 0:
+                return True
+            with open(path, "w") as handle:
+                handle.write(str(left - 1))
+            return False
+
     def answer(self, method: str, path: str) -> tuple:
-        if self.answers_left is not None:
-            if self.answers_left <= 0:
-                return 503, {"errcode": "M_UNKNOWN", "error": "stand-in: MAS is down"}
-            self.answers_left -= 1
+        with self.lock, open(os.path.join(self.state_dir, "requests.jsonl"), "a") as handle:
+            handle.write(json.dumps([method, path]) + "\n")
+        if self._fault():
+            return 503, {"errcode": "M_UNKNOWN", "error": "stand-in: MAS is down"}
         route = path.split("?")[0]
         if method == "GET" and route == "/health":
             return 200, None
@@ -127,15 +239,14 @@ class MasStandIn:
                 return 200, {}
         return 404, {"errcode": "M_NOT_FOUND", "error": "stand-in: not a route of MAS's"}
 
-    def _handler(self):
-        stand_in = self
+    def serve(self) -> None:
+        service = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
-                stand_in.requests.append((self.command, self.path))
-                status, body = stand_in.answer(self.command, self.path)
+                status, body = service.answer(self.command, self.path)
                 raw = b"ok" if body is None else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain" if body is None else "application/json")
@@ -148,4 +259,78 @@ class MasStandIn:
             def log_message(self, *args):  # quiet
                 pass
 
-        return Handler
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        starts = int(_read(os.path.join(self.state_dir, "starts")) or 0) + 1
+        for name, value in (("starts", starts), ("fingerprint", self.fingerprint), ("pid", os.getpid())):
+            with open(os.path.join(self.state_dir, name), "w") as handle:
+                handle.write(str(value))
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+            if self.connection is not None:
+                self.connection.close()
+            os.unlink(os.path.join(self.state_dir, "pid"))
+
+
+def _start(state_dir: str, fail_after: int | None = None) -> int:
+    if _running_pid(state_dir):
+        return 0  # already running: a start changes nothing (as systemctl start)
+    # A fresh process answers; `--fail-after N` (fault injection) makes this one fail after N answers.
+    fault = os.path.join(state_dir, "answers_left")
+    if fail_after is None:
+        if os.path.exists(fault):
+            os.unlink(fault)
+    else:
+        with open(fault, "w") as handle:
+            handle.write(str(fail_after))
+    log = open(os.path.join(state_dir, "mas.log"), "a")
+    proc = subprocess.Popen([sys.executable, THIS_FILE, "serve", state_dir], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if _read(os.path.join(state_dir, "pid")) == str(proc.pid):
+            return 0
+        if proc.poll() is not None:
+            sys.stderr.write(f"MAS (stand-in) did not start: {_read(os.path.join(state_dir, 'mas.log'))[-1500:]}\n")
+            return 1
+        time.sleep(0.05)
+    proc.kill()
+    sys.stderr.write("MAS (stand-in) did not start within its timeout\n")
+    return 1
+
+
+def _stop(state_dir: str) -> int:
+    pid = _running_pid(state_dir)
+    if pid is None:
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and _running_pid(state_dir) == pid:
+        time.sleep(0.05)
+    if _running_pid(state_dir) == pid:
+        os.kill(pid, signal.SIGKILL)
+        os.unlink(os.path.join(state_dir, "pid"))
+    return 0
+
+
+def main(argv: list) -> int:
+    action, state_dir = argv[1], argv[2]
+    if action == "serve":
+        _Service(state_dir).serve()
+        return 0
+    if action == "start":
+        return _start(state_dir, int(argv[4]) if argv[3:4] == ["--fail-after"] else None)
+    if action == "stop":
+        return _stop(state_dir)
+    if action == "restart":
+        _stop(state_dir)
+        return _start(state_dir)
+    sys.stderr.write(f"usage: {argv[0]} start|stop|restart|serve STATE_DIR [--fail-after N]\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -644,6 +644,11 @@ Subsystem sftp internal-sftp
             "synapse_service_stop_command": self.stop_command,
             "synapse_service_start_timeout": 60,
             "synapse_service_stop_timeout": 15,
+            # MAS's service (its stand-in holds MAS's database while it runs): stopped for the import.
+            "mas_service_manager": "command",
+            "mas_service_start_command": self.mas.start_command,
+            "mas_service_stop_command": self.mas.stop_command,
+            "mas_service_restart_command": self.mas.restart_command,
         }
         if self.spec.bare_python:
             hostvars["syn2mas_python"] = DEBIAN_PYTHON

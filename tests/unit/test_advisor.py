@@ -106,5 +106,7 @@ def test_the_remedied_checks_are_those_of_the_conflict_table_and_the_mas_link():
     delegation = {c.check for c in synapse_settings.MAS_CONFLICTS if c.check} | {"synapse_mas_conflicts"}
     assert {c for c, by in remedied.items() if by == registry.SYNAPSE_AUTH_DELEGATION} == delegation
     assert remedied["mas_password_secret_file_newline"] == registry.MAS_SYNAPSE_LINK
+    # The runbook's preparation provisions Synapse's OIDC providers in MAS before the import needs them.
+    assert remedied["sso_provider_unmapped"] == registry.MAS_UPSTREAM_PROVIDER
     # The findings whose users stay affected after the edit are not remedied by it.
     assert not {"cas_enabled", "saml2_enabled", "jwt_enabled", "password_providers", "guest_access_enabled"} & set(remedied)

@@ -72,8 +72,10 @@ def sso_links_unknown_provider(f):
     return found
 
 
+# The runbook's preparation writes these providers into MAS's config (with synapse_idp_id) and syncs them, before
+# the import that needs them: remedied by the run.
 @check("sso_provider_unmapped", MAS_CONFIG, "SSO providers in use without synapse_idp_id",
-       needs=(MAPPING, SYNAPSE_CONFIG, SYNAPSE_SNAPSHOT))
+       needs=(MAPPING, SYNAPSE_CONFIG, SYNAPSE_SNAPSHOT), remedied_by=MAS_UPSTREAM_PROVIDER)
 def sso_provider_unmapped(f):
     configured = configured_providers(f)
     found = []
