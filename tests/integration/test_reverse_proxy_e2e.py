@@ -22,6 +22,7 @@ broken nginx file, with Synapse back on legacy authentication, is reported rolle
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
