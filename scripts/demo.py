@@ -1,5 +1,7 @@
 """The main job on an embedded default: a throwaway PostgreSQL, a real Synapse homeserver with a
-few dozen varied users, a fresh MAS database, and the collection's migrate playbook run on it:
+few dozen varied users, a fresh MAS database with a stand-in for MAS's HTTP service (MAS itself cannot
+run here; the runbook does not stop Synapse while MAS does not answer), and the collection's migrate
+playbook run on it:
 first in check mode (the dry run: diffs and the import's counts, nothing changed), then for
 real, then once more to show that a second run changes nothing. Run it through scripts/demo.sh,
 which prepares the machine. Nothing is left behind: the cluster and the homeserver are removed.
@@ -66,6 +68,8 @@ def main() -> None:
         print(f"Synapse {hs.synapse_version} at {hs.base_url}, server_name {hs.server_name}: {users} users, "
               f"{sample.get('devices', 0) + fleet.expected['demo']['devices']} devices; "
               f"PostgreSQL on {fleet.pg.sockdir}:{fleet.pg.port}; inventory {fleet.inventory}")
+        print(f"MAS: a stand-in (no MAS binary here: it answers /health, its OpenID configuration and its "
+              f"compatibility login) at {fleet.mas['demo'].url}, the runbook's syn2mas_mas_endpoint")
 
         out = run_playbook(fleet, "Dry run: check mode and diff (nothing changes)", "--check", "--diff")
         print(import_summary(out))

@@ -43,7 +43,13 @@ options:
         C(POST /_matrix/client/v3/refresh) and says whether MAS answers them.
     type: str
   mas_url:
-    description: MAS reached directly, to compare the answers through O(public_url) with.
+    description:
+      - MAS as this host reaches it (where Synapse reaches it, C(matrix_authentication_service.endpoint)).
+      - The advisor asks it for C(/health), C(/.well-known/openid-configuration) (whose issuer must be the one
+        MAS's config declares) and the compatibility login's flows; a MAS that does not answer there, or answers
+        as another MAS, is an C(ERROR) of check C(mas_answers) naming the URL tried. Without it, that check is
+        not run.
+      - Also what the answers through O(public_url) are compared with.
     type: str
   fail_on:
     description:

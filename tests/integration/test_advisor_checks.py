@@ -17,8 +17,9 @@ from _syn2mas.advisor import ERROR, INFO, WARN
 from _syn2mas.config import format_ulid
 from _syn2mas.importer import ImportOptions, run_import
 from tests.support import advisor_cases as cases
-from tests.support import mas_schema, migration_env, synapse_schema
+from tests.support import homeservers, mas_schema, migration_env, synapse_schema
 from tests.support.advisor_cases import PEPPER, Case, clean_data, found, fresh
+from tests.support.mas_stand_in import MasStandIn
 
 FIRES = [
     ("synapse_config_invalid", ERROR, cases.missing_file),
@@ -94,6 +95,8 @@ FIRES = [
     ("mas_not_empty", ERROR, cases.mas_user),
     ("mas_already_imported", WARN, cases.mas_marker),
     ("sso_provider_not_in_mas_database", ERROR, cases.mas_providers_not_synced),
+    ("mas_answers", ERROR, lambda c: c.mas_unreachable()),
+    ("mas_answers", ERROR, lambda c: c.mas_answering(issuer="https://other-mas.example.test/")),
 ]
 
 QUIET = [
@@ -158,6 +161,8 @@ QUIET = [
     ("mas_not_empty", cases.nothing),
     ("mas_already_imported", cases.nothing),
     ("sso_provider_not_in_mas_database", cases.nothing),
+    ("mas_answers", lambda c: c.mas_answering()),
+    ("mas_answers", cases.nothing),  # no MAS URL given: not asked (reported as not run)
 ]
 
 
@@ -211,6 +216,23 @@ def test_check_fires(request, check, severity, change):
         assert advisor.exit_code(result) == 10
 
 
+def test_a_mas_that_does_not_answer_is_named_with_the_url_tried(request):
+    case = case_for(cases.nothing, request)
+    url = f"http://127.0.0.1:{homeservers.free_port()}"
+    case.options["mas_url"] = url + "/"
+    result = case.run()
+    hits = found(result, "mas_answers")
+    assert [h["severity"] for h in hits] == [ERROR]
+    assert hits[0]["message"].startswith(f"MAS does not answer at {url}/health ("), hits
+    assert hits[0]["where"] == f"{url}/health"
+    assert "Synapse is not stopped while MAS does not answer" in hits[0]["remedy"]
+    # Another MAS answers there: the issuer it names is not the one this MAS config declares.
+    with MasStandIn(issuer="https://other-mas.example.test/", port=int(url.rsplit(":", 1)[1])):
+        hits = found(case.run(), "mas_answers")
+    assert [h["where"] for h in hits] == [f"{url}/.well-known/openid-configuration"]
+    assert "'https://other-mas.example.test/'" in hits[0]["message"] and url in hits[0]["message"]
+
+
 def test_mas_running_says_that_an_import_is_running_and_to_wait_for_it(request):
     case = case_for(cases.mas_import_running, request)
     cases.mas_import_running(case)
@@ -240,7 +262,9 @@ def test_every_check_has_a_firing_and_a_quiet_test():
 def test_a_clean_well_configured_pair_has_no_error_and_no_warning(make_env, synapse_version, mas_variant):
     env = make_env(synapse_version=synapse_version, mas_variant=mas_variant)
     clean_data(env)
-    result = Case(env).run()
+    case = Case(env)
+    case.mas_answering()  # MAS, answering as the MAS of this config: every check runs
+    result = case.run()
     assert [f for f in result["findings"] if f["severity"] != INFO] == []
     assert advisor.exit_code(result) == 0
     summary = result["summary"]

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.support.advisor_cases import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
+from tests.support.mas_stand_in import MasStandIn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.join(ROOT, ".venv", "bin")
@@ -99,7 +100,8 @@ PLAYBOOK = [{
     "tasks": [
         {"name": f"advise, fail_on {fail_on}", "matrix.syn2mas.syn2mas_advisor": {
             "synapse_config": "{{ synapse_config }}", "mas_config": "{{ mas_config }}",
-            "for_real_import": "{{ for_real_import | default(false) }}", "fail_on": fail_on},
+            "for_real_import": "{{ for_real_import | default(false) }}", "fail_on": fail_on,
+            "mas_url": "{{ mas_url | default(omit) }}"},
          "register": f"r_{fail_on}", "ignore_errors": True}
         for fail_on in ("error", "warning", "never")
     ] + [
@@ -132,7 +134,8 @@ def test_module_clean_run_and_check_mode_change_nothing(env, tmp_path):
     configure(env)
     before = env.synapse_dump(), env.mas_dump()
     for extra in ((), ("--check",)):
-        run, results = playbook(env, tmp_path, *extra)
+        with MasStandIn(issuer=CLEAN_MAS["http"]["issuer"]) as mas:  # MAS answering: every check runs
+            run, results = playbook(env, tmp_path, *extra, mas_url=mas.url)
         assert run.returncode == 0, run.stdout + run.stderr
         for fail_on, result in results.items():
             assert result["changed"] is False and not result.get("failed"), (fail_on, result)
@@ -177,12 +180,19 @@ def test_module_fail_on_gates_errors_and_warnings(env, tmp_path):
 
 def advisor_playbook(env, tmp_path, hosts: dict, *extra, mas_hosts=()):
     """playbooks/advisor.yml over an inventory of local hosts advising `env` (and `mas_hosts`, MAS's hosts,
-    outside the advised group); returns the run and the fleet report it wrote (JSON and markdown)."""
+    outside the advised group), with MAS (a stand-in) answering where the inventory says it is; returns the run
+    and the fleet report it wrote (JSON and markdown)."""
+    with MasStandIn(issuer=CLEAN_MAS["http"]["issuer"]) as mas:
+        return _advisor_playbook(env, tmp_path, hosts, mas, *extra, mas_hosts=mas_hosts)
+
+
+def _advisor_playbook(env, tmp_path, hosts: dict, mas, *extra, mas_hosts=()):
     report_dir = tmp_path / "reports"
     inventory = {"all": {
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": os.path.join(VENV, "python"),
                  "syn2mas_report_dir": str(report_dir), "syn2mas_synapse_config": [env.homeserver_yaml],
-                 "syn2mas_mas_config": [env.mas_yaml], "syn2mas_backup_dir": str(tmp_path / "backups")},
+                 "syn2mas_mas_config": [env.mas_yaml], "syn2mas_backup_dir": str(tmp_path / "backups"),
+                 "syn2mas_mas_endpoint": f"{mas.url}/"},
         "children": {"synapse": {"hosts": {
             name: {"syn2mas_state_file": str(tmp_path / name / "state.json"), **host_vars}
             for name, host_vars in hosts.items()}},

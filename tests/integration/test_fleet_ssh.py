@@ -270,6 +270,34 @@ def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
     problems.assert_none()
 
 
+def test_04b_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped(fleet):
+    """MAS stopped: the advisor names MAS and the URL tried, check mode fails, and the run fails the host in
+    its preflight; Synapse is never stopped (same pid), and its files and both databases are unchanged."""
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    hs = fleet.hosts["hs4"]
+    url = f"{hs.mas_service.url}/health"
+    before = snapshot(fleet, ("hs4",))
+    hs.mas_service.stop()
+    try:
+        advice = run(fleet, "advisor", limit="hs4")
+        entry = latest_report(fleet, "advisor")["hosts"]["hs4"]
+        problems.check(advice.rc == 0 and entry["outcome"] == "blocked", f"advisor: {entry['outcome']} {tail(advice)}")
+        problems.check(any(f"mas_answers: MAS does not answer at {url}" in line for line in entry["findings"]["errors"]),
+                       f"the advisor's errors do not name MAS and {url}: {entry['findings']['errors']}")
+        for args in (("--check", "--diff"), ()):
+            result = run(fleet, "migrate", *args, limit="hs4")
+            entry = latest_report(fleet)["hosts"]["hs4"]
+            what = "check mode" if args else "the run"
+            problems.check(result.rc != 0, f"{what} did not fail with MAS down: {tail(result, 1500)}")
+            problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
+            problems.check(f"MAS does not answer at {url}" in (entry["error"] or ""), f"{what}: error {entry['error']}")
+            problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+    finally:
+        hs.mas_service.start()
+    problems.check(not changes(before, snapshot(fleet, ("hs4",))), f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
+    problems.assert_none()
+
+
 def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
     """One run, one fault per host, all hosts in one wave; hs6 fails its preflight."""
     problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up

@@ -3,9 +3,10 @@ Synapse (its own config: an operator's site file with the homeserver's server bl
 by ansible-playbook with the reverse_proxy role managing that nginx (its `nginx -t` and reload commands
 given as an operator gives them).
 
-MAS cannot run here: a small HTTP server STANDS IN FOR MAS at MAS's address (`MasStandIn`). It answers
-the compat routes in MAS's shape and records every request that reaches it, so the tests can tell which
-requests the proxy sent to MAS and which to Synapse.
+MAS cannot run here: the fleet's MAS stand-in (tests/support/mas_stand_in.py) STANDS IN FOR MAS at MAS's
+address. It answers the compat routes in MAS's shape and records every request that reaches it, so the
+tests can tell which requests the proxy sent to MAS and which to Synapse (besides the runbook's own gate,
+which asks MAS directly before Synapse is stopped: GATE).
 
 The steps run in order on one module-scoped homeserver: before the migration the probe finds Synapse
 behind the compat routes -> check mode shows the nginx diff and changes nothing -> an nginx that refuses
@@ -25,7 +26,6 @@ import json
 import os
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -37,54 +37,8 @@ from tests.support.fleet import running_fleet
 
 pytestmark = pytest.mark.timeout(1500)
 
-
-class MasStandIn:
-    """STANDS IN FOR MAS (which cannot run here): answers /login, /logout and /refresh in the shape MAS's
-    compatibility layer does and records each request (method, path) that reaches it."""
-
-    def __init__(self):
-        self.requests: list = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                stand_in.requests.append((self.command, self.path))
-                route = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-                if route == "login" and self.command == "GET":
-                    status, body = 200, {"flows": [
-                        {"type": "m.login.password"},
-                        {"type": "m.login.sso", "oauth_aware_preferred": True,
-                         "org.matrix.msc3824.delegated_oidc_compatibility": True},
-                        {"type": "m.login.token"}]}
-                elif route == "refresh":
-                    status, body = 401, {"errcode": "M_UNKNOWN_TOKEN", "error": "stand-in: unknown refresh token"}
-                elif route in ("login", "logout"):
-                    status, body = (200, {"user_id": "@standin:x", "access_token": "stand-in"}) \
-                        if route == "login" else (200, {})
-                else:
-                    status, body = 404, {"errcode": "M_NOT_FOUND", "error": "stand-in: not a compat route"}
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args):  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", homeservers.free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+# What the runbook's gate asks MAS, from the host and not through the proxy, before Synapse is stopped.
+GATE = [("GET", "/health"), ("GET", "/.well-known/openid-configuration"), ("GET", "/_matrix/client/v3/login")]
 
 
 class OperatorNginx:
@@ -221,14 +175,12 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(pg):
     with running_fleet(pg, ("hs1",)) as fleet:
-        mas = MasStandIn()
         nginx = OperatorNginx(fleet.base, fleet.hosts["hs1"])
         nginx.start()
         try:
-            yield Lab(fleet, nginx, mas)
+            yield Lab(fleet, nginx, fleet.mas["hs1"])
         finally:
             nginx.stop()
-            mas.stop()
 
 
 def test_1_before_the_migration_the_probe_finds_synapse_behind_the_compat_routes(lab):
@@ -240,7 +192,7 @@ def test_1_before_the_migration_the_probe_finds_synapse_behind_the_compat_routes
     # The stand-in's own answers are what the probe calls MAS.
     direct = reverse_proxy.probe_compat_routes(lab.mas.url, lab.mas.url)
     assert {f["reached"] for f in direct} == {"mas"}
-    lab.mas.requests.clear()
+    lab.mas.clear_requests()
 
 
 def test_2_check_mode_shows_the_nginx_diff_and_changes_nothing(lab):
@@ -250,11 +202,12 @@ def test_2_check_mode_shows_the_nginx_diff_and_changes_nothing(lab):
     assert open(lab.nginx.site, "rb").read() == lab.original_bytes
     assert f"+        proxy_pass {lab.mas.url};" in run.stdout
     assert "+    location ~ ^/_matrix/client/[^/]+/(login|logout|refresh)(/|$) {" in run.stdout
-    assert lab.nginx.pid() == pid and lab.mas.requests == []
+    assert lab.nginx.pid() == pid and lab.mas.requests == GATE  # the gate's own questions, nothing proxied
     assert lab.hs.healthy()
 
 
 def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
+    lab.mas.clear_requests()
     # A MAS address nginx cannot resolve: `nginx -t` fails ("host not found in upstream").
     run = lab.playbook("migrate.yml", syn2mas_mas_upstream="http://mas-stand-in.invalid:8080")
     assert run.returncode != 0
@@ -267,12 +220,14 @@ def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
     assert report["failed_phase"] == "reverse_proxy"
     # Synapse was never started on the new configuration: the run went from the proxy to the rollback.
     assert [p["phase"] for p in report["phase_seconds"]] == [
-        "backup", "synapse_stop", "auth_delegation", "import", "reverse_proxy", "rollback"]
+        "backup", "prepare", "synapse_stop", "mas_stop", "activate", "import", "reverse_proxy", "rollback"]
     # The rescue started Synapse again on legacy authentication: password login works through the proxy.
     assert lab.hs.healthy()
     status, body = lab.password_login()
     assert status == 200 and body["user_id"] == f"@alice:{lab.hs.server_name}", body
-    assert lab.mas.requests == []
+    # Nothing was proxied to MAS: the gate's questions, then only the runbook's own health checks of MAS (its
+    # restart in the preparation, its start again in the rollback).
+    assert lab.mas.requests[:3] == GATE and set(lab.mas.requests[3:]) <= {("GET", "/health")}, lab.mas.requests
 
 
 def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_synapse(lab):
@@ -295,8 +250,9 @@ def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_sy
     md = open(os.path.join(lab.fleet.report_dir, full_report["run_id"], "migrate.md")).read()
     assert "Legacy clients' routes through the public URL reach MAS: login mas, refresh mas" in md
     assert [p["phase"] for p in report["phase_seconds"]] == [
-        "backup", "synapse_stop", "auth_delegation", "import", "reverse_proxy", "synapse_start", "well_known"]
-    lab.mas.requests.clear()
+        "backup", "prepare", "synapse_stop", "mas_stop", "activate", "import", "reverse_proxy", "mas_start",
+        "synapse_start", "well_known"]
+    lab.mas.clear_requests()
     compat = [("GET", "/_matrix/client/v3/login"), ("POST", "/_matrix/client/v3/login"),
               ("POST", "/_matrix/client/v3/logout"), ("POST", "/_matrix/client/r0/refresh"),
               ("GET", "/_matrix/client/v3/login/sso/redirect?redirectUrl=x")]
@@ -304,7 +260,7 @@ def test_4_after_the_runbook_the_compat_routes_reach_mas_and_the_rest_reaches_sy
         lab.through_proxy(method, path, {} if method == "POST" else None)
     assert lab.mas.requests == compat
     # Every other client route reaches Synapse: the same answer as from Synapse directly, nothing at MAS.
-    lab.mas.requests.clear()
+    lab.mas.clear_requests()
     others = [("GET", "/_matrix/client/versions"), ("GET", f"/_matrix/client/v3/profile/@alice:{lab.hs.server_name}"),
               ("GET", "/_matrix/client/v3/sync"), ("GET", "/_matrix/client/v3/publicRooms"),
               ("GET", "/_matrix/client/v3/account/whoami"), ("POST", "/_matrix/client/v3/loginx"),
@@ -343,7 +299,7 @@ def test_5b_the_role_on_its_own_puts_back_a_file_nginx_refuses(lab, tmp_path):
     assert open(lab.nginx.site, "rb").read() == before
     assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
     assert lab.nginx.workers() <= workers  # no new workers: no reload
-    lab.mas.requests.clear()
+    lab.mas.clear_requests()
     lab.through_proxy("GET", "/_matrix/client/v3/login")
     assert lab.mas.requests == [("GET", "/_matrix/client/v3/login")]
 
@@ -357,7 +313,7 @@ def test_6_rollback_restores_the_proxy_and_legacy_login_works_through_it(lab):
     # nginx was reloaded (new workers), not restarted (the same master).
     assert lab.nginx.pid() == master and lab.nginx.workers() - workers
     assert lab.hs.healthy()
-    lab.mas.requests.clear()
+    lab.mas.clear_requests()
     status, body = lab.password_login("bob")
     assert status == 200, body
     status, me = lab.through_proxy("GET", "/_matrix/client/v3/account/whoami", token=body["access_token"])

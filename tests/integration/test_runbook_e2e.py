@@ -8,7 +8,9 @@ check mode changes nothing -> a real run where hs2 fails mid-run (its MAS databa
 once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
 wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> a stop command that does not
 return fails within synapse_service_stop_timeout, naming what is on Synapse's database, and is rolled back ->
-the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> the fixed fleet migrates -> a second run
+the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> a MAS that answers the gate and
+then goes down (its stand-in fails after the gate's three questions) fails hs2's live checks after the
+start and rolls it back -> the fixed fleet migrates -> a second run
 changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
 """
 
@@ -116,13 +118,13 @@ def test_1_check_mode_changes_nothing(fleet):
 
 
 def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
-    hs2 = fleet.hosts["hs2"]
-    # Once hs2's Synapse is stopped, its MAS database becomes unreachable (renamed away). The stop
-    # command runs again in the rollback: like an operator's, it must succeed on a stopped Synapse.
-    sabotage = (f"({hs2.stop_command}) && ({fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} "
+    hs2, mas2 = fleet.hosts["hs2"], fleet.mas["hs2"]
+    # Once hs2's MAS is stopped in the window, its MAS database becomes unreachable (renamed away). The stop
+    # command runs again in the rollback: like an operator's, it must succeed on a stopped MAS.
+    sabotage = (f"({mas2.stop_command}) && ({fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} "
                 f"-U postgres -d postgres -c 'ALTER DATABASE \"{hs2.mas_db}\" RENAME TO \"{hs2.mas_db}_gone\"' "
                 "2>/dev/null || true)")
-    fleet.write_inventory({"hs2": {"synapse_service_stop_command": sabotage}})
+    fleet.write_inventory({"hs2": {"mas_service_stop_command": sabotage}})
     hs2_config = open(hs2.homeserver_yaml).read()
     hs3_before = snapshot(fleet, ["hs3"])["hs3"]
     try:
@@ -152,31 +154,38 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     assert "cannot connect to the MAS database" in report["hosts"]["hs2"]["error"]
     # The report says where it failed, how long each phase took, and how long Synapse was down.
     hs2_entry = report["hosts"]["hs2"]
-    # (the first use of MAS's database after the stop is the configuration phase's check of its providers)
-    assert hs2_entry["failed_phase"] == "auth_delegation"
-    assert [p["phase"] for p in hs2_entry["phase_seconds"]] == ["backup", "synapse_stop", "auth_delegation", "rollback"]
+    # (the first use of MAS's database after MAS stopped is the import: MAS's config and providers were
+    # prepared before the stop, while Synapse still served)
+    assert hs2_entry["failed_phase"] == "import"
+    assert [p["phase"] for p in hs2_entry["phase_seconds"]] == ["backup", "prepare", "synapse_stop", "mas_stop",
+                                                                "activate", "import", "rollback"]
+    # Synapse is back; MAS could not start again without its database, and the report says so.
+    assert "rolled back, but MAS did not start again on its restored config" in hs2_entry["error"], hs2_entry["error"]
     assert hs2_entry["synapse_down"] is False and 0 < hs2_entry["downtime_seconds"] <= hs2_entry["duration_seconds"]
     hs1_entry = report["hosts"]["hs1"]
-    assert [p["phase"] for p in hs1_entry["phase_seconds"]] == ["backup", "synapse_stop", "auth_delegation", "import",
-                                                                "synapse_start", "well_known"]
+    assert [p["phase"] for p in hs1_entry["phase_seconds"]] == [
+        "backup", "prepare", "synapse_stop", "mas_stop", "activate", "import", "mas_start", "synapse_start", "well_known"]
+    assert hs1_entry["window_phases"] == ["synapse_stop", "mas_stop", "activate", "import", "mas_start", "synapse_start"]
     assert 0 < hs1_entry["downtime_seconds"] < hs1_entry["duration_seconds"]
     # The findings the run remedies (MAS's password scheme, Synapse's settings) are not errors.
     assert "mas_password_scheme_not_bcrypt" in hs1_entry["findings"]["remedied"] or \
         "mas_password_scheme_missing" in hs1_entry["findings"]["remedied"]
     assert hs1_entry["findings"]["errors"] == []
-    # The import was verified against Synapse, and what clients meet was checked live (MAS itself
-    # is not run here: what needs it is reported as not proven, not as an error).
+    # The import was verified against Synapse, and what clients meet was checked live, MAS (its stand-in)
+    # included: Synapse names MAS's issuer, which it read from MAS.
     rows = mas_rows(fleet, "hs1")
     assert hs1_entry["verified"]["verdict"] == f"verified: {rows} rows in 9 entities, 0 missing"
     assert hs1_entry["verified"]["ok"] is True and hs1_entry["verified"]["missing"] == 0
-    assert hs1_entry["live_checks"]["verdict"] == "live checks passed: 3 of 5; not proven: auth_metadata, mas_reachable"
+    assert hs1_entry["live_checks"]["verdict"] == "live checks passed: 7 of 7"
     assert hs2_entry["verified"] is None
     assert report["hosts"]["hs3"]["outcome"] == "not run"
     md = open(glob.glob(os.path.join(fleet.report_dir, report["run_id"], "migrate.md"))[0]).read()
     assert "| hs2 | failed |" in md
-    assert f"| verified: {rows} rows in 9 entities, 0 missing | live checks passed: 3 of 5;" in md
-    # Put hs2's MAS database back for the next run.
+    assert f"| verified: {rows} rows in 9 entities, 0 missing | live checks passed: 7 of 7 |" in md
+    # Put hs2's MAS database back, and MAS with it, for the next run.
     fleet.pg.execute(f'ALTER DATABASE "{hs2.mas_db}_gone" RENAME TO "{hs2.mas_db}"')
+    assert not mas2.running
+    mas2.start()
 
 
 def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
@@ -288,6 +297,103 @@ def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
     fleet.expected["hs2"]["devices"] += 1
 
 
+def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_back(fleet):
+    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
+    mas_before = fleet.pg.dump(hs2.mas_db)
+    config_before = open(hs2.homeserver_yaml).read()
+    mas_config_before = open(hs2.mas_yaml, "rb").read()
+    # The window's start of MAS answers its health once, then MAS is down (503); the rollback's start is a
+    # healthy MAS again.
+    once = os.path.join(fleet.base, "hs2-mas-fails-once")
+    start = f"if [ ! -e {once} ]; then touch {once}; {mas.failing_start_command(1)}; else {mas.start_command}; fi"
+    fleet.write_inventory({"hs2": {"mas_service_start_command": start}})
+    try:
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        fleet.write_inventory()
+    assert run.returncode != 0
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
+    # Synapse had started on MAS: the live checks are what failed, naming MAS's /health.
+    assert "synapse_start" in [p["phase"] for p in entry["phase_seconds"]], entry["phase_seconds"]
+    assert "live checks FAILED: " in entry["error"] and "mas_health" in entry["error"], entry["error"]
+    assert entry["live_checks"]["ok"] is False, entry["live_checks"]
+    failed = {f["check"]: f["url"] for f in entry["live_checks"]["findings"] if f["level"] == "ERROR"}
+    assert failed.get("mas_health") == f"{mas.url}/health", entry["live_checks"]
+    # Rolled back: MAS's database as before the run, Synapse on its own authentication, logins work, and MAS
+    # answers again, restarted on its config as it was.
+    assert fleet.pg.dump(hs2.mas_db) == mas_before
+    assert open(hs2.homeserver_yaml).read() == config_before
+    assert open(hs2.mas_yaml, "rb").read() == mas_config_before
+    assert mas.running and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
+    assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
+    assert host_state(hs2) == "legacy"
+    assert hs2.healthy()
+    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected["hs2"]["devices"] += 1
+
+
+def test_2f_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped(fleet):
+    """MAS stopped: the advisor names MAS and the URL tried, check mode fails, and the run fails the host in
+    its preflight; Synapse is never stopped (same pid), and its files and both databases are unchanged."""
+    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
+    url = f"{mas.url}/health"
+    before = snapshot(fleet, ["hs2"])
+    mas.stop()
+    try:
+        fleet.playbook("advisor.yml", "-l", "hs2")
+        entry = latest_report(fleet, "advisor")["hosts"]["hs2"]
+        assert entry["outcome"] == "blocked", entry
+        assert any(f"mas_answers: MAS does not answer at {url}" in line for line in entry["findings"]["errors"]), entry
+        for args in (("--check", "--diff"), ()):
+            run = fleet.playbook("migrate.yml", "-l", "hs2", *args)
+            assert run.returncode != 0, run.stdout[-3000:]
+            entry = latest_report(fleet)["hosts"]["hs2"]
+            assert entry["outcome"] == "preflight failed", (args, entry)
+            assert f"MAS does not answer at {url}" in (entry["error"] or ""), (args, entry["error"])
+            assert entry["phase_seconds"] == [], (args, entry["phase_seconds"])
+        assert not mas.running  # the run did not start MAS behind the operator's back
+    finally:
+        mas.start()
+    assert snapshot(fleet, ["hs2"]) == before  # same Synapse pid, files, both databases
+
+
+def test_2g_a_failure_in_the_preparation_restores_mas_and_never_stops_synapse(fleet):
+    """MAS's restart on its new config does not become healthy: MAS's config is put back and MAS restarted on
+    it; Synapse was never stopped (same pid), and the report says so."""
+    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
+    mas_config_before = open(hs2.mas_yaml, "rb").read()
+    before = snapshot(fleet, ["hs2"])
+    starts = mas.starts
+    once = os.path.join(fleet.base, "hs2-mas-restart-fails-once")
+    failing = f"{mas.stop_command} && {mas.failing_start_command(0)}"
+    restart = f"if [ ! -e {once} ]; then touch {once}; {failing}; else {mas.restart_command}; fi"
+    fleet.write_inventory({"hs2": {"mas_service_restart_command": restart, "mas_service_start_timeout": 5}})
+    try:
+        run = fleet.playbook("migrate.yml", "-l", "hs2")
+    finally:
+        fleet.write_inventory()
+    assert run.returncode != 0
+    entry = latest_report(fleet)["hosts"]["hs2"]
+    assert entry["outcome"] == "failed" and entry["failed_phase"] == "prepare", entry
+    assert [p["phase"] for p in entry["phase_seconds"]] == ["backup", "prepare"], entry["phase_seconds"]
+    assert entry["synapse_down"] is False and entry["downtime_seconds"] is None, entry
+    assert f"MAS did not become healthy at {mas.url}/health" in entry["error"], entry["error"]
+    assert "Synapse was never stopped" in entry["error"], entry["error"]
+    assert "MAS's config restored from the backup and MAS restarted on it: MAS left as it was" in entry["error"]
+    # MAS: its config as it was, restarted on it (twice: the failed restart, then the one on the restored config).
+    assert open(hs2.mas_yaml, "rb").read() == mas_config_before
+    assert mas.starts == starts + 2 and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
+    assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
+    # Synapse never stopped: same pid; its files as they were (the run's backup aside).
+    after = snapshot(fleet, ["hs2"])
+    assert after["hs2"]["pid"] == before["hs2"]["pid"]
+    assert {k: v for k, v in after["hs2"]["files"].items() if not k.startswith("backups/")} == \
+        {k: v for k, v in before["hs2"]["files"].items() if not k.startswith("backups/")}
+    assert host_state(hs2) == "legacy" and hs2.healthy()
+
+
 def test_3_migration_of_the_fleet(fleet):
     run = fleet.playbook("migrate.yml", "-vvv")
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-3000:]
@@ -339,6 +445,21 @@ def test_3_migration_of_the_fleet(fleet):
         assert report["hosts"][name]["verified"]["verdict"] == \
             f"verified: {mas_rows(fleet, name)} rows in 9 entities, 0 missing", report["hosts"][name]
         assert report["hosts"][name]["live_checks"]["ok"] is True
+    # The downtime holds only the window: MAS's config and Synapse's delegation were prepared before the stop,
+    # and MAS runs on its new config (restarted on it in the preparation, started again after the import).
+    for name in ("hs2", "hs3"):
+        entry, hs, mas = report["hosts"][name], fleet.hosts[name], fleet.mas[name]
+        seconds = {p["phase"]: p["seconds"] for p in entry["phase_seconds"]}
+        phases = list(seconds)
+        assert phases.index("prepare") < phases.index("synapse_stop"), phases
+        assert entry["window_phases"] == ["synapse_stop", "mas_stop", "activate", "import", "mas_start",
+                                          "synapse_start"], entry
+        window = sum(seconds[p] for p in entry["window_phases"])
+        assert abs(window - entry["downtime_seconds"]) < 1.5, (window, entry["downtime_seconds"])
+        assert mas.running and mas.fingerprint == hashlib.sha256(open(hs.mas_yaml, "rb").read()).hexdigest()
+        print(f"\n{name}: before the stop: backup {seconds['backup']} s, preparation {seconds['prepare']} s; "
+              f"downtime {entry['downtime_seconds']} s = " + ", ".join(f"{p} {seconds[p]}" for p in entry["window_phases"])
+              + f"; after: well_known {seconds['well_known']} s")
 
 
 def test_4_second_run_changes_nothing(fleet):
@@ -368,6 +489,27 @@ def test_5_reimport_after_mas_logins_is_refused(fleet):
     assert hs1.healthy()
 
 
+def test_5b_an_earlier_import_of_a_synapse_changed_since_is_refused_before_any_stop(fleet):
+    hs1, mas1 = fleet.hosts["hs1"], fleet.mas["hs1"]
+    # hs1 is legacy again, MAS holding the earlier import (kept by the rollback). Nobody logged in through MAS
+    # (the session of step 5 gone), but Synapse changed since: a legacy login made a device and a token.
+    fleet.pg.execute("DELETE FROM user_sessions", hs1.mas_db)
+    status, body = hs1.login("bob", homeservers.PASSWORDS["bob"])
+    assert status == 200, body
+    fleet.expected["hs1"]["devices"] += 1
+    pid, mas_pid, mas_before = hs1.pid(), mas1.pid(), fleet.pg.dump(hs1.mas_db)
+    run = fleet.playbook("migrate.yml", "-l", "hs1")
+    assert run.returncode != 0
+    entry = latest_report(fleet)["hosts"]["hs1"]
+    # Refused in the preflight (what the import would find only after the stop), naming what changed.
+    assert entry["outcome"] == "preflight failed" and entry["phase_seconds"] == [], entry
+    assert "MAS already holds an import of Synapse made on" in entry["error"], entry["error"]
+    assert "access_tokens:" in entry["error"] and "the import does not merge" in entry["error"], entry["error"]
+    # Nothing stopped, nothing changed.
+    assert hs1.pid() == pid and mas1.pid() == mas_pid and fleet.pg.dump(hs1.mas_db) == mas_before
+    assert hs1.healthy()
+
+
 def test_6_rollback_brings_legacy_logins_back(fleet):
     run = fleet.playbook("rollback.yml", "-e", "rollback_mas_database=empty", "-e", "rollback_force=true")
     assert run.returncode == 0, run.stdout[-6000:]
@@ -384,6 +526,9 @@ def test_6_rollback_brings_legacy_logins_back(fleet):
         assert host_state(hs) == "legacy"
         # MAS's database is back to its pre-import content (emptied), and the state record says so.
         assert mas_counts(fleet, hs)["users"] == 0
+        # MAS answers again, restarted on its restored config.
+        mas = fleet.mas[name]
+        assert mas.running and mas.fingerprint == hashlib.sha256(open(hs.mas_yaml, "rb").read()).hexdigest()
         record = json.load(open(os.path.join(hs.dir, "state", "state.json")))
         # hs1 was on legacy authentication already (step 5): syn2mas_state leaves a record whose state does not
         # change as it is, so its `mas_database` still says what step 5 did (known gap, see the changelog).
@@ -401,8 +546,10 @@ def test_6_rollback_brings_legacy_logins_back(fleet):
 
 def test_7_rollback_of_a_legacy_host_changes_nothing(fleet):
     before = snapshot(fleet)
+    mas_pids = {name: mas.pid() for name, mas in fleet.mas.items()}
     run = fleet.playbook("rollback.yml")
     assert run.returncode == 0, run.stdout[-6000:]
+    assert {name: mas.pid() for name, mas in fleet.mas.items()} == mas_pids  # MAS not restarted either
     assert all(s["changed"] == 0 for s in recap(run.stdout).values()), recap(run.stdout)
     assert snapshot(fleet) == before  # Synapse was not even restarted (same pids)
     report = latest_report(fleet, "rollback")

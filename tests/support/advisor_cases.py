@@ -13,7 +13,8 @@ import uuid
 from _syn2mas.advisor import AdvisorOptions, run_advisor
 from _syn2mas.config import format_ulid
 from _syn2mas.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
-from tests.support import mas_schema
+from tests.support import homeservers, mas_schema
+from tests.support.mas_stand_in import MasStandIn
 from tests.support.synapse_data import SynapseData
 
 PEPPER = "s3cr3t-pepper"
@@ -63,6 +64,7 @@ class Case:
         self.mas = copy.deepcopy(CLEAN_MAS)
         self.options: dict = {}
         self._open: list = []
+        self._stand_ins: list = []
 
     # Shortcuts for the cases.
     def _writable(self):
@@ -85,6 +87,17 @@ class Case:
         self._open.append(conn)
         if sql:
             conn.cursor().execute(sql)
+
+    def mas_answering(self, issuer: str | None = None) -> MasStandIn:
+        """MAS (a stand-in) answering at the URL the advisor is given, as the MAS of `issuer`."""
+        mas = MasStandIn(issuer=issuer or CLEAN_MAS["http"]["issuer"]).start()
+        self._stand_ins.append(mas)
+        self.options["mas_url"] = mas.url
+        return mas
+
+    def mas_unreachable(self) -> None:
+        """MAS's URL given, but nothing answers there."""
+        self.options["mas_url"] = f"http://127.0.0.1:{homeservers.free_port()}/"
 
     def mas_matrix(self, **changes) -> None:
         self.mas["matrix"] = {"homeserver": self.env.server_name, "secret": "shared-secret",
@@ -117,6 +130,8 @@ class Case:
         finally:
             for conn in self._open:
                 conn.close()
+            for mas in self._stand_ins:
+                mas.stop()
 
 
 def found(result: dict, check: str) -> list:

@@ -1,6 +1,8 @@
 """A fleet of real homeservers on this machine for the runbook playbooks: N Synapse servers (own port,
-config dir, databases in one test cluster), their MAS databases, nginx serving each .well-known, and
-an inventory with the local connection and operator-given start/stop commands."""
+config dir, databases in one test cluster), their MAS databases, a MAS stand-in per homeserver (MAS
+itself cannot run here: tests/support/mas_stand_in.py) answering where the inventory says MAS is, nginx
+serving each .well-known, and an inventory with the local connection and operator-given start/stop
+commands."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import tempfile
 import yaml
 
 from . import homeservers, pgcluster
+from .mas_stand_in import MasStandIn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -30,6 +33,9 @@ class Fleet:
             extra = {"synapse_version": versions[n]} if n in versions else {}
             self.hosts[n] = homeservers.Homeserver(self.pg, n, self.base, **extra)
         self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
+        # MAS, answering from before the run (the runbook does not stop Synapse while MAS does not answer).
+        self.mas = {n: MasStandIn(hs.mas_yaml, state_dir=os.path.join(self.base, f"mas-{n}"))
+                    for n, hs in self.hosts.items()}
         self.inventory = os.path.join(self.base, "inventory.yml")
         self.report_dir = os.path.join(self.base, "reports")
         self.expected: dict = {}
@@ -37,6 +43,8 @@ class Fleet:
     def setup(self) -> "Fleet":
         for hs in self.hosts.values():
             hs.create()
+        for mas in self.mas.values():
+            mas.start()
         for hs in self.hosts.values():
             hs.start()
         for name, hs in self.hosts.items():
@@ -50,7 +58,7 @@ class Fleet:
             "syn2mas_synapse_config": [hs.homeserver_yaml],
             "syn2mas_mas_config": [hs.mas_yaml],
             "syn2mas_mas_secret": homeservers.MAS_SHARED_SECRET,
-            "syn2mas_mas_endpoint": "http://127.0.0.1:9/",  # no MAS here: Synapse only calls it on auth requests
+            "syn2mas_mas_endpoint": f"{self.mas[hs.name].url}/",
             "syn2mas_synapse_endpoint": f"{hs.base_url}/",
             "syn2mas_synapse_health_url": f"{hs.base_url}/health",
             "syn2mas_synapse_python": hs.python,
@@ -66,6 +74,13 @@ class Fleet:
             "synapse_service_stop_command": hs.stop_command,
             "synapse_service_start_timeout": 90,
             "synapse_service_stop_timeout": 60,
+            # MAS's service (its stand-in), run by commands as an operator's service manager runs it.
+            "mas_service_manager": "command",
+            "mas_service_start_command": self.mas[hs.name].start_command,
+            "mas_service_stop_command": self.mas[hs.name].stop_command,
+            "mas_service_restart_command": self.mas[hs.name].restart_command,
+            "mas_service_start_timeout": 30,
+            "mas_service_stop_timeout": 30,
         }
 
     def write_inventory(self, overrides: dict | None = None) -> None:
@@ -92,6 +107,11 @@ class Fleet:
             except Exception:  # pragma: no cover - best effort
                 pass
         self.nginx.stop()
+        for mas in self.mas.values():
+            try:
+                mas.stop()
+            except Exception:  # pragma: no cover - best effort
+                pass
         if self.own_pg:
             self.pg.stop()
 

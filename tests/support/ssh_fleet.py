@@ -13,8 +13,9 @@ Per host:
   logs and pid files owned by Synapse's user;
 - Synapse's and MAS's databases in the test cluster, over TCP on 127.0.0.1, each owned by its own
   role that must give its password;
-- MAS's config as `mas-cli config generate` writes it (MAS itself does not run: its binary cannot be
-  had here), with the database URI and public URL an operator sets;
+- MAS's config as `mas-cli config generate` writes it, with the database URI and public URL an operator
+  sets; MAS's binary cannot be had here, so a MAS STAND-IN (tests/support/mas_stand_in.py) answers where
+  the inventory says MAS is (syn2mas_mas_endpoint), as MAS of that config, from before the first run;
 - the .well-known document, served by a real nginx.
 
 Deployment shapes a host can take (HostSpec): an SSO provider (MAS's config then as
@@ -53,6 +54,7 @@ import yaml
 from _syn2mas.config import format_ulid
 
 from . import homeservers, mas_schema, synapse_schema
+from .mas_stand_in import MasStandIn
 from .pgcluster import PgCluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -312,6 +314,9 @@ class SshHost(homeservers.SynapseClient):
         self.mas = MasHost(fleet, self) if spec.mas_host else None
         self.mas_yaml = (self.mas.mas_yaml if self.mas
                          else os.path.join(self.etc, "matrix-authentication-service", "config.yaml"))
+        # MAS's service (a stand-in: no MAS binary can be had here), where its config is: on MAS's own host
+        # it is started there (in that host's mount namespace, where the config's path exists).
+        self.mas_service = MasStandIn(self.mas_yaml)  # started once the config exists (SshFleet.setup)
         self.data = os.path.join(self.dir, "var", "lib", "matrix-synapse")
         self.logdir = os.path.join(self.dir, "var", "log", "matrix-synapse")
         self.rundir = os.path.join(self.dir, "run", "matrix-synapse")
@@ -665,6 +670,7 @@ class SshHost(homeservers.SynapseClient):
 
     def teardown(self) -> None:
         self.stop()
+        self.mas_service.stop()
         self.stop_sshd()
         if self.user_created:
             for _attempt in range(20):  # until its last process has gone
@@ -733,7 +739,7 @@ class SshHost(homeservers.SynapseClient):
             "syn2mas_synapse_config": [self.homeserver_yaml, self.confd + "/"],
             "syn2mas_mas_config": [self.mas_yaml],
             "syn2mas_mas_secret": self.mas_shared_secret,
-            "syn2mas_mas_endpoint": "http://127.0.0.1:9/",  # no MAS here: Synapse only calls it on auth requests
+            "syn2mas_mas_endpoint": f"{self.mas_service.url}/",
             "syn2mas_synapse_endpoint": f"{self.base_url}/",
             "syn2mas_synapse_health_url": f"{self.base_url}/health",
             "syn2mas_well_known_path": self.well_known,
@@ -745,6 +751,11 @@ class SshHost(homeservers.SynapseClient):
             "synapse_service_stop_command": self.stop_command,
             "synapse_service_start_timeout": 60,
             "synapse_service_stop_timeout": 15,
+            # MAS's service (its stand-in holds MAS's database while it runs): stopped for the import.
+            "mas_service_manager": "command",
+            "mas_service_start_command": self.mas_service.start_command,
+            "mas_service_stop_command": self.mas_service.stop_command,
+            "mas_service_restart_command": self.mas_service.restart_command,
         }
         if self.spec.bare_python:
             hostvars["syn2mas_python"] = DEBIAN_PYTHON
@@ -835,6 +846,10 @@ class SshFleet:
             hs.start_sshd()
         for hs in self.hosts.values():
             hs.wait_sshd()
+        for hs in self.hosts.values():
+            if hs.mas:  # MAS's host sees its config's path in its own mount namespace only
+                hs.mas_service.command_prefix = ["nsenter", "-t", str(hs.mas.sshd.proc.pid), "-m", "--"]
+            hs.mas_service.start()
         self._timed("Synapse started", self.start_all)
         with ThreadPoolExecutor(max_workers=3) as pool:
             self._timed("populated", lambda: list(pool.map(

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--publicUrl", default="", metavar="URL",
                         help="advisor: the homeserver's public URL, probed for /login and /refresh reaching MAS")
     parser.add_argument("--masUrl", default="", metavar="URL",
-                        help="advisor: MAS reached directly, to compare the probe's answers with")
+                        help="advisor: MAS as this host reaches it: asked whether it answers (/health, its "
+                             "issuer, its compatibility login), and compared with the probe's answers")
     return parser
 
 

@@ -185,13 +185,19 @@ def check_well_known(options: LiveOptions) -> LiveCheck:
     return LiveCheck("well_known", OK, f".well-known/matrix/client carries MAS's keys (issuer {issuer})", url=url)
 
 
-def check_mas(options: LiveOptions) -> list:
+def check_mas(options: LiveOptions, required: bool = False) -> list:
+    """MAS's /health, OpenID configuration (issuer) and compatibility login. `required`: MAS must
+    answer (the gate before Synapse stops), so a MAS that does not answer is an ERROR, not a WARN."""
     if not options.mas_url:
         return [LiveCheck("mas_reachable", WARN, "not proven: no MAS URL given, so MAS's /health, OpenID "
                           "configuration and compatibility login were not checked",
                           "give MAS's URL as this host reaches it (syn2mas_mas_endpoint)")]
     health_url = _join(options.mas_url, "/health")
     health = get(health_url, options)
+    if health.status is None and required:
+        return [LiveCheck("mas_reachable", ERROR, f"MAS does not answer at {health_url} ({health.error})",
+                          "start MAS (its service on MAS's host), or give the URL this host reaches it at "
+                          "(syn2mas_mas_endpoint): Synapse is not stopped while MAS does not answer", health_url)]
     if health.status is None:
         return [LiveCheck("mas_reachable", WARN, f"not proven: MAS at {options.mas_url} is unreachable from here "
                           f"({health.error}), so its /health, its OpenID configuration (issuer) and its "

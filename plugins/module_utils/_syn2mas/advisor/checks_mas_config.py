@@ -16,7 +16,7 @@ from .. import synapse_settings
 from ..errors import ConfigError
 from .facts import MAS_CONFIG_INVALID
 from .registry import (
-    ERROR, MAS_CONFIG, MAS_SYNAPSE_LINK, SERVER_NAME, SYNAPSE_CONFIG, WARN, NotRun, check, finding, plural,
+    ERROR, MAS_CONFIG, MAS_HTTP, MAS_SYNAPSE_LINK, SERVER_NAME, SYNAPSE_CONFIG, WARN, NotRun, check, finding, plural,
 )
 
 _LOCAL_HOSTS = ("localhost", "127.", "[::]", "[::1]", "0.0.0.0")
@@ -233,3 +233,14 @@ def mas_password_pepper_mismatch(f):
 def mas_password_secret_file_newline(f):
     verdict = _secret_verdict(f)
     return verdict if not isinstance(verdict, dict) or verdict["check"] == SECRET_FILE_NEWLINE else None
+
+
+@check("mas_answers", MAS_CONFIG, "MAS at its URL (mas_url): /health, its OpenID configuration's issuer, its "
+       "compatibility login", needs=(MAS_CONFIG, MAS_HTTP))
+def mas_answers(f):
+    """Synapse is switched to MAS only when MAS answers as the MAS this config describes: the runbook
+    gates on this before it stops Synapse."""
+    return [finding(ERROR, c.message if c.url in c.message else f"{c.message} (asked at {c.url})", c.url,
+                    c.remedy + ("" if "Synapse is not stopped" in c.remedy else
+                                "; the runbook does not stop Synapse while MAS does not answer"))
+            for c in f.mas_live if c.level != "OK"]

@@ -72,8 +72,8 @@ def sso_links_unknown_provider(f):
     return found
 
 
-# Remedied by the run: its findings are Synapse's own OIDC providers, which mas_upstream_provider adds to MAS's
-# config with their synapse_idp_id (and the run's `mas-cli config sync` writes into MAS's database).
+# The runbook's preparation writes these providers into MAS's config (with synapse_idp_id) and syncs them, before
+# the import that needs them: remedied by the run.
 @check("sso_provider_unmapped", MAS_CONFIG, "SSO providers in use without synapse_idp_id",
        needs=(MAPPING, SYNAPSE_CONFIG, SYNAPSE_SNAPSHOT), remedied_by=MAS_UPSTREAM_PROVIDER)
 def sso_provider_unmapped(f):

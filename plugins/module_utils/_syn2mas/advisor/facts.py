@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import mas_schema, synapse_settings
+from .. import live_checks, mas_schema, synapse_settings
 from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
 from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, tables_with_data
 from ..synapse_reader import OLDEST_SCHEMA_VERSION, STAGES, SynapseReader, stage_params
 from .registry import (
-    ERROR, MAPPING, MAS_CONFIG, MAS_DB, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
+    ERROR, MAPPING, MAS_CONFIG, MAS_DB, MAS_HTTP, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
     gathered,
 )
 
@@ -36,6 +36,8 @@ APPLICATION_NAME = "syn2mas-advisor"
 # ACCESS EXCLUSIVE locks on MAS's tables, a Synapse upgrade on Synapse's).
 LOCK_TIMEOUT = "5s"
 NO_MAS_CONFIG = "no MAS config given (--masConfigFile / mas_config)"
+NO_MAS_URL = "no MAS URL given (--masUrl / mas_url), so MAS was not asked whether it answers"
+MAS_HTTP_TIMEOUT = 10.0
 
 # The mapping sections of homeserver.yaml the checks read: one of another type is reported once.
 SYNAPSE_SECTIONS = ("matrix_authentication_service", "password_config", "user_consent", "cas_config",
@@ -105,6 +107,7 @@ class Facts:
     mas_db: MasDbFacts | None = None
     missing: dict = field(default_factory=dict)  # need -> why it is missing
     summary: dict = field(default_factory=dict)
+    mas_live: list = field(default_factory=list)  # live_checks.LiveCheck of MAS's answers (MAS_HTTP)
 
     def synapse_where(self, key: str) -> str:
         if self.synapse is not None:
@@ -137,7 +140,20 @@ def gather(options: AdvisorOptions) -> tuple:
     _load_mas(facts, found)
     _read_synapse_database(facts, found)
     _read_mas_database(facts, found)
+    _ask_mas(facts)
     return facts, found
+
+
+def _ask_mas(facts: Facts) -> None:
+    """MAS's answers at the URL given (read only: GETs of /health, its OpenID configuration and its
+    compatibility login's flows), the issuer compared with the one its config declares."""
+    if not facts.options.mas_url:
+        facts.missing[MAS_HTTP] = NO_MAS_URL
+        return
+    issuer = live_checks.mas_issuer(facts.mas.raw) if facts.mas is not None else None
+    options = live_checks.LiveOptions(synapse_url="", mas_url=facts.options.mas_url, issuer=issuer,
+                                      timeout=MAS_HTTP_TIMEOUT)
+    facts.mas_live = live_checks.check_mas(options, required=True)
 
 
 # -- the configs --------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ GROUPS = (SYNAPSE_CONFIG, SYNAPSE_DB, MAS_CONFIG, MAS_DB)
 # data (the schema and the sessions are read before it), and a known provider mapping (from MAS's
 # config or given explicitly).
 SERVER_NAME, SYNAPSE_SNAPSHOT, MAPPING = "server_name", "synapse_snapshot", "provider_mapping"
-NEEDS = GROUPS + (SERVER_NAME, SYNAPSE_SNAPSHOT, MAPPING)
+# MAS's answers over HTTP (its health, OpenID configuration and compatibility login), asked when its URL is given.
+MAS_HTTP = "mas_http"
+NEEDS = GROUPS + (SERVER_NAME, SYNAPSE_SNAPSHOT, MAPPING, MAS_HTTP)
 
 # The modules that remedy findings during the runbook (roles/auth_delegation runs all three).
 SYNAPSE_AUTH_DELEGATION = "matrix.syn2mas.synapse_auth_delegation"
