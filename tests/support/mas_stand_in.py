@@ -56,14 +56,17 @@ class MasStandIn:
     request log, start log) are in `state_dir`."""
 
     def __init__(self, config_path: str | None = None, issuer: str = "https://auth.example.test/",
-                 port: int | None = None, state_dir: str | None = None):
+                 port: int | None = None, state_dir: str | None = None, database_uri: str | None = None):
         self.config_path = config_path
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="mas-stand-in-")
         os.makedirs(self.state_dir, exist_ok=True)
         with open(os.path.join(self.state_dir, "settings.json"), "w") as handle:
-            json.dump({"config_path": config_path, "issuer": issuer, "port": self.port}, handle)
+            # database_uri: MAS's database as MAS's own network resolves the config's host (e.g. a
+            # container's service name this machine cannot resolve), as the operator gives it to the runbook.
+            json.dump({"config_path": config_path, "issuer": issuer, "port": self.port, "database_uri": database_uri},
+                      handle)
         base = f"{shlex.quote(sys.executable)} {shlex.quote(THIS_FILE)}"
         self.start_command = f"{base} start {shlex.quote(self.state_dir)}"
         self.stop_command = f"{base} stop {shlex.quote(self.state_dir)}"
@@ -189,7 +192,7 @@ class _Service:
             http = config.get("http") or {}
             self.issuer = http.get("issuer") or http.get("public_base") or self.issuer
             self.passwords = bool((config.get("passwords") or {}).get("enabled", True))
-            dsn = _database_dsn(config)
+            dsn = settings.get("database_uri") or _database_dsn(config)
             if dsn:
                 import psycopg2  # MAS's connection pool: one connection held while it runs
                 self.connection = psycopg2.connect(dsn, application_name=APPLICATION_NAME, connect_timeout=10)

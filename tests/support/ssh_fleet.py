@@ -314,9 +314,6 @@ class SshHost(homeservers.SynapseClient):
         self.mas = MasHost(fleet, self) if spec.mas_host else None
         self.mas_yaml = (self.mas.mas_yaml if self.mas
                          else os.path.join(self.etc, "matrix-authentication-service", "config.yaml"))
-        # MAS's service (a stand-in: no MAS binary can be had here), where its config is: on MAS's own host
-        # it is started there (in that host's mount namespace, where the config's path exists).
-        self.mas_service = MasStandIn(self.mas_yaml)  # started once the config exists (SshFleet.setup)
         self.data = os.path.join(self.dir, "var", "lib", "matrix-synapse")
         self.logdir = os.path.join(self.dir, "var", "log", "matrix-synapse")
         self.rundir = os.path.join(self.dir, "run", "matrix-synapse")
@@ -353,6 +350,11 @@ class SshHost(homeservers.SynapseClient):
         self.tokens: dict = {}
         self.expected: dict = {}
         self.user_created = False
+        # MAS's service (a stand-in: no MAS binary can be had here), started once its config exists (SshFleet.setup):
+        # on MAS's own host, in that host's mount namespace, where the config's path exists. With uri_override,
+        # MAS's config names a database host only MAS's network resolves: the stand-in takes the URI the runbook gets.
+        self.mas_service = MasStandIn(self.mas_yaml,
+                                      database_uri=self.mas_database_uri() if spec.uri_override else None)
 
     @property
     def ssh_port(self) -> int:
