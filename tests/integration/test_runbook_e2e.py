@@ -86,6 +86,17 @@ def mas_counts(fleet: Fleet, hs) -> dict:
     return dict(rows)
 
 
+def assert_back_on_legacy_auth(fleet, hs, config_before: str) -> None:
+    """`hs` after a rollback: its homeserver.yaml as before, its state `legacy`, Synapse healthy, and a password
+    login answered by Synapse itself (that login makes one more device)."""
+    assert open(hs.homeserver_yaml).read() == config_before
+    assert host_state(hs) == "legacy"
+    assert hs.healthy(), hs.log_tail()
+    status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected[hs.name]["devices"] += 1
+
+
 def test_1_check_mode_changes_nothing(fleet):
     before = snapshot(fleet)
     run = fleet.playbook("migrate.yml", "--check", "--diff")
@@ -216,12 +227,7 @@ def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
     assert entry["verified"]["verdict"].startswith("MISMATCH:")
     assert mas_after == mas_before
     # Synapse is back on its own authentication, with its configuration as it was, and logins work.
-    assert open(hs2.homeserver_yaml).read() == config_before
-    assert host_state(hs2) == "legacy"
-    assert hs2.healthy()
-    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, body
-    fleet.expected["hs2"]["devices"] += 1
+    assert_back_on_legacy_auth(fleet, hs2, config_before)
 
 
 def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
@@ -259,12 +265,7 @@ def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
     assert "in a transaction for" in entry["error"], entry["error"]
     # Synapse is up again on its legacy authentication, its configuration as it was.
     assert entry["synapse_down"] is False
-    assert open(hs2.homeserver_yaml).read() == config_before
-    assert host_state(hs2) == "legacy"
-    assert hs2.healthy(), hs2.log_tail()
-    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, body
-    fleet.expected["hs2"]["devices"] += 1
+    assert_back_on_legacy_auth(fleet, hs2, config_before)
 
 
 def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
@@ -327,11 +328,7 @@ def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_ba
     assert open(hs2.mas_yaml, "rb").read() == mas_config_before
     assert mas.running and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
     assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
-    assert host_state(hs2) == "legacy"
-    assert hs2.healthy()
-    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, body
-    fleet.expected["hs2"]["devices"] += 1
+    assert_back_on_legacy_auth(fleet, hs2, config_before)
 
 
 def test_2f_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped(fleet):

@@ -115,13 +115,7 @@ class MasStandIn:
     def fail_after(self, answers: int | None) -> None:
         """Fault injection: after `answers` more answers, MAS fails (503 to everything) as a MAS that went
         down behind its proxy does; None: it answers again."""
-        path = os.path.join(self.state_dir, "answers_left")
-        if answers is None:
-            if os.path.exists(path):
-                os.unlink(path)
-        else:
-            with open(path, "w") as handle:
-                handle.write(str(answers))
+        _set_fault(self.state_dir, answers)
 
     @property
     def requests(self) -> list:
@@ -150,6 +144,17 @@ def _read(path: str) -> str:
             return handle.read().strip() if not path.endswith(".jsonl") else handle.read()
     except FileNotFoundError:
         return ""
+
+
+def _set_fault(state_dir: str, answers: int | None) -> None:
+    """MAS fails (503) after `answers` more answers; None: it keeps answering."""
+    path = os.path.join(state_dir, "answers_left")
+    if answers is None:
+        if os.path.exists(path):
+            os.unlink(path)
+    else:
+        with open(path, "w") as handle:
+            handle.write(str(answers))
 
 
 def _running_pid(state_dir: str) -> int | None:
@@ -287,13 +292,7 @@ def _start(state_dir: str, fail_after: int | None = None) -> int:
     if _running_pid(state_dir):
         return 0  # already running: a start changes nothing (as systemctl start)
     # A fresh process answers; `--fail-after N` (fault injection) makes this one fail after N answers.
-    fault = os.path.join(state_dir, "answers_left")
-    if fail_after is None:
-        if os.path.exists(fault):
-            os.unlink(fault)
-    else:
-        with open(fault, "w") as handle:
-            handle.write(str(fail_after))
+    _set_fault(state_dir, fail_after)
     log = open(os.path.join(state_dir, "mas.log"), "a")
     proc = subprocess.Popen([sys.executable, THIS_FILE, "serve", state_dir], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True)
