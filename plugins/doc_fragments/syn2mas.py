@@ -7,29 +7,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
-# The options of MAS's config files read on MAS's own host: in every fragment below.
-_MAS_HOST_OPTIONS = r"""
-  mas_host:
-    description:
-      - The inventory host that holds MAS's config files, when it is not the host this module runs on (MAS on a
-        VM or in a container of its own). O(mas_config) is then read from O(mas_config_files), as read there
-        (M(matrix.syn2mas.syn2mas_read_config) delegated to that host), and never from this host.
-      - Errors name the path and this host.
-    type: str
-  mas_config_files:
-    description:
-      - With O(mas_host), the text of each of MAS's config files as read on O(mas_host), by path.
-      - They hold secrets (database password, shared secret), kept out of logs and output.
-    type: dict
-  mas_config_errors:
-    description:
-      - With O(mas_host), why a file of O(mas_config) could not be read there, by path (a missing file is reported
-        as missing on O(mas_host)).
-    type: dict
-    default: {}
-"""
-
-
 class ModuleDocFragment(object):
     # The configuration files and database overrides shared by syn2mas_import and syn2mas_advisor.
     DOCUMENTATION = r"""
@@ -67,14 +44,16 @@ options:
     type: list
     elements: str
     default: []
-""" + _MAS_HOST_OPTIONS + r"""requirements:
+requirements:
   - psycopg2 (or psycopg2-binary) on the host that runs the module
   - PyYAML
 """
 
     # Only the database overrides, for the modules that document their configuration files their own way
     # (syn2mas_verify, syn2mas_backup, syn2mas_probe).
-    DATABASE_URIS = "\noptions:\n" + _MAS_HOST_OPTIONS + r"""  synapse_database_uri:
+    DATABASE_URIS = r"""
+options:
+  synapse_database_uri:
     description: A PostgreSQL URI replacing the database of O(synapse_config).
     type: str
   mas_database_uri:
@@ -82,5 +61,26 @@ options:
     type: str
 """
 
-    # MAS's config files read on MAS's own host (syn2mas_state; the fragments above have it too).
-    MAS_HOST = "\noptions:\n" + _MAS_HOST_OPTIONS
+    # MAS's config files as read on MAS's own host: every module that reads MAS's config extends this too.
+    # (Each fragment is one string literal: ansible-test's yamllint reads them without running the code.)
+    MAS_HOST = r"""
+options:
+  mas_host:
+    description:
+      - The inventory host that holds MAS's config files, when it is not the host this module runs on (MAS on a
+        VM or in a container of its own). O(mas_config) is then read from O(mas_config_files), as read there
+        (M(matrix.syn2mas.syn2mas_read_config) delegated to that host), and never from this host.
+      - Errors name the path and this host.
+    type: str
+  mas_config_files:
+    description:
+      - With O(mas_host), the text of each of MAS's config files as read on O(mas_host), by path.
+      - They hold secrets (database password, shared secret), kept out of logs and output.
+    type: dict
+  mas_config_errors:
+    description:
+      - With O(mas_host), why a file of O(mas_config) could not be read there, by path (a missing file is reported
+        as missing on O(mas_host)).
+    type: dict
+    default: {}
+"""

@@ -25,6 +25,7 @@ description:
   - Without O(mas_config), the checks of MAS's config and database are reported as not run.
 extends_documentation_fragment:
   - matrix.syn2mas.syn2mas
+  - matrix.syn2mas.syn2mas.mas_host
 options:
   for_real_import:
     description:

@@ -31,6 +31,7 @@ description:
   - Database passwords reach C(pg_dump) and C(pg_restore) through the environment, never the command line.
 extends_documentation_fragment:
   - matrix.syn2mas.syn2mas.database_uris
+  - matrix.syn2mas.syn2mas.mas_host
 options:
   state:
     description: V(present) makes (or verifies) the backup; V(restored) restores from it; V(absent) removes it

@@ -28,6 +28,7 @@ description:
     counts are those of a real run.
 extends_documentation_fragment:
   - matrix.syn2mas.syn2mas
+  - matrix.syn2mas.syn2mas.mas_host
 options:
   dry_run:
     description:

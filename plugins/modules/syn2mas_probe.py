@@ -63,6 +63,7 @@ options:
 extends_documentation_fragment:
   - matrix.syn2mas.read_only
   - matrix.syn2mas.syn2mas.database_uris
+  - matrix.syn2mas.syn2mas.mas_host
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 """

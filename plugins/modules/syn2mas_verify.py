@@ -28,6 +28,7 @@ description:
 extends_documentation_fragment:
   - matrix.syn2mas.read_only
   - matrix.syn2mas.syn2mas.database_uris
+  - matrix.syn2mas.syn2mas.mas_host
 options:
   synapse_config:
     description:
