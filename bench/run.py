@@ -488,7 +488,7 @@ def profile_synapse_side(cluster, synapse_db: str, mas_db: str) -> dict:
     import secrets
 
     from _syn2mas import mas_schema as lib_schema
-    from _syn2mas.synapse_reader import STAGES, stage_params
+    from _syn2mas.stages import STAGES, stage_params
 
     conn = cluster.connect(mas_db, autocommit=False)
     schema = lib_schema.detect(conn)
@@ -534,7 +534,7 @@ def engine_version() -> dict:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
-    library = ("importer", "synapse_reader", "mas_writer", "mas_schema", "db")
+    library = ("importer", "stages", "synapse_reader", "mas_writer", "mas_schema", "db")
     status = git("status", "--porcelain", "--", *(f"plugins/module_utils/_syn2mas/{name}.py" for name in library))
     return {"commit": git("rev-parse", "--short", "HEAD"), "library_modified": bool(status) if status is not None else None}
 

@@ -7,13 +7,11 @@ import uuid
 import psycopg2
 import pytest
 
+from _syn2mas.mas_schema import WRITTEN_TABLES
 from tests.support import mas_schema
 
 # The tables the import writes, plus the FK target it needs to exist.
-IMPORT_TABLES = (
-    "users", "user_passwords", "user_emails", "user_unsupported_third_party_ids",
-    "upstream_oauth_links", "compat_sessions", "compat_access_tokens", "compat_refresh_tokens",
-)
+IMPORT_TABLES = tuple(WRITTEN_TABLES)
 CORE_TABLES = IMPORT_TABLES + ("upstream_oauth_providers",)
 
 # Facts of each release: last migration, number of migrations applied.
@@ -125,6 +123,23 @@ def test_own_fixture_release_facts(pg, release):
 
     # The template is created once and reused.
     assert mas_schema.create_template(pg, f"own-{release}") == db
+
+
+@pytest.mark.parametrize("release", mas_schema.RELEASES)
+def test_every_column_of_the_written_tables_is_written_or_left_by_the_stages(pg, release):
+    """MAS's written columns come from the stages: on each release, what a stage writes exists, and every
+    other column is one the import knows to leave (a new NOT NULL column would fail the COPY)."""
+    db = mas_schema.create_template(pg, f"real-{release}" if f"real-{release}" in mas_schema.VARIANTS
+                                    else f"own-{release}")
+    for table, spec in WRITTEN_TABLES.items():
+        columns = {name: (not_null, default) for name, _type, not_null, default in _columns(pg, db, table)}
+        assert set(spec["write"]) <= set(columns), f"{table}: the stages write columns MAS {release} lacks"
+        unknown = set(columns) - set(spec["write"]) - set(spec["optional"]) - set(spec["leave"])
+        assert not unknown, f"{table}: columns of MAS {release} no stage writes or leaves: {sorted(unknown)}"
+        for name in spec["leave"]:
+            if name in columns:
+                not_null, default = columns[name]
+                assert not not_null or default is not None, f"{table}.{name} is left but NOT NULL without a default"
 
 
 def test_variants_and_template_names():

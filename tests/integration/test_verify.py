@@ -176,7 +176,7 @@ def test_both_digests_agree_on_a_clean_import(env):
     from _syn2mas import verify as v
     from _syn2mas.mas_schema import detect
     from _syn2mas.mas_writer import read_marker
-    from _syn2mas.synapse_reader import STAGES
+    from _syn2mas.stages import STAGES
 
     imported(env)
     synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)

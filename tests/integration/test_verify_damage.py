@@ -12,7 +12,7 @@ import tempfile
 import pytest
 
 from _syn2mas.mas_schema import WRITTEN_TABLES
-from _syn2mas.synapse_reader import STAGES
+from _syn2mas.stages import STAGES
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support import mas_schema, synapse_schema
 from tests.support.migration_env import MigrationEnv

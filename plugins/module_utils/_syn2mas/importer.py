@@ -30,7 +30,8 @@ from .db import connect, connection_lost, database_conninfo, describe, first_lin
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
 from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marker, run_pipe, tables_with_data
-from .synapse_reader import STAGES, SynapseReader, stage_params
+from .stages import STAGES, stage_params
+from .synapse_reader import SynapseReader
 from .advisor.facts import MasDbFacts, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
 from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import RefusedError
+from .stages import STAGES
 
 # The last migration each known release applies (from `_sqlx_migrations`).
 KNOWN_RELEASES = (
@@ -16,53 +17,31 @@ KNOWN_RELEASES = (
 )
 OLDEST_SUPPORTED = KNOWN_RELEASES[0]
 
-# Per table: columns the import writes (must exist), columns it writes only where they exist
-# (they differ between releases), and columns it knows and leaves to their NULL or default.
-WRITTEN_TABLES = {
-    "users": {
-        "write": ("user_id", "username", "created_at", "locked_at", "can_request_admin", "is_guest",
-                  "deactivated_at"),
-        "optional": (),
-        "leave": ("primary_user_email_id",),  # MAS < 1.? (dropped in migration 20260108120030)
-    },
-    "user_passwords": {
-        "write": ("user_password_id", "user_id", "hashed_password", "created_at", "version"),
-        "optional": (),
-        "leave": ("upgraded_from_id",),
-    },
-    "user_emails": {
-        "write": ("user_email_id", "user_id", "email", "created_at"),
-        "optional": ("confirmed_at",),  # dropped in migration 20260108120030
-        "leave": (),
-    },
-    "user_unsupported_third_party_ids": {
-        "write": ("user_id", "medium", "address", "created_at"),
-        "optional": (),
-        "leave": (),
-    },
-    "upstream_oauth_links": {
-        "write": ("upstream_oauth_link_id", "upstream_oauth_provider_id", "user_id", "subject", "created_at"),
-        "optional": (),
-        "leave": ("human_account_name",),
-    },
-    "compat_sessions": {
-        "write": ("compat_session_id", "user_id", "device_id", "created_at", "is_synapse_admin",
-                  "last_active_at", "last_active_ip", "user_agent", "human_name"),
-        "optional": (),
-        "leave": ("finished_at", "user_session_id"),
-    },
-    "compat_access_tokens": {
-        "write": ("compat_access_token_id", "compat_session_id", "access_token", "created_at", "expires_at"),
-        "optional": (),
-        "leave": (),
-    },
-    "compat_refresh_tokens": {
-        "write": ("compat_refresh_token_id", "compat_session_id", "compat_access_token_id", "refresh_token",
-                  "created_at"),
-        "optional": (),
-        "leave": ("consumed_at",),
-    },
+# Per MAS table, the columns the import knows and leaves to their NULL or default (they differ
+# between releases: a column named here may be absent).
+LEFT_COLUMNS = {
+    "users": ("primary_user_email_id",),  # MAS < 1.? (dropped in migration 20260108120030)
+    "user_passwords": ("upgraded_from_id",),
+    "upstream_oauth_links": ("human_account_name",),
+    "compat_sessions": ("finished_at", "user_session_id"),
+    "compat_refresh_tokens": ("consumed_at",),
 }
+
+
+def written_tables(stages) -> dict:
+    """Per MAS table: the columns its stages write (must exist), those written only where they exist
+    (`optional`, e.g. user_emails.confirmed_at, dropped in migration 20260108120030), and those left."""
+    tables: dict = {}
+    for stage in stages:
+        spec = {"write": tuple(stage.columns), "optional": tuple(stage.optional_columns),
+                "leave": LEFT_COLUMNS.get(stage.table, ())}
+        if tables.setdefault(stage.table, spec) != spec:
+            raise ValueError(f"stage {stage.name} writes other columns into {stage.table} than the stage before it")
+    return tables
+
+
+# Derived from the stages, so a column added to a stage is checked against MAS's schema at once.
+WRITTEN_TABLES = written_tables(STAGES)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import time
 from .db import connection_lost, first_line, lock_refusal, lock_tables
 from .errors import ConnectionLostError, DataError, DatabaseError, PrivilegeError, RefusedError
 from .mas_schema import WRITTEN_TABLES
-from .synapse_reader import STATUS_REPAIRED, STATUS_SEPARATOR
+from .stages import STATUS_REPAIRED, STATUS_SEPARATOR
 
 # Session-level advisory lock taken for the whole run: a second import is refused at once.
 ADVISORY_LOCK_KEY = 0x73796E326D6173  # "syn2mas"
@@ -365,7 +365,7 @@ class MasWriter:
 
 
 class StatusRowPipe(RowPipe):
-    """A RowPipe for rows whose last column is their status (see synapse_reader.Stage.select):
+    """A RowPipe for rows whose last column is their status (see stages.Stage.select):
     rows with no status go to MAS without that column; repaired ones too, and are counted;
     skipped ones stay behind, counted per reason with the first and last example."""
 

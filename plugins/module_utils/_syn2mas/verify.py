@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Proof after the import: MAS holds exactly what the import had to write from Synapse.
 
-The expected rows are recomputed from Synapse with the import's own stages (synapse_reader.STAGES)
+The expected rows are recomputed from Synapse with the import's own stages (stages.STAGES)
 and the parameters the import recorded in its marker (the ids' seed, its clock, the provider
 mapping), so every MAS row, ids included, can be recomputed. Each side digests its rows in
 PostgreSQL (an md5 of the row as text, the values cast to MAS's column types) and sums them per
@@ -38,7 +38,8 @@ from .db import connect, database_conninfo, describe, first_line, lock_holders, 
 from .errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import WRITTEN_TABLES, detect as detect_mas_schema
 from .mas_writer import MARKER_PREFIX, marker_digest, read_marker
-from .synapse_reader import STAGES, SYNAPSE_TABLES, SynapseReader, stage_params
+from .stages import STAGES, stage_params
+from .synapse_reader import SYNAPSE_TABLES, SynapseReader
 
 APPLICATION_NAME = "syn2mas verify"
 EXIT_MISMATCH = 12

@@ -3,16 +3,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The checks of Synapse's database: who else uses it, its schema, and what the import would read.
 
-The counts come from the import's own stage queries (synapse_reader.STAGES), so what is reported
+The counts come from the import's own stage queries (stages.STAGES), so what is reported
 here is exactly what the import carries over and leaves behind.
 """
 
 from __future__ import annotations
 
-from ..synapse_reader import (
-    OLDEST_SCHEMA_VERSION, OLDEST_SYNAPSE, SKIP_APPSERVICE, SKIP_DEVICE_GONE, SKIP_TOO_LONG, SKIP_UNMAPPED,
-    SKIP_USER_MISSING, STAGES,
-)
+from ..stages import SKIP_APPSERVICE, SKIP_DEVICE_GONE, SKIP_TOO_LONG, SKIP_UNMAPPED, SKIP_USER_MISSING, STAGES
+from ..synapse_reader import OLDEST_SCHEMA_VERSION, OLDEST_SYNAPSE
 from .registry import ERROR, INFO, SYNAPSE_DB, SYNAPSE_SNAPSHOT, WARN, check, examples, finding, plural
 
 # The schema-92 deltas Synapse 1.136.0 applies: a database at version 92 that lacks one of them

@@ -19,7 +19,8 @@ from ..config import ConfigSources, load_mas_config, load_synapse_config, provid
 from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
 from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, tables_with_data
-from ..synapse_reader import OLDEST_SCHEMA_VERSION, STAGES, SynapseReader, stage_params
+from ..stages import STAGES, stage_params
+from ..synapse_reader import OLDEST_SCHEMA_VERSION, SynapseReader
 from .registry import (
     ERROR, MAPPING, MAS_CONFIG, MAS_DB, MAS_HTTP, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
     gathered,
