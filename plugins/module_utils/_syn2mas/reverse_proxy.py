@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import urllib.parse
@@ -495,7 +496,7 @@ def test_candidate(kind_name: str, path: str, upstream: str, run, server_name: s
     root = tempfile.mkdtemp(prefix="syn2mas-proxy-candidate-")  # 0700: nobody else reads or swaps it
     try:
         config = kind.candidate_tree(main, path, candidate, root)
-        rc, out, err = run(command.replace("{config}", config))
+        rc, out, err = run(command.replace("{config}", shlex.quote(config)))  # a shell command line
     finally:
         shutil.rmtree(root, ignore_errors=True)
     said = "\n".join(part.strip() for part in (err, out) if part and part.strip()).replace(root, "")
