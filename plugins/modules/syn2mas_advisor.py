@@ -35,9 +35,14 @@ options:
     default: false
   reverse_proxy_config:
     description:
-      - The nginx file with the homeserver's C(server) block; the advisor says whether it routes C(/_matrix/client/*/login),
-        C(/logout) and C(/refresh) to MAS already (MAS's compatibility layer).
+      - The reverse proxy's file with the homeserver's C(server) block; the advisor says whether it routes
+        C(/_matrix/client/*/login), C(/logout) and C(/refresh) to MAS already (MAS's compatibility layer).
+      - Read only for a proxy whose files the collection reads (nginx); see O(reverse_proxy_kind).
     type: path
+  reverse_proxy_kind:
+    description: The reverse proxy O(reverse_proxy_config) belongs to (a kind of M(matrix.syn2mas.syn2mas_reverse_proxy)).
+    type: str
+    default: nginx
   public_url:
     description:
       - The homeserver's public URL; the advisor asks it for C(GET /_matrix/client/v3/login) and
@@ -204,7 +209,8 @@ def run(module):
         synapse_config=p["synapse_config"], mas_config=p["mas_config"], mas_reader=mas_reader(p),
         synapse_database_uri=p["synapse_database_uri"], mas_database_uri=p["mas_database_uri"],
         upstream_provider_mapping=p["upstream_provider_mapping"], for_real_import=p["for_real_import"],
-        reverse_proxy_config=p["reverse_proxy_config"] or "", public_url=p["public_url"] or "",
+        reverse_proxy_config=p["reverse_proxy_config"] or "", reverse_proxy_kind=p["reverse_proxy_kind"],
+        public_url=p["public_url"] or "",
         mas_url=p["mas_url"] or "",
     ))))
     failure = gate(result, p["fail_on"])
@@ -219,6 +225,7 @@ def main():
             **database_options(),
             for_real_import=dict(type="bool", default=False),
             reverse_proxy_config=dict(type="path"),
+            reverse_proxy_kind=dict(type="str", default="nginx"),
             public_url=dict(type="str"),
             mas_url=dict(type="str"),
             fail_on=dict(type="str", choices=list(FAIL_ON), default="error"),

@@ -16,14 +16,22 @@ description:
   - MAS's compatibility layer serves C(/_matrix/client/*/login), C(/logout) and C(/refresh) for clients that do not
     speak OAuth 2.0, and for the refresh tokens the import carried over; Synapse stops serving them once it delegates
     to MAS, so the reverse proxy must send them to MAS.
-  - For nginx (V(state=present)), adds one marked C(location) block as the first thing in the homeserver's C(server)
-    block of O(path), replacing an earlier one; V(state=absent) takes it out again, giving back the file as it was.
-  - For Apache, Caddy, Traefik and HAProxy, renders the snippet (RV(snippet)) and, when O(path) is given, writes it
-    there as a file of its own for the operator's configuration to include; V(state=absent) removes that file.
+  - A managed proxy (nginx) has its operator's file edited; V(state=present) adds one marked C(location) block as the
+    first thing in the homeserver's C(server) block of O(path), replacing an earlier one; V(state=absent) takes it
+    out again, giving back the file as it was.
+  - A shown proxy (Apache, Caddy, Traefik, HAProxy) gets its snippet rendered (RV(snippet)) and, when O(path) is
+    given, written there as a file of its own for the operator's configuration to include; V(state=absent) removes
+    that file.
+  - V(state=candidate) changes nothing, in check mode or not; for a managed proxy it tests the configuration the
+    proxy would have with the routes, O(path) as V(state=present) would write it, in a private copy of the
+    configuration from O(main_config) (every file it includes, the copies' includes pointing to the copies), tested
+    with O(candidate_test_command), then removed. The live proxy never reads the copy. It fails, with the proxy's
+    words naming the operator's files, when the proxy refuses it.
   - V(state=probed) changes nothing; it asks O(public_url) for C(GET /_matrix/client/v3/login) and
     C(POST /_matrix/client/v3/refresh) and says whether MAS answered (compared with MAS's own answer at O(mas_url)
     when given).
-  - It neither tests nor reloads the proxy; the reverse_proxy role does (C(nginx -t), then a reload).
+  - It neither tests the live configuration nor reloads the proxy; it returns the commands that do
+    (RV(test_command), RV(reload_command)), which the reverse_proxy role runs.
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 options:
@@ -33,13 +41,16 @@ options:
     choices: [nginx, apache, caddy, traefik, haproxy]
     default: nginx
   state:
-    description: V(present) adds the routes, V(absent) removes them, V(probed) only checks who answers them.
+    description:
+      - V(present) adds the routes, V(absent) removes them, V(probed) only checks who answers them, V(candidate) only
+        tests a configuration with them.
     type: str
-    choices: [present, absent, probed]
+    choices: [present, absent, probed, candidate]
     default: present
   path:
     description:
-      - For nginx, the operator's file holding the homeserver's C(server) block (required unless V(state=probed)).
+      - For nginx, the operator's file holding the homeserver's C(server) block (required for V(state=present) and
+        V(state=candidate)).
       - For the other proxies, the snippet file to write (it must be included by the proxy's configuration); without
         it the snippet is only rendered.
       - A symlink (C(sites-enabled/) to C(sites-available/)) is followed; its target is edited and the link is kept.
@@ -55,6 +66,28 @@ options:
     description: The homeserver's public URL (Synapse's C(public_baseurl)); Traefik's rule matches its host name.
     type: str
     default: ""
+  test_command:
+    description:
+      - The operator's command testing the proxy's configuration, returned as RV(test_command); empty for none.
+      - Without it, the kind's own (nginx C(nginx -t); none for a shown proxy).
+    type: str
+  reload_command:
+    description:
+      - The operator's command reloading the proxy (a reload, never a restart), returned as RV(reload_command); empty
+        for none.
+      - Without it, the kind's own (nginx C(systemctl reload nginx); none for a shown proxy).
+    type: str
+  main_config:
+    description:
+      - The proxy's main configuration, which includes O(path) (V(state=candidate)); without it, the kind's own (nginx
+        C(/etc/nginx/nginx.conf)).
+    type: path
+  candidate_test_command:
+    description:
+      - The command testing a candidate configuration (V(state=candidate)); C({config}) in it is replaced by the
+        path of the candidate's main config. Without it, the kind's own (nginx C(nginx -t -q -c {config})); empty
+        tests nothing (for example a proxy in a container, which cannot read the copy).
+    type: str
   public_url:
     description: The homeserver's public URL to probe (V(state=probed)).
     type: str
@@ -99,6 +132,13 @@ EXAMPLES = r"""
     path: /etc/caddy/syn2mas-mas-compat.caddy
     mas_upstream: http://127.0.0.1:8080
 
+- name: Test nginx's configuration with the routes, on a copy (nothing changed, nothing reloaded)
+  matrix.syn2mas.syn2mas_reverse_proxy:
+    state: candidate
+    path: /etc/nginx/sites-available/matrix.example.com
+    server_name: matrix.example.com
+    mas_upstream: http://127.0.0.1:8080
+
 - name: Check that legacy clients reach MAS through the public URL
   matrix.syn2mas.syn2mas_reverse_proxy:
     state: probed
@@ -110,6 +150,32 @@ RETURN = r"""
 path:
   description: The file edited or written.
   returned: unless state is probed
+  type: str
+managed:
+  description: Whether O(kind) is managed (its operator's file edited, tested and reloaded) rather than shown.
+  returned: unless state is probed
+  type: bool
+test_command:
+  description: The command testing the proxy's configuration (O(test_command), else the kind's); empty for none.
+  returned: when state is present or absent
+  type: str
+  sample: nginx -t
+reload_command:
+  description: The command reloading the proxy (O(reload_command), else the kind's); empty for none.
+  returned: when state is present or absent
+  type: str
+  sample: systemctl reload nginx
+tested:
+  description: Whether a candidate was tested (V(false) for a shown proxy or an empty O(candidate_test_command)).
+  returned: when state is candidate
+  type: bool
+output:
+  description: What the candidate test said (warnings), the operator's paths in place of the copy's.
+  returned: when state is candidate and a candidate was tested
+  type: str
+main_config:
+  description: The main configuration the candidate was copied from.
+  returned: when state is candidate
   type: str
 snippet:
   description: The routes as rendered for O(kind).
@@ -134,93 +200,51 @@ reach_mas:
   type: bool
 """
 
-import os
-import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
+
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import reverse_proxy
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
 except ImportError:  # pragma: no cover - the library imports only the standard library
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
+    KINDS = None  # not validated here: require_libraries fails the module first
 else:
     LIBRARY_IMPORT_ERROR = None
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def _write(module, path, text):
-    # Atomically, keeping the file's owner and mode (atomic_move copies them from the old file). A
-    # symlink (Debian's sites-enabled -> sites-available) stays one: its target gets the new text.
-    target = os.path.realpath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".syn2mas-")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    if not os.path.exists(target):
-        os.chmod(tmp, 0o644)  # a proxy's config is not secret, and the proxy's own user reads it
-    module.atomic_move(tmp, target)
-
-
-def _new_text(params, before, snippet):
-    kind, state = params["kind"], params["state"]
-    if kind == "nginx":
-        if before is None:
-            raise Syn2masError(f"{params['path']}: file not found (the nginx file with the homeserver's server block)")
-        if state == "absent":
-            return reverse_proxy.nginx_remove_routes(before)
-        return reverse_proxy.nginx_add_routes(before, params["mas_upstream"], params["server_name"], params["path"])
-    if state == "absent":
-        # Only a file this module wrote is removed.
-        return None if before is not None and reverse_proxy.BEGIN_MARK in before else before
-    return snippet  # the other proxies' snippets have no indentation to fit
+    KINDS = list(reverse_proxy.KINDS)
 
 
 def run(module):
-    params = module.params
-    result = dict(changed=False, routes=list(reverse_proxy.ROUTES))
-    if params["state"] == "probed":
-        findings = reverse_proxy.probe_compat_routes(params["public_url"], params["mas_url"], params["timeout"],
-                                                     params["validate_certs"])
-        result.update(findings=findings, reach_mas=all(f["reached"] == "mas" for f in findings))
-        return result
-    path = params["path"]
-    if params["state"] == "present":
-        result["snippet"] = reverse_proxy.render(params["kind"], params["mas_upstream"], params["homeserver_url"])
-    if not path:
-        return result
-    result["path"] = path
-    before = _read(path)
-    after = _new_text(params, before, result.get("snippet"))
-    if after == before:
-        return result
-    result["changed"] = True
-    if module._diff:
-        result["diff"] = dict(before_header=path, after_header=path, before=before or "", after=after or "")
-    if not module.check_mode:
-        if after is None:
-            os.unlink(path)
-        else:
-            _write(module, path, after)
-    return result
+    p = module.params
+    if p["state"] == "probed":
+        findings = reverse_proxy.probe_compat_routes(p["public_url"], p["mas_url"], p["timeout"], p["validate_certs"])
+        return dict(changed=False, routes=list(reverse_proxy.ROUTES), findings=findings,
+                    reach_mas=all(f["reached"] == "mas" for f in findings))
+    if p["state"] == "candidate":
+        # Only read and tested, in check mode too: the copy is private and removed, the live proxy never sees it.
+        return reverse_proxy.test_candidate(
+            p["kind"], p["path"], p["mas_upstream"], lambda command: module.run_command(command, use_unsafe_shell=True),
+            p["server_name"], p["main_config"], p["candidate_test_command"])
+    return reverse_proxy.apply(p["kind"], p["state"] == "present", p["path"] or "", p["mas_upstream"] or "",
+                               p["server_name"], p["homeserver_url"], module.check_mode, module._diff,
+                               p["test_command"], p["reload_command"])
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            kind=dict(type="str", choices=["nginx", "apache", "caddy", "traefik", "haproxy"], default="nginx"),
-            state=dict(type="str", choices=["present", "absent", "probed"], default="present"),
+            kind=dict(type="str", choices=KINDS, default="nginx"),
+            state=dict(type="str", choices=["present", "absent", "probed", "candidate"], default="present"),
             path=dict(type="path"),
             mas_upstream=dict(type="str"),
             server_name=dict(type="str", default=""),
             homeserver_url=dict(type="str", default=""),
+            test_command=dict(type="str"),
+            reload_command=dict(type="str"),
+            main_config=dict(type="path"),
+            candidate_test_command=dict(type="str"),
             public_url=dict(type="str"),
             mas_url=dict(type="str", default=""),
             timeout=dict(type="int", default=10),
@@ -228,19 +252,13 @@ def main():
         ),
         required_if=[
             ("state", "present", ("mas_upstream",)),
+            ("state", "candidate", ("mas_upstream",)),
             ("state", "probed", ("public_url",)),
         ],
         supports_check_mode=True,
     )
-    if LIBRARY_IMPORT_ERROR:
-        module.fail_json(msg="cannot import the matrix.syn2mas library", exception=LIBRARY_IMPORT_ERROR)
-    if module.params["kind"] == "nginx" and module.params["state"] != "probed" and not module.params["path"]:
-        module.fail_json(msg="path is required for nginx: the file with the homeserver's server block")
-    try:
-        result = run(module)
-    except Syn2masError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**result)
+    require_libraries(module, LIBRARY_IMPORT_ERROR, yaml=False)
+    exit_with(module, run)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ which asks MAS directly before Synapse is stopped: GATE).
 
 The steps run in order on one module-scoped homeserver: before the migration the probe finds Synapse
 behind the compat routes -> check mode shows the nginx diff and changes nothing -> an nginx that refuses
-the new config (`nginx -t` fails) stops the run before Synapse starts, the proxy's file unchanged, and
-the rescue brings Synapse back on legacy authentication -> the real run sends the three compat routes
+the new config (`nginx -t` on a copy with the routes fails) fails the preparation before any stop: Synapse
+untouched, the proxy's file unchanged, nginx not reloaded -> with that candidate test turned off, the same
+refusal stops the run inside the window before Synapse starts, and the rescue brings Synapse back on legacy
+authentication -> the real run sends the three compat routes
 to MAS and everything else to Synapse -> a second run (and the role on its own) changes nothing -> the
 role on its own puts back a file nginx refuses, without reloading -> the rollback restores the proxy's
 file byte for byte, reloads nginx, and legacy password login works through the proxy again -> migrated again
@@ -93,6 +95,11 @@ server {{
         return f"{self.binary} -t -q -c {self.conf} -p {self.prefix}"
 
     @property
+    def candidate_test_command(self) -> str:
+        """The test of a copy of this configuration ({config}: the copy's nginx.conf), as an operator gives it."""
+        return f"{self.binary} -t -q -c {{config}} -p {self.prefix}"
+
+    @property
     def reload_command(self) -> str:
         return f"{self.binary} -s reload -c {self.conf} -p {self.prefix}"
 
@@ -147,6 +154,8 @@ class Lab:
             "syn2mas_reverse_proxy_server_name": f"matrix.{self.hs.server_name}",
             "syn2mas_reverse_proxy_test_command": self.nginx.test_command,
             "syn2mas_reverse_proxy_reload_command": self.nginx.reload_command,
+            "syn2mas_reverse_proxy_main_config": self.nginx.conf,
+            "syn2mas_reverse_proxy_candidate_test_command": self.nginx.candidate_test_command,
             "syn2mas_mas_upstream": self.mas.url,
             "syn2mas_homeserver_url": self.nginx.url,
             **extra}}
@@ -206,10 +215,41 @@ def test_2_check_mode_shows_the_nginx_diff_and_changes_nothing(lab):
     assert lab.hs.healthy()
 
 
-def test_3_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
+def test_3_nginx_refusing_the_routes_fails_the_preparation_before_any_stop(lab):
+    """The candidate test in the preparation: nginx tests a copy of its configuration with the routes and
+    refuses it, so the run fails before Synapse is stopped: same Synapse, the proxy's file byte for byte (and
+    its mode), nginx never reloaded and still serving its old configuration."""
     lab.mas.clear_requests()
-    # A MAS address nginx cannot resolve: `nginx -t` fails ("host not found in upstream").
+    synapse_pid, master, workers = lab.hs.pid(), lab.nginx.pid(), lab.nginx.workers()
+    # A MAS address nginx cannot resolve: `nginx -t` on the candidate fails ("host not found in upstream").
     run = lab.playbook("migrate.yml", syn2mas_mas_upstream="http://mas-stand-in.invalid:8080")
+    assert run.returncode != 0
+    report = latest_report(lab.fleet)["hosts"]["hs1"]
+    assert report["outcome"] == "failed" and report["failed_phase"] == "prepare", report
+    assert [p["phase"] for p in report["phase_seconds"]] == ["backup", "prepare"], report["phase_seconds"]
+    assert report["rolled_back"] is False and report["synapse_down"] is False, report
+    # The error is nginx's own, naming the operator's file (not the copy), and says Synapse was never stopped.
+    assert "host not found in upstream" in report["error"] and f"{lab.nginx.site}:" in report["error"], report
+    assert "syn2mas-proxy-candidate" not in report["error"]
+    assert "Synapse was never stopped" in report["error"], report["error"]
+    # Synapse never stopped; the proxy's file as it was; nginx neither reloaded nor restarted.
+    assert lab.hs.pid() == synapse_pid and lab.hs.healthy()
+    assert open(lab.nginx.site, "rb").read() == lab.original_bytes
+    assert os.stat(lab.nginx.site).st_mode & 0o777 == 0o640
+    assert lab.nginx.pid() == master and lab.nginx.workers() == workers
+    # nginx still serves the old configuration: legacy login goes to Synapse, nothing to MAS beyond the gate.
+    status, body = lab.password_login()
+    assert status == 200 and body["user_id"] == f"@alice:{lab.hs.server_name}", body
+    assert lab.mas.requests[:3] == GATE and set(lab.mas.requests[3:]) <= {("GET", "/health")}, lab.mas.requests
+    assert host_state(lab.hs) == "legacy"
+
+
+def test_3b_without_the_candidate_test_nginx_refusing_the_routes_stops_the_run_before_synapse_starts(lab):
+    """The operator turned the candidate test off (an empty command, as for a proxy in a container): the
+    routes are then refused inside the window, and the run rolls back before Synapse starts."""
+    lab.mas.clear_requests()
+    run = lab.playbook("migrate.yml", syn2mas_mas_upstream="http://mas-stand-in.invalid:8080",
+                       syn2mas_reverse_proxy_candidate_test_command="")
     assert run.returncode != 0
     assert "host not found" in run.stdout, run.stdout[-6000:]
     # The proxy's file is as it was (its mode too), and nginx still serves it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import os
 
-from _syn2mas import mas_link, state_record, synapse_delegation
+from _syn2mas import mas_link, reverse_proxy, state_record, synapse_delegation
 from _syn2mas.advisor import report as advisor_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +28,7 @@ def test_documented_choices_and_defaults_are_the_librarys():
     assert documented_option("syn2mas_state", "state")["choices"] == list(state_record.STATES)
     assert documented_option("syn2mas_state", "path")["default"] == state_record.DEFAULT_STATE_FILE
     assert documented_option("syn2mas_advisor", "fail_on")["choices"] == list(advisor_report.FAIL_ON)
+    assert documented_option("syn2mas_reverse_proxy", "kind")["choices"] == list(reverse_proxy.KINDS)
 
 
 def test_the_action_group_lists_every_module():

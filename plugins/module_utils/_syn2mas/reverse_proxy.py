@@ -8,22 +8,34 @@ keep working after the switch only if the reverse proxy sends the three legacy r
 /_matrix/client/<version>/login, /logout and /refresh (and what lies below them, such as
 login/sso/redirect), to MAS instead of Synapse; Synapse no longer serves them once it delegates.
 
-This module renders those routes for nginx, Apache, Caddy, Traefik and HAProxy; adds them to (or
-takes them out of) an nginx server block as one marked block, so that removing it gives back the
-file as it was; says whether a config already routes them; and probes a public URL to find out who
-answers them. Standard library only: it runs on the proxy's host with Debian's bare Python.
+The proxies are one table, `KINDS`: each kind renders the routes, and a managed kind (nginx) also
+edits its operator's file (one marked block, so that removing it gives back the file as it was),
+reads whether a file already routes them, tests a candidate of its configuration without the live
+proxy seeing it, and names its default test and reload commands. The other kinds are shown: their
+snippet is rendered, and written to a file of its own when one is named. `apply` and
+`test_candidate` are what the module and the roles use; a new managed proxy is one `ProxyKind` here.
+The module also probes a public URL to find out who answers the routes. Standard library only: it
+runs on the proxy's host with Debian's bare Python.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import re
+import shlex
+import shutil
+import tempfile
 import urllib.parse
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from . import http_request
 from .errors import ConfigError
+from .files import LOCAL_FILES, ConfigFileMissing
+from .yaml_edit import atomic_write
 
-KINDS = ("nginx", "apache", "caddy", "traefik", "haproxy")
 ROUTES = ("login", "logout", "refresh")
 # One path segment for the version (v3, r0, unstable...), then the route, then the end or a subpath.
 COMPAT_PATH_REGEX = r"^/_matrix/client/[^/]+/(login|logout|refresh)(/|$)"
@@ -61,10 +73,8 @@ def _hostname(public_url: str) -> str:
 
 def render(kind: str, upstream: str, homeserver_url: str = "", indent: str = "    ") -> str:
     """The compat routes for `kind`, as text to paste or include; ends with a newline."""
-    if kind not in _RENDERERS:
-        raise ConfigError(f"unknown reverse proxy {kind!r}: expected one of {', '.join(KINDS)}")
     scheme, hostport = parse_upstream(upstream)
-    return _RENDERERS[kind](scheme, hostport, homeserver_url, indent)
+    return proxy_kind(kind).render(scheme, hostport, homeserver_url, indent)
 
 
 def _render_nginx(scheme: str, hostport: str, _homeserver_url: str, indent: str) -> str:
@@ -143,10 +153,6 @@ def _render_haproxy(scheme: str, hostport: str, _homeserver_url: str, _indent: s
         "    option forwardfor",
         f"    server mas {hostport}{ssl}",
         END_MARK, ""])
-
-
-_RENDERERS = {"nginx": _render_nginx, "apache": _render_apache, "caddy": _render_caddy,
-              "traefik": _render_traefik, "haproxy": _render_haproxy}
 
 
 # -- nginx: the block in the operator's server block ----------------------------------------------
@@ -273,6 +279,232 @@ def nginx_routes_state(text: str, upstream: str = "") -> dict:
         except ConfigError:
             to_upstream = None
     return {"managed": managed, "routed": found is not None, "proxy_pass": found, "to_upstream": to_upstream}
+
+
+# -- nginx: a candidate configuration, tested where the live nginx never reads it -----------------
+
+def _nginx_statements(text: str):
+    """The directives of an nginx file, as nginx's own tokenizer reads them: for each, its words as
+    (value, start, end, quoted) and the character that ends it (`;`, `{` or `}`). A `#` starts a
+    comment, and a quote a quoted word, only at the start of a word."""
+    words, i, n = [], 0, len(text)
+    while i < n:
+        char = text[i]
+        if char.isspace():
+            i += 1
+        elif char == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif char in ";{}":
+            yield words, char
+            words, i = [], i + 1
+        elif char in "\"'":
+            j, value = i + 1, []
+            while j < n and text[j] != char:
+                if text[j] == "\\" and j + 1 < n:
+                    j += 1
+                value.append(text[j])
+                j += 1
+            words.append(("".join(value), i, j + 1, True))
+            i = j + 1
+        else:
+            j = i
+            while j < n and not text[j].isspace() and text[j] not in ";{}":
+                if text.startswith("${", j):  # a ${variable}: its braces are part of the word
+                    close = text.find("}", j)
+                    j = n if close < 0 else close + 1
+                else:
+                    j += 1
+            words.append((text[i:j], i, j, False))
+            i = j
+    if words:
+        yield words, ""
+
+
+def _nginx_mirror(path: str, conf_prefix: str, root: str, edited: str, candidate: str, reader, depth: int = 0) -> bool:
+    """Copies the nginx file `path` to `root` + `path`, its `include`s pointing to copies there too (a
+    relative one was relative to `conf_prefix`), with `candidate` as the text of the file `edited`.
+    Whether `edited` was reached."""
+    if depth > 20:
+        raise ConfigError(f"{path}: includes nest more than 20 deep (an include loop?)")
+    reached = os.path.realpath(path) == edited
+    text = candidate if reached else reader.read_text(path)
+    pieces, last = [], 0
+    for words, end in _nginx_statements(text):
+        if end != ";" or len(words) != 2 or words[0][0] != "include" or words[0][3]:
+            continue
+        value, start, stop, quoted = words[1]
+        pattern = os.path.normpath(os.path.join(conf_prefix, value))
+        matches = sorted(glob.glob(pattern)) if re.search(r"[*?[]", pattern) else [pattern]  # as nginx decides
+        for match in matches:
+            if os.path.isfile(match):  # a missing file is left for nginx to name
+                reached = _nginx_mirror(match, conf_prefix, root, edited, candidate, reader, depth + 1) or reached
+        mirrored = root + pattern
+        if quoted or re.search(r"[\s;{}'\"]", mirrored):
+            mirrored = '"' + mirrored.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        pieces += [text[last:start], mirrored]
+        last = stop
+    copy = root + os.path.abspath(path)
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    with open(copy, "w", encoding="utf-8") as handle:
+        handle.write("".join(pieces) + text[last:])
+    return reached
+
+
+def nginx_candidate_tree(main_config: str, edited_path: str, candidate: str, root: str,
+                         reader=LOCAL_FILES) -> str:
+    """A copy of nginx's configuration under `root` (a private directory), from `main_config` and every
+    file it includes, with `candidate` in place of `edited_path`; returns the copy of `main_config`.
+
+    nginx includes by absolute path (`/etc/nginx/sites-enabled/*`), so every copy's includes point to
+    the copies: nginx tested on it (`nginx -t -c <copy>`) reads the candidate and never the live file,
+    and the running nginx never reads the copies. Its messages name `root` + the operator's path.
+    Other relative paths (certificates, mime.types when not included) are relative to the main
+    config's directory: its entries that were not copied are linked there."""
+    main_config = os.path.abspath(main_config)
+    conf_prefix = os.path.dirname(main_config)
+    if not reader.is_file(main_config):
+        raise ConfigError(f"{main_config}: file not found (nginx's main configuration, which includes "
+                          f"{edited_path}; name it with the reverse proxy's main_config)")
+    if not _nginx_mirror(main_config, conf_prefix, root, os.path.realpath(edited_path), candidate, reader):
+        raise ConfigError(f"{edited_path}: nginx's configuration {main_config} does not include it, so routes added "
+                          "there would never be served; name the file nginx reads (or the main config that includes it)")
+    mirrored_prefix = root + conf_prefix
+    for name in os.listdir(conf_prefix):
+        if not os.path.lexists(os.path.join(mirrored_prefix, name)):
+            os.symlink(os.path.join(conf_prefix, name), os.path.join(mirrored_prefix, name))
+    return root + main_config
+
+
+# -- the kinds -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProxyKind:
+    """One reverse proxy: how its routes are rendered and, for a managed kind, how its operator's file is
+    edited, read, tested as a candidate, and its default commands. A kind without `add_routes` is
+    shown: its snippet is rendered (and written to a file of its own when one is named)."""
+
+    name: str
+    render: Callable[[str, str, str, str], str]  # (scheme, host:port, homeserver URL, indent) -> snippet
+    add_routes: Optional[Callable[[str, str, str, str], str]] = None  # (text, upstream, server name, path) -> text
+    remove_routes: Optional[Callable[[str], str]] = None
+    routes_state: Optional[Callable[[str, str], dict]] = None  # (text, upstream) -> managed/routed/proxy_pass
+    test_command: str = ""
+    reload_command: str = ""  # a reload, never a restart: open connections stay
+    main_config: str = ""  # what includes the edited file, for the candidate
+    candidate_tree: Optional[Callable[[str, str, str, str], str]] = None  # (main, edited, text, root) -> config
+    candidate_test_command: str = ""  # `{config}` is the candidate's main config
+
+    @property
+    def managed(self) -> bool:
+        return self.add_routes is not None
+
+
+KINDS = {kind.name: kind for kind in (
+    ProxyKind("nginx", _render_nginx, nginx_add_routes, nginx_remove_routes, nginx_routes_state,
+              test_command="nginx -t", reload_command="systemctl reload nginx", main_config="/etc/nginx/nginx.conf",
+              candidate_tree=nginx_candidate_tree, candidate_test_command="nginx -t -q -c {config}"),
+    ProxyKind("apache", _render_apache),
+    ProxyKind("caddy", _render_caddy),
+    ProxyKind("traefik", _render_traefik),
+    ProxyKind("haproxy", _render_haproxy),
+)}
+
+
+def proxy_kind(name: str) -> ProxyKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown reverse proxy {name!r}: expected one of {', '.join(KINDS)}") from None
+
+
+def _read_or_none(path: str):
+    try:
+        return LOCAL_FILES.read_text(path)
+    except ConfigFileMissing:
+        return None
+
+
+def new_text(kind: ProxyKind, present: bool, path: str, before, upstream: str = "", server_name: str = "",
+             homeserver_url: str = ""):
+    """The file's text after adding (`present`) or removing the routes; None: no file."""
+    if kind.managed:
+        if before is None:
+            raise ConfigError(f"{path}: file not found (the {kind.name} file with the homeserver's server block)")
+        return kind.add_routes(before, upstream, server_name, path) if present else kind.remove_routes(before)
+    if present:
+        return render(kind.name, upstream, homeserver_url)  # a snippet of its own: no indentation to fit
+    # Only a file this module wrote is removed.
+    return None if before is not None and BEGIN_MARK in before else before
+
+
+def commands(kind: ProxyKind, test_command=None, reload_command=None) -> dict:
+    """What the roles need of a kind: managed or shown, and its test and reload commands (the operator's
+    when given, even empty; else the kind's)."""
+    return {"managed": kind.managed,
+            "test_command": kind.test_command if test_command is None else test_command,
+            "reload_command": kind.reload_command if reload_command is None else reload_command}
+
+
+def apply(kind_name: str, present: bool, path: str = "", upstream: str = "", server_name: str = "",
+          homeserver_url: str = "", check_mode: bool = False, want_diff: bool = False, test_command=None,
+          reload_command=None) -> dict:
+    """Adds (`present`) or removes the routes in `path` on this machine, atomically and keeping the file's
+    owner and mode (a symlink's target is edited); nothing is written in check mode. The result:
+    `changed`, `diff`, `snippet` (when present), `path`, and `commands()`."""
+    kind = proxy_kind(kind_name)
+    result = {"changed": False, "routes": list(ROUTES), **commands(kind, test_command, reload_command)}
+    if present:
+        result["snippet"] = render(kind.name, upstream, homeserver_url)
+    if not path:
+        if kind.managed and present:
+            raise ConfigError(f"a path is needed for {kind.name}: the file with the homeserver's server block")
+        return result
+    result["path"] = path
+    before = _read_or_none(path)
+    after = new_text(kind, present, path, before, upstream, server_name, homeserver_url)
+    if after == before:
+        return result
+    result["changed"] = True
+    if want_diff:
+        result["diff"] = {"before_header": path, "after_header": path, "before": before or "", "after": after or ""}
+    if not check_mode:
+        if after is None:
+            os.unlink(path)
+        else:
+            atomic_write(path, after, new_file_mode=0o644)  # a proxy's config is not secret; its user reads it
+    return result
+
+
+def test_candidate(kind_name: str, path: str, upstream: str, run, server_name: str = "", main_config=None,
+                   candidate_test_command=None) -> dict:
+    """Tests, before anything is written, the configuration the proxy would have with the routes: the
+    edited file as `apply` would write it, in a private copy of the configuration (`candidate_tree`),
+    tested with `candidate_test_command` (`{config}`: the copy's main config) run by `run(command) ->
+    (rc, stdout, stderr)`. The operator's files are only read, and the live proxy never sees the copy,
+    which is removed afterwards. A refusal raises ConfigError with the proxy's words, naming the
+    operator's paths. Nothing to test for a shown kind or an empty command (`tested` false)."""
+    kind = proxy_kind(kind_name)
+    command = kind.candidate_test_command if candidate_test_command is None else candidate_test_command
+    main = main_config or kind.main_config
+    result = {"changed": False, "managed": kind.managed, "tested": False, "main_config": main}
+    if not kind.managed or not command:
+        return result
+    if not path:
+        raise ConfigError(f"a path is needed for {kind.name}: the file with the homeserver's server block")
+    candidate = new_text(kind, True, path, _read_or_none(path), upstream, server_name)
+    root = tempfile.mkdtemp(prefix="syn2mas-proxy-candidate-")  # 0700: nobody else reads or swaps it
+    try:
+        config = kind.candidate_tree(main, path, candidate, root)
+        rc, out, err = run(command.replace("{config}", shlex.quote(config)))  # a shell command line
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    said = "\n".join(part.strip() for part in (err, out) if part and part.strip()).replace(root, "")
+    if rc != 0:
+        raise ConfigError(f"{kind.name} refuses its configuration with the compat routes added to {path} (tested on a "
+                          f"copy; nothing was changed and {kind.name} was not reloaded): {said or f'exit code {rc}'}")
+    result.update(tested=True, output=said)
+    return result
 
 
 # -- the probe ------------------------------------------------------------------------------------
@@ -414,25 +646,31 @@ def proxy_needs(synapse_public_baseurl, mas_raw: dict) -> dict:
             "routes": [f"/_matrix/client/*/{route}" for route in ROUTES]}
 
 
-def proxy_routes_findings(nginx_config: str = "", public_url: str = "", mas_url: str = "",
-                          read_text=None) -> list[dict]:
-    """Before the switch: whether the proxy already routes the compat paths to MAS, from an nginx
-    file (read with `read_text(path)`) and/or by probing the public URL. Nothing when it does; not
-    yet is a WARN: the runbook's reverse_proxy step adds them right before Synapse starts."""
+def proxy_routes_findings(proxy_config: str = "", public_url: str = "", mas_url: str = "",
+                          read_text=None, kind_name: str = "nginx") -> list[dict]:
+    """Before the switch: whether the proxy already routes the compat paths to MAS, from its file (read
+    with `read_text(path)`, for a kind that can read one) and/or by probing the public URL. Nothing
+    when it does; not yet is a WARN: the runbook's reverse_proxy step adds them right before Synapse
+    starts."""
     found = []
-    remedy = ("The runbook's reverse_proxy step adds them right before Synapse starts (syn2mas_reverse_proxy: "
-              "nginx), or add the snippet for your proxy before the switch")
-    if nginx_config:
+    managed = ", ".join(name for name, kind in KINDS.items() if kind.managed)
+    remedy = (f"The runbook's reverse_proxy step adds them right before Synapse starts (syn2mas_reverse_proxy: "
+              f"{managed}), or add the snippet for your proxy before the switch")
+    kind = KINDS.get(kind_name)
+    if proxy_config and kind is None:
+        found.append(_advice("WARN", "compat_routes_reach_mas", f"unknown reverse proxy {kind_name!r}: its file is "
+                             "not read", proxy_config, f"Name one of {', '.join(KINDS)}"))
+    elif proxy_config and kind.routes_state is not None:
         try:
-            state = nginx_routes_state(read_text(nginx_config))
+            state = kind.routes_state(read_text(proxy_config), "")
         except ConfigError as exc:
-            found.append(_advice("WARN", "compat_routes_reach_mas", f"cannot read the nginx config: {exc}",
-                                 nginx_config, "Give the nginx file with the homeserver's server block"))
+            found.append(_advice("WARN", "compat_routes_reach_mas", f"cannot read the {kind.name} config: {exc}",
+                                 proxy_config, f"Give the {kind.name} file with the homeserver's server block"))
         else:
             if not state["routed"]:
                 found.append(_advice("WARN", "compat_routes_reach_mas",
-                                     "the nginx config does not route /_matrix/client/*/login, /logout and /refresh "
-                                     "to MAS yet", nginx_config, remedy))
+                                     f"the {kind.name} config does not route /_matrix/client/*/login, /logout and "
+                                     "/refresh to MAS yet", proxy_config, remedy))
     if public_url:
         for finding in probe_compat_routes(public_url, mas_url):
             if finding["reached"] != "mas":  # quiet when MAS answers

@@ -17,10 +17,10 @@ def mas_compat_resource(f):
 
 
 @check("compat_routes_reach_mas", MAS_CONFIG, "the reverse proxy sends /login, /logout and /refresh to MAS "
-       "(when its nginx file or the public URL is given)", needs=(), remedied_by=REVERSE_PROXY)
+       "(when its file or the public URL is given)", needs=(), remedied_by=REVERSE_PROXY)
 def compat_routes_reach_mas(f):
     options = f.options
     if not (options.reverse_proxy_config or options.public_url) and MAS_CONFIG in f.missing:
         return NotRun(f.missing[MAS_CONFIG])  # nothing of the proxy given, and no MAS config either
     return reverse_proxy.proxy_routes_findings(options.reverse_proxy_config, options.public_url, options.mas_url,
-                                               LOCAL_FILES.read_text)
+                                               LOCAL_FILES.read_text, options.reverse_proxy_kind)

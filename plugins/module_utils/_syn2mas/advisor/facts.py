@@ -60,9 +60,10 @@ class AdvisorOptions(ConfigSources):
     upstream_provider_mapping: list = field(default_factory=list)
     # True right before the real import: a running Synapse (or MAS) is then an ERROR.
     for_real_import: bool = False
-    # The reverse proxy, when given: its nginx file, and/or the homeserver's public URL to probe
+    # The reverse proxy, when given: its file, and/or the homeserver's public URL to probe
     # (MAS reached directly, to compare answers with).
     reverse_proxy_config: str = ""
+    reverse_proxy_kind: str = "nginx"  # a kind of reverse_proxy.KINDS: whether and how its file is read
     public_url: str = ""
     mas_url: str = ""
 
