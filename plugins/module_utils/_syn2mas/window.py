@@ -14,7 +14,7 @@ and the runbook's tasks in between). The dry run measures the first two and take
   Synapse is unchanged) and the fingerprint of Synapse's tables (verify compares it with the import's);
 - the services: not measurable before the stop without stopping something, so an estimate the operator
   gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report: its window
-  minus its import and verify. DEFAULT_SERVICE_SECONDS is what the runbook benchmark measured for it.
+  minus its import and verify. Without one, DEFAULT_SERVICE_SECONDS, an estimate (see there).
 
 Plain Python; the import calls it at the end of a dry run.
 """
@@ -26,9 +26,10 @@ import time
 from .stages import STAGES
 from .verify import found_buckets_query, replay_params
 
-# The service part of the window when the operator gives none: seconds measured by the runbook benchmark
-# (bench/runbook.py) at 200 to 100,000 users on a 2-core machine under load, Synapse and MAS (its stand-in)
-# stopped and started by commands, ansible-playbook over the local connection (bench/README.md).
+# The service part of the window when the operator gives none: an estimate for an unloaded host (about 30
+# tasks of the runbook in the window at half a second each, and Synapse's start until healthy), not a
+# measurement. The runbook benchmark (bench/README.md) measured 89 to 152 s for it on a 2-core machine kept at
+# a load average of 5 to 11 by other work: a rehearsal's figure is what makes the prediction hold.
 DEFAULT_SERVICE_SECONDS = 25.0
 
 
