@@ -254,6 +254,10 @@ class Follower:
         self._role = None
         self._last_progress = 0.0
         self._progress_conn = None
+        # MAS's tables by oid: the progress views are read from another database, where regclass cannot name them.
+        self._tables = {oid: name for oid, name in cluster.execute(
+            "SELECT oid::bigint, relname::text FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace", mas_db)}
         self.thread = threading.Thread(target=self._loop, daemon=True, name="bench-follower")
 
     def start(self, root_pid: int) -> None:
@@ -327,12 +331,12 @@ class Follower:
         if self._progress_conn is None:
             self._progress_conn = self.cluster.connect("postgres")
         with self._progress_conn.cursor() as cur:
-            cur.execute("""SELECT c.relid::regclass::text, c.tuples_processed FROM pg_stat_progress_copy c
+            cur.execute("""SELECT c.relid::bigint, c.tuples_processed FROM pg_stat_progress_copy c
                            WHERE c.datname = %s AND c.command = 'COPY FROM'""", (self.mas_db,))
-            copies = cur.fetchall()
-            cur.execute("""SELECT i.relid::regclass::text, i.phase, i.tuples_done, i.tuples_total
+            copies = [(self._tables.get(oid, oid), rows) for oid, rows in cur.fetchall()]
+            cur.execute("""SELECT i.relid::bigint, i.phase, i.tuples_done, i.tuples_total
                            FROM pg_stat_progress_create_index i WHERE i.datname = %s""", (self.mas_db,))
-            builds = cur.fetchall()
+            builds = [(self._tables.get(oid, oid), *rest) for oid, *rest in cur.fetchall()]
         for table, rows in copies:
             log(f"{self.label}: import: loading {table}, {rows:,} rows so far")
         for table, phase, done, total in builds:
