@@ -63,8 +63,8 @@ options:
         outside the import and verify (Synapse's and MAS's stops and starts until healthy, and the runbook's
         tasks in between). They cannot be measured before Synapse is stopped; take them from a rehearsal's
         report (its C(downtime_seconds) minus its import and verify seconds).
-      - Unset, 25 seconds, an estimate for an unloaded host (about 30 tasks of the runbook at half a second each,
-        and Synapse's start), not a measurement of yours.
+      - Unset, 25 seconds, an estimate (the runbook's window with a handful of users on a 2-core machine, nearly
+        all of it services and tasks), not a measurement of your hosts.
     type: float
 attributes:
   check_mode:

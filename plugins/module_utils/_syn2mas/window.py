@@ -26,10 +26,11 @@ import time
 from .stages import STAGES
 from .verify import found_buckets_query, replay_params
 
-# The service part of the window when the operator gives none: an estimate for an unloaded host (about 30
-# tasks of the runbook in the window at half a second each, and Synapse's start until healthy), not a
-# measurement. The runbook benchmark (bench/README.md) measured 89 to 152 s for it on a 2-core machine kept at
-# a load average of 5 to 11 by other work: a rehearsal's figure is what makes the prediction hold.
+# The service part of the window when the operator gives none: an estimate, not a measurement of the
+# operator's hosts. README.md's measured window of test_runbook_e2e (5 users, so nearly all of it services and
+# tasks: 30.0 s on a 2-core machine shared with two other test runs) puts it near 25 s; the runbook benchmark
+# (bench/README.md) measured 89 to 161 s for it on the same machine at a load average of 5 to 14. A
+# rehearsal's figure is what makes the prediction hold.
 DEFAULT_SERVICE_SECONDS = 25.0
 
 
