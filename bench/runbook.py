@@ -223,7 +223,7 @@ def _proc_status(pid: int) -> dict:
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                key, _, value = line.partition(":")
+                key, _sep, value = line.partition(":")
                 if key in ("PPid", "VmHWM"):
                     out[key] = value.strip()
     except OSError:
@@ -255,9 +255,9 @@ class Follower:
         self._last_progress = 0.0
         self._progress_conn = None
         # MAS's tables by oid: the progress views are read from another database, where regclass cannot name them.
-        self._tables = {oid: name for oid, name in cluster.execute(
+        self._tables = dict(cluster.execute(
             "SELECT oid::bigint, relname::text FROM pg_class WHERE relkind = 'r' AND relnamespace = "
-            "'public'::regnamespace", mas_db)}
+            "'public'::regnamespace", mas_db))
         self.thread = threading.Thread(target=self._loop, daemon=True, name="bench-follower")
 
     def start(self, root_pid: int) -> None:
