@@ -1,5 +1,5 @@
 # Conveniences over the scripts the README documents.
-.PHONY: setup demo test test-fast test-unit test-database test-playbook test-e2e reliability bench
+.PHONY: setup demo test test-fast test-unit test-database test-playbook test-e2e reliability bench bench-runbook
 setup:
 	bash scripts/setup.sh
 demo:
@@ -22,3 +22,6 @@ reliability:
 N ?= 100000
 bench:
 	bash scripts/bench.sh $(N)
+# The runbook's downtime window (bench/runbook.py): migrate.yml against a real Synapse of N generated users.
+bench-runbook:
+	bash scripts/bench-runbook.sh $(N)

@@ -567,21 +567,7 @@ def run_size(cluster, n_users: int, seed: int = 0, workdir: str | None = None, p
     record = {"n_users": n_users, "seed": seed,
               "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(cluster)}
     try:
-        log(f"N={n_users:,}: generating the Synapse database")
-        cluster.drop_database(synapse_db)
-        cluster.create_database(synapse_db, template=synapse_schema.create_template(cluster, synapse_schema.LATEST))
-        conn = cluster.connect(synapse_db)
-        started = time.monotonic()
-        record["synapse_rows"] = synapse_data.generate(conn, n_users, seed=seed, server_name=SERVER_NAME)
-        record["generate_seconds"] = round(time.monotonic() - started, 3)
-        started = time.monotonic()
-        with conn.cursor() as cur:
-            cur.execute("VACUUM ANALYZE " + ", ".join(synapse_data.TABLES))
-        record["vacuum_seconds"] = round(time.monotonic() - started, 3)
-        conn.close()
-        record["synapse_bytes"] = db_bytes(cluster, synapse_db, synapse_data.TABLES)
-        log(f"N={n_users:,}: generated in {record['generate_seconds']}s: "
-            + ", ".join(f"{t}={c:,}" for t, c in record["synapse_rows"].items()))
+        record.update(generate_synapse_db(cluster, synapse_db, n_users, seed))
 
         dry_configs = write_configs(cluster, workdir, synapse_db, dry_db)
         real_configs = write_configs(cluster, workdir, synapse_db, mas_db)
@@ -631,6 +617,28 @@ def run_size(cluster, n_users: int, seed: int = 0, workdir: str | None = None, p
         if not keep:
             for name in (synapse_db, mas_db, dry_db, scratch_db):
                 cluster.drop_database(name)
+
+
+def generate_synapse_db(cluster, synapse_db: str, n_users: int, seed: int) -> dict:
+    """Synapse's database of n_users generated users (the real schema), vacuumed and analyzed: the
+    record's synapse_rows, generate_seconds, vacuum_seconds and synapse_bytes."""
+    log(f"N={n_users:,}: generating the Synapse database")
+    cluster.drop_database(synapse_db)
+    cluster.create_database(synapse_db, template=synapse_schema.create_template(cluster, synapse_schema.LATEST))
+    conn = cluster.connect(synapse_db)
+    out = {}
+    started = time.monotonic()
+    out["synapse_rows"] = synapse_data.generate(conn, n_users, seed=seed, server_name=SERVER_NAME)
+    out["generate_seconds"] = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE " + ", ".join(synapse_data.TABLES))
+    out["vacuum_seconds"] = round(time.monotonic() - started, 3)
+    conn.close()
+    out["synapse_bytes"] = db_bytes(cluster, synapse_db, synapse_data.TABLES)
+    log(f"N={n_users:,}: generated in {out['generate_seconds']}s: "
+        + ", ".join(f"{t}={c:,}" for t, c in out["synapse_rows"].items()))
+    return out
 
 
 def _median_run(runs: list) -> dict:
@@ -854,10 +862,12 @@ def append_results(path: str, records: list) -> None:
     os.replace(path + ".tmp", path)
 
 
-def latest_by_size(records: list) -> list:
+def latest_by_size(records: list, kind: str = "import") -> list:
+    """The newest record of each size, of one kind: "import" (this file's) or "runbook" (bench/runbook.py's)."""
     latest = {}
     for r in records:
-        latest[r["n_users"]] = r  # appended in time order: the last one wins
+        if r.get("kind", "import") == kind:
+            latest[r["n_users"]] = r  # appended in time order: the last one wins
     return [latest[n] for n in sorted(latest)]
 
 
@@ -871,11 +881,17 @@ def plot(results_path: str, png_path: str) -> bool:
         log("matplotlib is not installed (scripts/bench.sh installs requirements-bench.txt): no plot")
         return False
     with open(results_path) as handle:
-        records = latest_by_size(json.load(handle))
+        everything = json.load(handle)
+    records = latest_by_size(everything)
+    runbooks = latest_by_size(everything, kind="runbook")
     if not records:
         return False
     ns = [r["n_users"] for r in records]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if runbooks:
+        fig, (ax_t, ax_m, ax_w) = plt.subplots(1, 3, figsize=(16, 4.2))
+        plot_runbook(ax_w, runbooks)
+    else:
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     ax_t.plot(ns, [r["import"]["wall_seconds"] for r in records], "o-", label="import")
     ax_t.plot(ns, [r["dry_run"]["wall_seconds"] for r in records], "s--", label="dry run")
     ax_t.plot(ns, [r["floor"]["total_seconds"] for r in records], "^-", label="raw-copy floor (COPY | COPY + build)")
@@ -904,6 +920,28 @@ def plot(results_path: str, png_path: str) -> bool:
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return True
+
+
+def plot_runbook(ax, runbooks: list) -> None:
+    """The runbook benchmark's window per size, beside the import and verify inside it and the floor."""
+    ns = [r["n_users"] for r in runbooks]
+    series = (("window (Synapse stopped -> healthy)", "window_seconds", "o-"),
+              ("predicted by the dry run", "predicted_window_seconds", "x--"),
+              ("import (in the window)", "import_seconds", "s-"),
+              ("verify (in the window)", "verify_seconds", "v-"),
+              ("raw-copy floor", "floor_seconds", "^-"))
+    for label, key, style in series:
+        points = [(n, r["summary"].get(key)) for n, r in zip(ns, runbooks) if r["summary"].get(key)]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+    ax.axhline(90, color="grey", linestyle=":", label="90 s (target at 1M)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Synapse users")
+    ax.set_ylabel("seconds")
+    ax.set_title("Runbook window (migrate.yml; MAS a stand-in)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def main(argv=None) -> int:

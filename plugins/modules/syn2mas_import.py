@@ -57,6 +57,15 @@ options:
     type: list
     elements: str
     default: []
+  window_service_seconds:
+    description:
+      - For the window a dry run predicts (RV(predicted_window_seconds)), the seconds of the window spent
+        outside the import and verify (Synapse's and MAS's stops and starts until healthy, and the runbook's
+        tasks in between). They cannot be measured before Synapse is stopped; take them from a rehearsal's
+        report (its C(downtime_seconds) minus its import and verify seconds).
+      - Unset, 25 seconds, an estimate (the runbook's window with a handful of users on a 2-core machine, nearly
+        all of it services and tasks), not a measurement of your hosts.
+    type: float
 attributes:
   check_mode:
     support: full
@@ -137,6 +146,20 @@ verify_record_seconds:
       while MAS rebuilt its indexes, and how much of it came after the rebuild (C(after_rebuild)).
   returned: when a real import ran
   type: dict
+predicted_window_seconds:
+  description:
+    - The downtime window (Synapse stopped until healthy and delegating) a real run would take, predicted by a
+      dry run as the sum of its own duration (it does the real import's work), verify's reads after the
+      commit, measured on the rolled-back rows (MAS's side and the fingerprint of Synapse's tables), and
+      O(window_service_seconds).
+  returned: when a dry run ran
+  type: float
+  sample: 80.0
+predicted_window:
+  description: The parts of RV(predicted_window_seconds) (C(import_seconds), C(verify_seconds), C(service_seconds)).
+  returned: when a dry run ran
+  type: dict
+  sample: {import_seconds: 41.3, verify_seconds: 13.7, service_seconds: 25.0}
 synapse_changed_since_import:
   description:
     - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since. MAS then
@@ -183,6 +206,7 @@ def run(module):
         skip_unmapped_providers=p["skip_unmapped_providers"],
         dry_run=p["dry_run"] or module.check_mode,
         planned_homeserver=p["planned_homeserver"], planned_provider_mapping=p["planned_provider_mapping"],
+        window_service_seconds=p["window_service_seconds"],
     )))
     result["warnings_found"] = result.pop("warnings", [])
     return result
@@ -196,6 +220,7 @@ def main():
             skip_unmapped_providers=dict(type="bool", default=False),
             planned_homeserver=dict(type="str"),
             planned_provider_mapping=dict(type="list", elements="str", default=[]),
+            window_service_seconds=dict(type="float"),
         ),
         required_one_of=[("mas_config", "mas_database_uri")],
         supports_check_mode=True,

@@ -295,6 +295,27 @@ def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byt
     assert env.mas("SELECT count(*) FROM users") == [(3,)]
 
 
+def test_the_dry_run_predicts_the_window_from_what_it_measured(env):
+    """The dry run's predicted window: its own duration, verify's reads measured on its rolled-back rows,
+    and the service seconds given (else the default); a real import predicts nothing."""
+    from _syn2mas import window
+
+    small_homeserver(env)
+    mas_before = env.mas_dump()
+    dry = env.run(dry_run=True, window_service_seconds=7)
+    parts = dry["predicted_window"]
+    assert parts["service_seconds"] == 7.0
+    assert 0 < parts["import_seconds"] <= dry["duration_seconds"] + 0.05
+    assert parts["verify_seconds"] > 0
+    assert dry["predicted_window_seconds"] == pytest.approx(sum(parts.values()), abs=0.06)
+    # Synapse's side of verify is read by the dry run too, as by the real import it predicts.
+    assert dry["verify_record_seconds"]["total"] > 0
+    assert env.mas_dump() == mas_before
+    assert env.run(dry_run=True)["predicted_window"]["service_seconds"] == window.DEFAULT_SERVICE_SECONDS
+    real = env.run()
+    assert "predicted_window_seconds" not in real and real["dry_run"] is False
+
+
 def test_a_second_run_reports_no_change_and_touches_nothing(env):
     small_homeserver(env)
     first = env.run()

@@ -44,6 +44,7 @@ FILES = {
     "integration/test_sanity.py": "playbook",
     "integration/test_well_known_role.py": "playbook",
     "integration/test_synapse_settings.py": "e2e",
+    "integration/test_bench_runbook.py": "e2e",
     "integration/test_fleet_ssh.py": "e2e",
     "integration/test_live_checks.py": "e2e",
     "integration/test_molecule.py": "e2e",

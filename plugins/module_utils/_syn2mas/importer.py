@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import __version__, errors, mas_schema
+from . import __version__, errors, mas_schema, window
 from .config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
@@ -58,6 +58,8 @@ class ImportOptions(ConfigSources):
     lock_wait_seconds: float = 60
     # progress(event) with event = {"stage", "rows", "total", "elapsed"} or {"stage", "message"}
     progress: Callable | None = None
+    # A dry run's predicted window: the seconds of Synapse's and MAS's stops and starts (window.predict).
+    window_service_seconds: float | None = None
 
 
 @dataclass
@@ -259,8 +261,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
-        # A real import's record for verify, read from Synapse's snapshot while MAS rebuilds its indexes.
-        synapse_side = None if options.dry_run else _SynapseSide(reader, params, links, server_name)
+        # Verify's record, read from Synapse's snapshot while MAS rebuilds its indexes (a dry run reads it
+        # too, so that its duration is the real import's, for the window it predicts).
+        synapse_side = _SynapseSide(reader, params, links, server_name)
         reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional, synapse_side)
 
         counts = {name: report.as_dict() for name, report in reports.items()}
@@ -273,6 +276,8 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             result["verify_record_seconds"] = {"total": round(synapse_side.seconds, 3),
                                                "after_rebuild": round(synapse_side.waited, 3)}
         if options.dry_run:
+            result.update(window.predict_from_dry_run(mas_conn, synapse_side, server_name, time.monotonic() - started,
+                                                      options.window_service_seconds))
             writer.rollback()
             reader.end_snapshot()
         else:
@@ -365,10 +370,12 @@ class _SynapseSide:
         self.layouts: dict = {}
         self.replay = self.fingerprint = self.expected = None
         self.seconds = self.waited = 0.0  # its time in all, and what of it the rebuild did not cover
+        self.fingerprint_seconds, self.row_hash = 0.0, "md5"  # what verify repeats of it (a dry run's window)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, row_hash: str) -> None:
+        self.row_hash = row_hash
         self._thread = threading.Thread(target=self._read, args=(row_hash,), name="synapse-side", daemon=True)
         self._thread.start()
 
@@ -377,7 +384,9 @@ class _SynapseSide:
         try:
             self.replay = replay_record(self.reader, self.params, self.links)
             self.expected = expected_totals(self.reader.conn, self.layouts, self.replay, self.server_name, row_hash)
+            fingerprint_started = time.monotonic()
             self.fingerprint = self.reader.fingerprint()
+            self.fingerprint_seconds = time.monotonic() - fingerprint_started
         except BaseException as exc:  # handed to the main thread, which raises it
             self._error = exc
         self.seconds = time.monotonic() - started

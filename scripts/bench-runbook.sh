@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The runbook benchmark (bench/runbook.py; bench/README.md shows its figures), on a fresh machine too:
+# prepares everything (scripts/setup.sh, then the bench's own packages from requirements-bench.txt into
+# .venv), then runs playbooks/migrate.yml (check mode, then for real) against a real Synapse on a generated
+# database of N users, MAS being the tests' stand-in, and measures the downtime window at each size.
+#
+#   scripts/bench-runbook.sh                  # 10,000 users
+#   scripts/bench-runbook.sh 10000 100000     # chosen sizes
+#   BENCH_ARGS=--no-alone scripts/bench-runbook.sh 100000   # without the import alone and the floor
+#
+# Figures are appended to bench/results/results.json (kind "runbook") and drawn in bench/results/bench.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+want="$(cat requirements.txt requirements-test.txt requirements-bench.txt | sha256sum)"
+if [ ! -f .venv/.bench.stamp ] || [ "$(cat .venv/.bench.stamp)" != "$want" ]; then
+  echo "[bench] installing the bench's packages into .venv" >&2
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+  echo "$want" > .venv/.bench.stamp
+fi
+sizes=("$@")
+if [ "${#sizes[@]}" = 0 ]; then
+  sizes=(10000)
+fi
+export PYTHONDONTWRITEBYTECODE=1
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of options
+exec .venv/bin/python bench/runbook.py ${BENCH_ARGS:-} "${sizes[@]}"
