@@ -207,6 +207,12 @@ def test_01_the_fleet_is_what_users_run(fleet):
     there = fleet.ssh(hs1.mas.name, f"sudo -n test -f {hs1.mas_yaml} && echo present")
     here = fleet.ssh("hs1", f"sudo -n test -e {hs1.mas_yaml} || echo absent")
     assert there.stdout.strip() == "present" and here.stdout.strip() == "absent", (there, here)
+    # So is the file its config names for MAS's database password: the runbook reads it there.
+    assert (hs1.mas_config()["database"] or {}).get("password_file") == hs1.mas_db_password_file
+    assert "uri" not in hs1.mas_config()["database"] and "password" not in hs1.mas_config()["database"]
+    there = fleet.ssh(hs1.mas.name, f"sudo -n test -f {hs1.mas_db_password_file} && echo present")
+    here = fleet.ssh("hs1", f"sudo -n test -e {hs1.mas_db_password_file} || echo absent")
+    assert there.stdout.strip() == "present" and here.stdout.strip() == "absent", (there, here)
     # The collection as a user installs it, and a controller with only what a controller needs.
     manifest = os.path.join(fleet.collections, "ansible_collections", "matrix", "syn2mas", "MANIFEST.json")
     assert os.path.isfile(manifest)
