@@ -531,7 +531,9 @@ class SshHost(homeservers.SynapseClient):
                 ],
                 "trusted_proxies": ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/10", "127.0.0.1/8",
                                     "fd00::/8", "::1/128"],
-                "public_base": public,
+                # Where MAS's stand-in answers, which clients (and the runbook's controller) reach; the issuer
+                # is the https one .well-known publishes.
+                "public_base": f"{self.mas_service.url}/",
                 "issuer": public,
             },
             "database": {
