@@ -326,6 +326,6 @@ def test_playbook_blocks_a_host_whose_mas_does_not_answer_at_its_public_url_from
         f"mas_public_url: MAS does not answer at its public URL {dead}.well-known/openid-configuration from the "
         "controller"], entry["findings"]
     assert "syn2mas_check_mas_public_url: false" in entry["findings"]["blocking"][0]
-    run, report = advisor_playbook(env, tmp_path / "skipped", {"hs1": {"syn2mas_mas_public_url": dead,
-                                                                     "syn2mas_check_mas_public_url": False}})[:2]
+    skipped = {"syn2mas_mas_public_url": dead, "syn2mas_check_mas_public_url": False}
+    run, report = advisor_playbook(env, tmp_path / "skipped", {"hs1": skipped})[:2]
     assert report["hosts"]["hs1"]["outcome"] == "ready", report["hosts"]["hs1"]
