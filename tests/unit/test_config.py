@@ -142,7 +142,7 @@ def test_the_files_mas_s_config_names_are_read_where_the_config_was_read(tmp_pat
     with open(info["sslrootcert"]) as handle:
         assert "MAS host CA" in handle.read()
     assert stat.S_IMODE(os.stat(info["sslrootcert"]).st_mode) == 0o600
-    assert "pw-on-the-mas-host" not in redact(f"connecting with password pw-on-the-mas-host")
+    assert "pw-on-the-mas-host" not in redact("connecting with password pw-on-the-mas-host")
 
 
 def test_a_file_mas_s_config_names_that_its_host_lacks_is_an_error_naming_the_path_and_the_host():
