@@ -237,7 +237,7 @@ def edit_mas_upstream_provider(params, reader):
 
     if params["state"] == "present":
         converted = [convert_provider(p) for p in selected]
-        changes = apply_providers(doc.data, converted, path)
+        changes = apply_providers(doc.data, converted, path, synapse.server_name)
         by_id = {c.synapse_idp_id: c for c in converted}
     else:
         if wanted is not None and synapse is None:

@@ -22,7 +22,9 @@ description:
     templates (as C(claims_imports)) are converted.
   - Synapse options MAS has no equivalent for are reported as warnings, never silently dropped.
   - Provider ids are ULIDs and stable. An entry with the same C(synapse_idp_id) keeps its id and the
-    keys this module does not manage; a new entry gets a fresh id once.
+    keys this module does not manage; a new entry gets an id computed from Synapse's C(server_name), its
+    C(synapse_idp_id), issuer and client id, the same on every run (a run repeated after a rollback gives it the
+    id of the row C(mas-cli config sync) wrote before, so MAS's database keeps one row per provider).
   - Users must register the returned RV(providers[].redirect_uri) at each IdP, since Synapse's callback
     C(/_synapse/client/oidc/callback) stops working when MAS takes over.
 author:

@@ -32,6 +32,15 @@ options:
     type: list
     elements: path
     required: true
+  mas_secret_files:
+    description:
+      - The files of O(paths) are MAS's config. Also read the files it names that this collection reads, on this
+        same host - C(database.password_file), C(database.ssl_ca_file), C(database.ssl_certificate_file),
+        C(database.ssl_key_file) and the password schemes' C(secret_file) - and return them in RV(files) (or
+        RV(errors)) too, so that the modules on another host use them as MAS's host holds them.
+      - MAS's config is parsed on the controller (this module's action plugin); the host needs no YAML library.
+    type: bool
+    default: false
 author:
   - syn2mas maintainers (@matrix-syn2mas)
 """
@@ -71,6 +80,12 @@ host:
   description: The name of the host the files were read on (its C(uname) node name).
   returned: always
   type: str
+secret_files:
+  description: The paths of the files MAS's config names that were read too (with O(mas_secret_files)).
+  returned: with O(mas_secret_files)
+  type: list
+  elements: str
+  sample: [/etc/mas/database-password]
 """
 
 import os
@@ -88,7 +103,9 @@ else:
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(paths=dict(type="list", elements="path", required=True)),
+        # mas_secret_files is done by the action plugin (it parses MAS's config on the controller).
+        argument_spec=dict(paths=dict(type="list", elements="path", required=True),
+                           mas_secret_files=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
     if LIBRARY_IMPORT_ERROR:

@@ -13,6 +13,7 @@ import yaml
 
 from tests.support.advisor_cases import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
 from tests.support.mas_stand_in import MasStandIn
+from tests.support.net import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV = os.path.join(ROOT, ".venv", "bin")
@@ -192,7 +193,10 @@ def _advisor_playbook(env, tmp_path, hosts: dict, mas, *extra, mas_hosts=()):
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": os.path.join(VENV, "python"),
                  "syn2mas_report_dir": str(report_dir), "syn2mas_synapse_config": [env.homeserver_yaml],
                  "syn2mas_mas_config": [env.mas_yaml], "syn2mas_backup_dir": str(tmp_path / "backups"),
-                 "syn2mas_mas_endpoint": f"{mas.url}/"},
+                 "syn2mas_mas_endpoint": f"{mas.url}/",
+                 # MAS's public URL as the controller reaches it: the stand-in (the config's public_base is the
+                 # https issuer, which resolves nowhere here).
+                 "syn2mas_mas_public_url": f"{mas.url}/"},
         "children": {"synapse": {"hosts": {
             name: {"syn2mas_state_file": str(tmp_path / name / "state.json"), **host_vars}
             for name, host_vars in hosts.items()}},
@@ -304,3 +308,24 @@ def test_playbook_reads_mas_config_on_mas_host_and_fails_a_host_whose_mas_config
     assert f"MAS's config could not be read on mas-vm: {lost}: file not found" in output
     assert "mas-vm" not in report["hosts"]  # MAS's host is not advised itself
     assert (env.synapse_dump(), env.mas_dump()) == before
+
+
+def test_playbook_blocks_a_host_whose_mas_does_not_answer_at_its_public_url_from_the_controller(env, tmp_path):
+    """MAS answers where Synapse reaches it, but not where clients reach it (its public URL, asked from the
+    controller): the host is blocked, naming the URL. Skippable where the controller cannot reach it by design."""
+    clean_data(env)
+    configure(env)
+    dead = f"http://127.0.0.1:{free_port()}/"
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "skipped").mkdir()
+    run, report = advisor_playbook(env, tmp_path / "dead", {"hs1": {"syn2mas_mas_public_url": dead}})[:2]
+    assert run.returncode == 0, run.stdout + run.stderr
+    entry = report["hosts"]["hs1"]
+    assert entry["outcome"] == "blocked", entry
+    assert [line.split(" (")[0] for line in entry["findings"]["blocking"]] == [
+        f"mas_public_url: MAS does not answer at its public URL {dead}.well-known/openid-configuration from the "
+        "controller"], entry["findings"]
+    assert "syn2mas_check_mas_public_url: false" in entry["findings"]["blocking"][0]
+    skipped = {"syn2mas_mas_public_url": dead, "syn2mas_check_mas_public_url": False}
+    run, report = advisor_playbook(env, tmp_path / "skipped", {"hs1": skipped})[:2]
+    assert report["hosts"]["hs1"]["outcome"] == "ready", report["hosts"]["hs1"]

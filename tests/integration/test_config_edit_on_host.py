@@ -281,3 +281,30 @@ def test_module_still_runs_on_its_own_where_the_libraries_are(tmp_path, host):
     assert SHARED not in json.dumps(runs) and PEPPER not in json.dumps(runs)
     assert owner_and_mode(h["override"]) == (h["uid"], h["gid"], 0o640)
     assert yaml.safe_load(h["override"].read_text())["oidc_providers"] is None
+
+
+def test_mas_s_config_is_read_on_its_host_with_the_files_it_names(tmp_path):
+    """On MAS's host (its bare Python, no YAML library there): MAS's config, then the files it names that the
+    modules on the Synapse host need (its database password_file), parsed on the controller and read there.
+    A named file that host lacks is in `errors`; the texts appear in no output."""
+    etc = tmp_path / "mas-host-etc"
+    etc.mkdir()
+    password_file = etc / "database-password"
+    password_file.write_text("pw-only-on-the-mas-host\n")
+    os.chmod(password_file, 0o600)
+    config = etc / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "database": {"host": "db.internal", "username": "mas", "database": "mas", "password_file": str(password_file)},
+        "passwords": {"schemes": [{"version": 1, "algorithm": "bcrypt", "secret_file": str(etc / "pepper")}]}}))
+    task = {"matrix.syn2mas.syn2mas_read_config": {"paths": [str(config)], "mas_secret_files": True}, "no_log": True}
+    run = run_tasks(tmp_path, [task], interpreter=DEBIAN_PYTHON)
+    result = run.result
+    assert not result.get("failed"), run.stdout[-2000:]
+    assert result["files"][str(password_file)] == "pw-only-on-the-mas-host\n"
+    assert result["secret_files"] == [str(password_file), str(etc / "pepper")]
+    assert result["errors"] == {str(etc / "pepper"): "file not found"}
+    assert "pw-only-on-the-mas-host" not in run.stdout
+    # Without the option, only the config is read.
+    plain = run_tasks(tmp_path, [dict(task, **{"matrix.syn2mas.syn2mas_read_config": {"paths": [str(config)]}})],
+                      interpreter=DEBIAN_PYTHON).result
+    assert list(plain["files"]) == [str(config)] and "secret_files" not in plain

@@ -207,6 +207,12 @@ def test_01_the_fleet_is_what_users_run(fleet):
     there = fleet.ssh(hs1.mas.name, f"sudo -n test -f {hs1.mas_yaml} && echo present")
     here = fleet.ssh("hs1", f"sudo -n test -e {hs1.mas_yaml} || echo absent")
     assert there.stdout.strip() == "present" and here.stdout.strip() == "absent", (there, here)
+    # So is the file its config names for MAS's database password: the runbook reads it there.
+    assert (hs1.mas_config()["database"] or {}).get("password_file") == hs1.mas_db_password_file
+    assert "uri" not in hs1.mas_config()["database"] and "password" not in hs1.mas_config()["database"]
+    there = fleet.ssh(hs1.mas.name, f"sudo -n test -f {hs1.mas_db_password_file} && echo present")
+    here = fleet.ssh("hs1", f"sudo -n test -e {hs1.mas_db_password_file} || echo absent")
+    assert there.stdout.strip() == "present" and here.stdout.strip() == "absent", (there, here)
     # The collection as a user installs it, and a controller with only what a controller needs.
     manifest = os.path.join(fleet.collections, "ansible_collections", "matrix", "syn2mas", "MANIFEST.json")
     assert os.path.isfile(manifest)
@@ -296,6 +302,49 @@ def test_04b_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped
     finally:
         hs.mas_service.start()
     problems.check(not changes(before, snapshot(fleet, ("hs4",))), f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
+    problems.assert_none()
+
+
+def test_04c_a_mas_whose_public_url_does_not_answer_from_the_controller_stops_the_host_before_any_stop(fleet):
+    """MAS answers where Synapse reaches it, but not at its public URL (http.public_base, where clients reach it)
+    as asked from the controller: the advisor reports the host blocked naming the URL, check mode and the run
+    fail it in its preflight, Synapse is never stopped (same pid), nothing changes. Where the controller cannot
+    reach MAS's public URL by design, syn2mas_check_mas_public_url: false skips the question."""
+    problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
+    hs = fleet.hosts["hs4"]
+    dead = f"http://127.0.0.1:{homeservers.free_port()}/"
+    url = f"{dead}.well-known/openid-configuration"
+    with open(hs.mas_yaml_seen) as handle:
+        config = handle.read()
+    assert config.count(f"public_base: {hs.mas_service.url}/") == 1
+    with open(hs.mas_yaml_seen, "w") as handle:  # MAS keeps running on its config as it read it at its start
+        handle.write(config.replace(f"public_base: {hs.mas_service.url}/", f"public_base: {dead}"))
+    before = snapshot(fleet, ("hs4",))
+    try:
+        advice = run(fleet, "advisor", limit="hs4")
+        entry = latest_report(fleet, "advisor")["hosts"]["hs4"]
+        problems.check(advice.rc == 0 and entry["outcome"] == "blocked", f"advisor: {entry['outcome']} {tail(advice)}")
+        problems.check(any(line.startswith(f"mas_public_url: MAS does not answer at its public URL {url} from the "
+                                           "controller") for line in entry["findings"]["blocking"]),
+                       f"the advisor's blocking findings do not name {url}: {entry['findings']['blocking']}")
+        for args in (("--check", "--diff"), ()):
+            result = run(fleet, "migrate", *args, limit="hs4")
+            entry = latest_report(fleet)["hosts"]["hs4"]
+            what = "check mode" if args else "the run"
+            problems.check(result.rc != 0, f"{what} did not fail with MAS's public URL dead: {tail(result, 1500)}")
+            problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
+            problems.check(f"MAS does not answer at its public URL {url}" in (entry["error"] or ""),
+                           f"{what}: error {entry['error']}")
+            problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+        skipped = run(fleet, "advisor", "-e", '{"syn2mas_check_mas_public_url": false}', limit="hs4")
+        entry = latest_report(fleet, "advisor")["hosts"]["hs4"]
+        problems.check(skipped.rc == 0 and entry["outcome"] in ("ready", "needs attention"),
+                       f"advisor with the check skipped: {entry['outcome']} {entry['findings']['blocking']}")
+        problems.check(not changes(before, snapshot(fleet, ("hs4",))),
+                       f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
+    finally:
+        with open(hs.mas_yaml_seen, "w") as handle:
+            handle.write(config)
     problems.assert_none()
 
 
@@ -425,7 +474,7 @@ def test_06_the_real_run_migrates(fleet):
         check(found == 3, f"{name}: {found} of the 3 old access tokens in MAS")
         status, served = homeservers.http("GET", hs.well_known_url)
         check(status == 200 and served.get("org.matrix.msc2965.authentication") == {
-            "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
+            "issuer": f"https://auth.{hs.server_name}/", "account": f"{hs.mas_service.url}/account/"}  # public_base
             and served.get("m.homeserver") == {"base_url": f"https://matrix.{hs.server_name}"},
             f"{name}: .well-known serves {served}")
         loose = [path for path, (_digest, mode, _uid, _gid) in hs.files(("var/backups",)).items() if mode != "0o600"]
@@ -442,13 +491,12 @@ def test_06_the_real_run_migrates(fleet):
                             "FROM upstream_oauth_providers p LEFT JOIN upstream_oauth_links l USING "
                             "(upstream_oauth_provider_id) GROUP BY 1", hs1.mas_db)
     if check(len(providers) == 1, "hs1: no provider"):
-        # Every SSO link on the provider MAS's config names. test_05's attempt on hs1 (rolled back after its
-        # preparation had synced the provider) leaves that attempt's provider row, without links: config sync
-        # never prunes, and the rollback keeps MAS's database when nothing was imported (a known issue).
-        links = dict(rows)
-        check(links.get(str(parse_provider_id(providers[0]["id"]))) == hs1.expected["sso_links"] > 0,
+        # One provider row, the one MAS's config names, with every SSO link on it. test_05's attempt on hs1 was
+        # rolled back after its preparation had synced the provider (config sync never prunes, and the rollback
+        # keeps MAS's database when nothing was imported): this run gave the provider the same id again.
+        check(rows == [(str(parse_provider_id(providers[0]["id"])), hs1.expected["sso_links"])]
+              and hs1.expected["sso_links"] > 0,
               f"hs1: MAS's provider rows and their links {rows}, its config names {providers[0]['id']}")
-        check(sum(links.values()) == hs1.expected["sso_links"], f"hs1: links on other providers: {rows}")
     calls = [c for c in hs1.mas.cli_calls() if c[:2] == ["config", "sync"]]
     check(calls[-1:] == [["config", "sync", f"--config={hs1.mas_yaml}"]], f"hs1: mas-cli calls {calls}")
     check(not any("--prune" in c for c in hs1.mas.cli_calls()), "hs1: mas-cli ran with --prune")

@@ -16,8 +16,8 @@ from _syn2mas.advisor.report import finding_line
 from _syn2mas.errors import Syn2masError
 from _syn2mas.mas_writer import MARKER_PREFIX
 from tests.support.advisor_cases import (
-    Case, cas_links, clean_data, foreign_user, found, google_unmapped, mas_providers_not_synced, mas_user,
-    oauth_delegated, schema_version, synapse_running,
+    Case, cas_links, clean_data, foreign_user, found, google_unmapped, mas_providers_not_synced, mas_running,
+    mas_user, oauth_delegated, schema_version, synapse_running,
 )
 
 
@@ -29,6 +29,7 @@ def _other_servers_import(c):
 REFUSALS = {
     "mas_homeserver_mismatch": lambda c: c.mas_matrix(homeserver="matrix.example.test"),
     "mas_already_imported": _other_servers_import,
+    "mas_running": mas_running(True),
     "mas_not_empty": mas_user,
     "synapse_schema_too_old": schema_version,
     "synapse_running": synapse_running(True),
@@ -50,8 +51,8 @@ def test_the_import_refuses_with_the_advisors_words(env, check):
     case = Case(env)
     REFUSALS[check](case)
     case.options["for_real_import"] = True
-    # A running Synapse (synapse_running) stays connected through the import too: the case would
-    # close it after advising.
+    # A running Synapse (synapse_running) or MAS (mas_running) stays connected through the import too:
+    # the case would close it after advising.
     held, case._open = case._open, []
     advice = case.run()  # writes the config files the import reads
     errors = [f for f in found(advice, check) if f["severity"] == "ERROR"]

@@ -421,7 +421,7 @@ def test_3_migration_of_the_fleet(fleet):
         status, served = homeservers.http("GET", hs.well_known_url)
         assert status == 200
         assert served["org.matrix.msc2965.authentication"] == {
-            "issuer": f"https://auth.{hs.server_name}/", "account": f"https://auth.{hs.server_name}/account/"}
+            "issuer": f"https://auth.{hs.server_name}/", "account": f"{fleet.mas[name].url}/account/"}  # public_base
         assert served["m.homeserver"] == {"base_url": f"https://matrix.{hs.server_name}"}
         assert served["io.element.e2ee"] == {"default": True}
         state = json.load(open(os.path.join(hs.dir, "state", "state.json")))

@@ -34,7 +34,7 @@ class Fleet:
             self.hosts[n] = homeservers.Homeserver(self.pg, n, self.base, **extra)
         self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
         # MAS, answering from before the run (the runbook does not stop Synapse while MAS does not answer).
-        self.mas = {n: MasStandIn(hs.mas_yaml, state_dir=os.path.join(self.base, f"mas-{n}"))
+        self.mas = {n: MasStandIn(hs.mas_yaml, port=hs.mas_port, state_dir=os.path.join(self.base, f"mas-{n}"))
                     for n, hs in self.hosts.items()}
         self.inventory = os.path.join(self.base, "inventory.yml")
         self.report_dir = os.path.join(self.base, "reports")

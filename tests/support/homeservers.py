@@ -170,6 +170,9 @@ class Homeserver(SynapseClient):
     port: int = field(default_factory=free_port)
     web_port: int = field(default_factory=free_port)
     google_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Where MAS's stand-in answers (tests/support/fleet.py): its config's public_base, which clients (and the
+    # runbook's controller) reach; the issuer stays the https one .well-known publishes.
+    mas_port: int = field(default_factory=free_port)
 
     def __post_init__(self):
         self.server_name = f"{self.name}.test"
@@ -235,7 +238,7 @@ class Homeserver(SynapseClient):
             "oidc_providers": [google_oidc_provider(f"synapse-{self.name}")],
         }
         mas = {
-            "http": {"public_base": f"https://auth.{self.server_name}/", "issuer": f"https://auth.{self.server_name}/"},
+            "http": {"public_base": f"http://127.0.0.1:{self.mas_port}/", "issuer": f"https://auth.{self.server_name}/"},
             "database": {"host": self.pg.sockdir, "port": self.pg.port, "username": "postgres",
                          "password": DB_PASSWORD, "database": self.mas_db},
             "matrix": {"homeserver": self.server_name, "endpoint": "http://localhost:8008/"},

@@ -177,8 +177,12 @@ def _database_dsn(config: dict) -> str | None:
         return None
     if db.get("uri"):
         return db["uri"]
+    password = db.get("password")
+    if password is None and db.get("password_file"):  # read where MAS runs, as MAS reads it
+        with open(db["password_file"]) as handle:
+            password = handle.read().strip()
     parts = {"host": db.get("host") or db.get("socket"), "port": db.get("port"), "user": db.get("username"),
-             "password": db.get("password"), "dbname": db.get("database")}
+             "password": password, "dbname": db.get("database")}
     return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in parts.items() if v not in (None, ""))
 
 

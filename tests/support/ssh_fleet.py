@@ -365,6 +365,11 @@ class SshHost(homeservers.SynapseClient):
         return self.sshd.host_key
 
     @property
+    def mas_db_password_file(self) -> str:
+        """MAS's database password file, on MAS's own host (HostSpec.mas_host)."""
+        return os.path.join(self.mas.config_dir, "database-password")
+
+    @property
     def mas_yaml_seen(self) -> str:
         """Where the test reads MAS's config (through MAS's host's store when MAS has a host of its own)."""
         return self.mas.seen(self.mas_yaml) if self.mas else self.mas_yaml
@@ -526,7 +531,9 @@ class SshHost(homeservers.SynapseClient):
                 ],
                 "trusted_proxies": ["192.168.0.0/16", "172.16.0.0/12", "10.0.0.0/10", "127.0.0.1/8",
                                     "fd00::/8", "::1/128"],
-                "public_base": public,
+                # Where MAS's stand-in answers, which clients (and the runbook's controller) reach; the issuer
+                # is the https one .well-known publishes.
+                "public_base": f"{self.mas_service.url}/",
                 "issuer": public,
             },
             "database": {
@@ -562,6 +569,14 @@ class SshHost(homeservers.SynapseClient):
                 "userinfo_endpoint": "https://accounts.google.invalid/userinfo",
                 "claims_imports": {"localpart": {"action": "require", "template": "{{ user.preferred_username }}"}},
             }]}
+        if self.mas:
+            # On MAS's own host, its database password is a file only that host has (MAS's password_file): the
+            # runbook reads it there, never on the Synapse host, where the path does not exist.
+            config["database"] = {
+                "host": self.mas_db_host, "port": self.fleet.pg.port, "username": self.mas_role,
+                "password_file": self.mas_db_password_file, "database": self.mas_db,
+                **{k: v for k, v in config["database"].items() if k != "uri"}}
+            _write(self.mas.seen(self.mas_db_password_file), self.mas_db_password + "\n", 0o600)
         _write(self.mas_yaml_seen, to_yaml(config), 0o600)
 
     def _write_well_known(self) -> None:

@@ -39,6 +39,7 @@ FILES = {
     "integration/test_config_modules.py": "playbook",
     "integration/test_import_interfaces.py": "playbook",
     "integration/test_packaging.py": "playbook",
+    "integration/test_provider_rows_converge.py": "playbook",
     "integration/test_report_secrets.py": "playbook",
     "integration/test_reverse_proxy_module.py": "playbook",
     "integration/test_sanity.py": "playbook",

@@ -113,6 +113,53 @@ database: {{host: db, port: 5432, username: mas, password_file: {secret}, databa
                                        "password": "p4ssw0rd", "sslmode": "require"}
 
 
+MAS_HOST_CONFIG = """
+matrix: {homeserver: example.com, secret: abc}
+database: {host: db, username: mas, password_file: /etc/mas/db-password, database: mas,
+           ssl_mode: verify-full, ssl_ca_file: /etc/mas/ca.pem}
+passwords: {schemes: [{version: 1, algorithm: bcrypt, secret_file: /etc/mas/pepper}, {version: 2, algorithm: argon2id}]}
+"""
+
+
+def test_the_files_mas_s_config_names_are_read_where_the_config_was_read(tmp_path):
+    """MAS's config read on MAS's own host: its database password and CA file are the ones read there,
+    never a file of the same path on the host the import runs on."""
+    from _syn2mas.files import FilesRead
+
+    here = tmp_path / "etc" / "mas"
+    here.mkdir(parents=True)
+    (here / "db-password").write_text("the Synapse host's file\n")
+    on_mas_host = FilesRead("mas.example.org", {
+        "/etc/mas/config.yaml": MAS_HOST_CONFIG, "/etc/mas/db-password": "pw-on-the-mas-host\n",
+        "/etc/mas/ca.pem": "-----BEGIN CERTIFICATE-----\nMAS host CA\n-----END CERTIFICATE-----\n"})
+    cfg = load_mas_config(["/etc/mas/config.yaml"], on_mas_host)
+    assert cfg.secret_files() == ["/etc/mas/db-password", "/etc/mas/ca.pem", "/etc/mas/pepper"]
+    info = cfg.database_conninfo()
+    assert info["password"] == "pw-on-the-mas-host"
+    import os
+    import stat
+    assert info["sslrootcert"] != "/etc/mas/ca.pem"  # libpq reads a private copy of the file read there
+    with open(info["sslrootcert"]) as handle:
+        assert "MAS host CA" in handle.read()
+    assert stat.S_IMODE(os.stat(info["sslrootcert"]).st_mode) == 0o600
+    assert "pw-on-the-mas-host" not in redact("connecting with password pw-on-the-mas-host")
+
+
+def test_a_file_mas_s_config_names_that_its_host_lacks_is_an_error_naming_the_path_and_the_host():
+    from _syn2mas.files import FilesRead
+
+    missing = FilesRead("mas.example.org", {"/etc/mas/config.yaml": MAS_HOST_CONFIG},
+                        errors={"/etc/mas/db-password": "file not found"})
+    with pytest.raises(ConfigError) as err:
+        load_mas_config(["/etc/mas/config.yaml"], missing).database_conninfo()
+    assert str(err.value) == ("/etc/mas/config.yaml: database.password_file: /etc/mas/db-password: file not found "
+                              "on mas.example.org")
+    unread = FilesRead("mas.example.org", {"/etc/mas/config.yaml": MAS_HOST_CONFIG})
+    with pytest.raises(ConfigError, match=r"^/etc/mas/config.yaml: database.password_file: /etc/mas/db-password: "
+                                          r"cannot read it on mas.example.org: it was not read there$"):
+        load_mas_config(["/etc/mas/config.yaml"], unread).database_conninfo()
+
+
 def test_mas_uri_and_inline_certificates(tmp_path):
     cfg = load_mas_config(write(tmp_path, "c.yaml", """
 database:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import yaml
 
 from _syn2mas.config import load_synapse_config, parse_provider_id
 from _syn2mas.errors import ConfigError
 from _syn2mas.upstream_mapping import (
-    apply_providers, convert_provider, new_provider_id, redirect_uri, remove_providers, select_providers,
+    apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
 )
 from _syn2mas.yaml_edit import YamlDocument
 
@@ -222,7 +224,7 @@ def test_apply_keeps_existing_ids_and_gives_new_providers_a_stable_ulid(tmp_path
     cfg = synapse(tmp_path, {"oidc_providers": [DEX, dict(DEX, idp_id="google", idp_name="Google")]})
     converted = [convert_provider(p) for p in cfg.oidc_providers()]
     doc = YamlDocument(MAS, "config.yaml")
-    changes = apply_providers(doc.data, converted, "config.yaml")
+    changes = apply_providers(doc.data, converted, "config.yaml", "example.com")
     assert [(c.synapse_idp_id, c.action) for c in changes] == [("oidc-dex", "updated"), ("oidc-google", "added")]
     assert changes[0].id == "01JAYS74TCG3BTWKADN5Q4518C"
     new_id = changes[1].id
@@ -235,7 +237,7 @@ def test_apply_keeps_existing_ids_and_gives_new_providers_a_stable_ulid(tmp_path
     assert reloaded[0]["claims_imports"]["localpart"]["on_backchannel_logout_note"] == "kept"
     # A second run changes nothing and keeps the new id.
     again = YamlDocument(out)
-    changes2 = apply_providers(again.data, converted, "config.yaml")
+    changes2 = apply_providers(again.data, converted, "config.yaml", "example.com")
     assert [c.action for c in changes2] == ["unchanged", "unchanged"]
     assert changes2[1].id == new_id
     assert again.render() == out
@@ -252,10 +254,29 @@ def test_remove_and_duplicates(tmp_path):
         remove_providers(dup.data, ["oidc"], "config.yaml")
 
 
-def test_ids_and_redirect_uri():
-    first = new_provider_id(now_ms=1_700_000_000_000)
-    assert len(first) == 26 and first.startswith("01HF")
-    assert parse_provider_id(first).int >> 80 == 1_700_000_000_000
-    assert new_provider_id() != new_provider_id()
+def test_a_new_provider_s_id_is_the_same_on_every_run_and_differs_for_another_provider(tmp_path):
+    """A run repeated after a rollback (MAS's config restored, the synced row kept) gives the provider
+    the id of the row MAS's database already holds."""
+    cfg = synapse(tmp_path, {"oidc_providers": [dict(DEX, idp_id="google", idp_name="Google")]})
+    converted = [convert_provider(p) for p in cfg.oidc_providers()]
+    ids = set()
+    for _attempt in range(2):
+        doc = YamlDocument("upstream_oauth2:\n  providers: []\n", "config.yaml")
+        ids.add(apply_providers(doc.data, converted, "config.yaml", "example.com")[0].id)
+    assert len(ids) == 1
+    provider_id = ids.pop()
+    assert len(provider_id) == 26
+    parse_provider_id(provider_id)
+    others = set()
+    for server_name, change in (("other.example", {}), ("example.com", {"issuer": "https://other-idp.example/"}),
+                                ("example.com", {"client_id": "another-client"})):
+        other = copy.deepcopy(converted[0])
+        other.entry.update(change)
+        doc = YamlDocument("upstream_oauth2:\n  providers: []\n", "config.yaml")
+        others.add(apply_providers(doc.data, [other], "config.yaml", server_name)[0].id)
+    assert provider_id not in others and len(others) == 3
+
+
+def test_redirect_uri():
     assert redirect_uri("https://auth.example.com/", "01X") == "https://auth.example.com/upstream/callback/01X"
     assert redirect_uri(None, "01X") is None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, remember_secret
-from .files import LOCAL_FILES, refuse_special_file
+from .files import LOCAL_FILES, decode_text, refuse_special_file
 from .synapse_settings import section_enabled
 
 try:
@@ -275,11 +275,55 @@ class MasProvider:
     source: str
 
 
+# Files MAS's config may name that the library reads (besides the config itself): the database password
+# and TLS files, and the version-1 password scheme's secret (the advisor compares it with Synapse's pepper).
+# The files of upstream providers (client_secret_file), keys and encryption are MAS's business only.
+DATABASE_FILE_KEYS = ("password_file", "ssl_ca_file", "ssl_certificate_file", "ssl_key_file")
+
+
 @dataclass
 class MasConfig:
     files: list
     raw: dict
     _tempdir: Any = field(default=None, repr=False)
+    # Where the config was read, and so where the files it names are: this host, or MAS's own host
+    # (a files.FilesRead of what was read there).
+    reader: Any = field(default=LOCAL_FILES, repr=False)
+
+    def secret_files(self) -> list:
+        """The paths of the files this config names that the library reads, as MAS's host knows them."""
+        paths = []
+        db = self.raw.get("database")
+        if isinstance(db, dict):
+            paths.extend(str(db[key]) for key in DATABASE_FILE_KEYS if db.get(key) is not None)
+        passwords = self.raw.get("passwords")
+        schemes = passwords.get("schemes") if isinstance(passwords, dict) else None
+        for scheme in schemes if isinstance(schemes, list) else []:
+            if isinstance(scheme, dict) and scheme.get("secret_file") is not None:
+                paths.append(str(scheme["secret_file"]))
+        return list(dict.fromkeys(paths))
+
+    def read_named_file(self, path: str, where: str) -> str:
+        """A file this config names, read where the config was read; a ConfigError starting with `where`."""
+        if self.reader is LOCAL_FILES:
+            try:
+                refuse_special_file(path)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        else:
+            try:
+                return self.reader.read_text(path)
+            except ConfigError as exc:  # names the path and MAS's host
+                raise ConfigError(f"{where}: {exc}") from None
+        try:
+            return decode_text(path, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     def where(self, key: str) -> str:
         return f"{', '.join(self.files)}: {key}"
@@ -349,7 +393,9 @@ class MasConfig:
             if db.get("password") is not None:
                 conninfo["password"] = str(db["password"])
             elif db.get("password_file") is not None:
-                conninfo["password"] = _read_secret_file(str(db["password_file"]), self.where("database.password_file"))
+                secret = self.read_named_file(str(db["password_file"]), self.where("database.password_file")).strip()
+                remember_secret(secret)
+                conninfo["password"] = secret
         if db.get("ssl_mode") is not None:
             conninfo["sslmode"] = str(db["ssl_mode"])
         for inline, path_key, libpq in (("ssl_ca", "ssl_ca_file", "sslrootcert"),
@@ -357,7 +403,11 @@ class MasConfig:
                                         ("ssl_key", "ssl_key_file", "sslkey")):
             if db.get(inline) is not None and db.get(path_key) is not None:
                 raise ConfigError(f"{self.where('database.' + inline)}: set {inline} or {path_key}, not both")
-            if db.get(path_key) is not None:
+            if db.get(path_key) is not None and self.reader is not LOCAL_FILES:
+                # libpq only takes paths of this host: the file as read on MAS's host, in a private copy.
+                conninfo[libpq] = self._pem_file(inline, self.read_named_file(str(db[path_key]),
+                                                                              self.where("database." + path_key)))
+            elif db.get(path_key) is not None:
                 conninfo[libpq] = str(db[path_key])
             elif db.get(inline) is not None:
                 conninfo[libpq] = self._pem_file(inline, str(db[inline]))
@@ -372,20 +422,6 @@ class MasConfig:
         with os.fdopen(fd, "w") as handle:
             handle.write(content)
         return path
-
-
-def _read_secret_file(path: str, where: str) -> str:
-    try:
-        refuse_special_file(path)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            secret = handle.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    remember_secret(secret)
-    return secret
 
 
 def _deep_merge(base: dict, overlay: dict) -> dict:
@@ -406,7 +442,7 @@ def load_mas_config(paths, reader=LOCAL_FILES) -> MasConfig:
     merged: dict = {}
     for path in files:
         merged = _deep_merge(merged, read_yaml_file(path, reader))
-    return MasConfig(files=files, raw=merged)
+    return MasConfig(files=files, raw=merged, reader=reader)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 """The import: Synapse's users, passwords, third-party ids, SSO links, devices and tokens into MAS.
 
 `run_import` is what the `syn2mas_import` module and `syn2mas --command migrate` call. Order:
-configs → MAS (lock, schema, emptiness, privileges) → Synapse (privileges, other clients, locked
+configs → MAS (lock, schema, other clients, emptiness, privileges) → Synapse (privileges, other clients, locked
 snapshot, checks) → one MAS transaction (drop constraints, COPY every stage, rebuild) → Synapse
 checked once more (still there, nobody waiting to write) → marker (with the snapshot's
 fingerprint) → commit, or roll back for a dry run. Any error before the commit leaves MAS as it
@@ -32,7 +32,7 @@ from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError,
 from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marker, run_pipe, tables_with_data
 from .stages import STAGES, stage_params
 from .synapse_reader import SynapseReader
-from .advisor.facts import MasDbFacts, synapse_session_facts
+from .advisor.facts import MasDbFacts, mas_session_clients, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
 from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts
 
@@ -410,6 +410,10 @@ def _check_before_import(run: _Run, options: ImportOptions, facts, reader: Synap
                          warnings: list):
     """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken,
     and the SSO links planned: (links, provisional providers)."""
+    # A MAS still connected would write beside the import (and cache what it replaces): an ERROR
+    # for the real import only. The import's own session is not another client.
+    facts.mas_db.clients = mas_session_clients(writer.conn)
+    refuse(facts, "mas_running")
     facts.mas_db.filled = tables_with_data(writer.conn)
     refuse(facts, "mas_not_empty")
     writer.check_privileges()

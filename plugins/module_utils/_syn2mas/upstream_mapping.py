@@ -12,14 +12,13 @@ must log the sessions out (not do nothing), and `client_secret_path` and
 
 `apply_providers` puts converted entries into a MAS config tree: an entry with the same
 `synapse_idp_id` keeps its `id` (the provider's primary key in MAS's database) and the keys
-this module does not manage; a new entry gets a fresh ULID.
+this module does not manage; a new entry gets a stable id (`stable_provider_id`).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -68,11 +67,18 @@ class ConvertedProvider:
     synapse_enabled: bool = True
 
 
-def new_provider_id(now_ms: int | None = None) -> str:
-    """A fresh ULID: 48 bits of milliseconds since the epoch and 80 random bits."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms & ((1 << 48) - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    return format_ulid(uuid.UUID(int=value))
+def stable_provider_id(server_name: str, provider: "ConvertedProvider") -> str:
+    """The id a provider new to MAS's config gets: a ULID-shaped value derived from the homeserver and
+    what names the provider at its IdP (synapse_idp_id, issuer, client_id), never random.
+
+    MAS's `config sync` never prunes, and a rolled-back run leaves the rows it synced: a run after the
+    rollback then gives the provider the id of the row already there instead of adding a second one. The
+    config modules run on the controller, without MAS's database, so the id is computed, not looked up;
+    check mode shows the id the run writes. Another issuer or client is another provider, with another id."""
+    entry = provider.entry
+    key = "\0".join(("matrix.syn2mas upstream provider", server_name, provider.synapse_idp_id,
+                     str(entry.get("issuer") or ""), str(entry.get("client_id") or "")))
+    return format_ulid(uuid.UUID(bytes=hashlib.sha256(key.encode("utf-8")).digest()[:16]))
 
 
 # Longer than a screen on purpose: a field-by-field translation of one Synapse OIDC provider into
@@ -398,15 +404,16 @@ def _merge_claims(existing, new: dict) -> bool:
     return changed
 
 
-def apply_providers(data, converted: list, where: str, id_factory=new_provider_id) -> list:
-    """Adds or updates each converted provider in MAS's config tree; returns ProviderChanges."""
+def apply_providers(data, converted: list, where: str, server_name: str) -> list:
+    """Adds or updates each converted provider in MAS's config tree (a new one with the stable id of
+    `server_name`'s provider); returns ProviderChanges."""
     changes = []
     providers = _providers_list(data, where, create=bool(converted))
     for item in converted:
         index = _find(providers, item.synapse_idp_id, where)
         if index is None:
             entry = CommentedMap()
-            entry["id"] = id_factory()
+            entry["id"] = stable_provider_id(server_name, item)
             for key, value in item.entry.items():
                 entry[key] = to_commented(value)
             providers.append(entry)
@@ -414,7 +421,7 @@ def apply_providers(data, converted: list, where: str, id_factory=new_provider_i
             continue
         existing = providers[index]
         if "id" not in existing or existing.get("id") in (None, ""):
-            existing.insert(0, "id", id_factory())
+            existing.insert(0, "id", stable_provider_id(server_name, item))
             changed = True
         else:
             try:

@@ -83,6 +83,10 @@ def result(facts: Facts, findings: list, not_run: dict) -> dict:
     summary.update(checks_synapse_database.counts_summary(facts))
     if facts.mas is not None:  # what the reverse proxy has to route (reverse_proxy.py)
         summary["reverse_proxy"] = reverse_proxy.proxy_needs(facts.settings.get("public_baseurl"), facts.mas.raw)
+        # Where clients reach MAS: the runbook asks it from the controller before any stop.
+        http = facts.mas.raw.get("http") if isinstance(facts.mas.raw, dict) else None
+        public_base = http.get("public_base") if isinstance(http, dict) else None
+        summary["mas_public_base"] = str(public_base) if public_base else None
     return {"findings": findings, "summary": summary}
 
 

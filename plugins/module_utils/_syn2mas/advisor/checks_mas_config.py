@@ -186,7 +186,7 @@ def _secret_verdict(f):
         return finding(ERROR, "the version-1 scheme sets both secret and secret_file", where,
                        "Keep one of them (MAS refuses both)", check=MAS_CONFIG_INVALID)
     if secret_file is not None:
-        return _secret_file_verdict(str(secret_file), pepper, pepper_where, where + ".secret_file", who)
+        return _secret_file_verdict(f.mas, str(secret_file), pepper, pepper_where, where + ".secret_file", who)
     secret = "" if secret is None else str(secret)
     if secret == pepper:
         return None
@@ -198,12 +198,14 @@ def _secret_verdict(f):
                    + (" (or remove it: Synapse has none)" if not pepper else ""), check=PEPPER_MISMATCH)
 
 
-def _secret_file_verdict(path: str, pepper: str, pepper_where: str, where: str, who: str):
-    try:
-        with open(path, "rb") as handle:
-            content = handle.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return finding(ERROR, f"the version-1 scheme's secret_file {path} cannot be read ({exc.strerror}), so it "
+def _secret_file_verdict(mas, path: str, pepper: str, pepper_where: str, where: str, who: str):
+    try:  # where MAS's config was read: on MAS's own host, when it has one
+        content = mas.read_named_file(path, where)
+    except ConfigError as exc:
+        reason = str(exc)
+        for prefix in (where + ": ", f"cannot read {path}: ", path + ": "):
+            reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+        return finding(ERROR, f"the version-1 scheme's secret_file {path} cannot be read ({reason}), so it "
                        "cannot be compared with Synapse's pepper", where,
                        "Run the advisor where MAS's files are, as a user that can read them", check=PEPPER_MISMATCH)
     if content == pepper:

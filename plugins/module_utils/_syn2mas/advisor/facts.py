@@ -387,14 +387,21 @@ def _read_mas_database(facts: Facts, found: list) -> None:
         _close(conn)
 
 
-def _mas_facts(conn, mapping: dict) -> MasDbFacts:
+def mas_session_clients(conn) -> list:
+    """The other client sessions on MAS's database (a running MAS, another import), as `mas_running`
+    judges them: (pid, application_name, address, holds the import lock). The import reads them too."""
     with conn.cursor() as cur:
         cur.execute(f"""
             SELECT a.pid, COALESCE(a.application_name, ''), COALESCE(host(a.client_addr), 'local socket'),
                    EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND {IMPORT_LOCK_HELD})
             FROM pg_stat_activity a WHERE {OTHER_CLIENTS} ORDER BY a.pid""")
-        db = MasDbFacts(clients=cur.fetchall())
+        clients = cur.fetchall()
     conn.rollback()
+    return clients
+
+
+def _mas_facts(conn, mapping: dict) -> MasDbFacts:
+    db = MasDbFacts(clients=mas_session_clients(conn))
     try:
         db.schema = mas_schema.detect(conn)
     except Syn2masError as exc:
