@@ -187,6 +187,8 @@ class BenchHomeserver:
             "syn2mas_mas_config": [self.mas_yaml],
             "syn2mas_mas_secret": MAS_SECRET,
             "syn2mas_mas_endpoint": f"{self.mas.url}/",
+            # MAS's public_base (https://auth.<server>/) has no server here: the controller asks the stand-in.
+            "syn2mas_mas_public_url": f"{self.mas.url}/",
             "syn2mas_synapse_endpoint": f"{self.base_url}/",
             "syn2mas_synapse_health_url": f"{self.base_url}/health",
             "syn2mas_synapse_python": self.python,
