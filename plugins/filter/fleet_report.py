@@ -10,13 +10,14 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.fleet_report import (
-    ReportInputError, build_report, render_markdown,
+    ReportInputError, build_report, render_markdown, results_of,
 )
 
 
-def fleet_report(hosts, run_id, name="migrate", check_mode=False, report_dir=None):
+def fleet_report(host_vars, run_id, name="migrate", check_mode=False, report_dir=None):
     try:
-        return build_report(dict(hosts), str(run_id), name=str(name), check_mode=bool(check_mode),
+        hosts = {host: results_of(variables) for host, variables in host_vars.items()}
+        return build_report(hosts, str(run_id), name=str(name), check_mode=bool(check_mode),
                             report_dir=report_dir or None)
     except ReportInputError as exc:
         raise AnsibleFilterError(f"the fleet report cannot be built: {exc}") from exc

@@ -235,3 +235,54 @@ def test_check_mode_ignores_earlier_reports(tmp_path):
     write_report(str(tmp_path), "20261201T000000Z", True, {"hs1": {"predicted_window_seconds": 50.0}})
     entry = report({"hs1": migrated()}, check_mode=True, report_dir=str(tmp_path))["hosts"]["hs1"]
     assert entry["predicted_window_seconds"] is None  # this dry run predicted nothing (an older import module)
+
+
+def test_the_results_are_read_from_the_facts_the_roles_publish():
+    host_vars = {"preflight_result": {"state": "legacy", "findings": [], "blocking": []},
+                 "backup_result": {"path": "/b", "verified": True}, "common_result": {"state": "delegated"},
+                 "syn2mas_outcome": "migrated", "syn2mas_marks": {"backup": 1.0}, "syn2mas_mas_host": "mas1",
+                 "backup_made": {"path": "/not/this"}}  # a register of the role's own: never read
+    results = fr.results_of(host_vars)
+    assert results["backup"] == {"path": "/b", "verified": True}
+    assert results["state"] == "delegated" and results["import"] is None
+    assert results["run"]["outcome"] == "migrated" and results["run"]["mas_host"] == "mas1"
+    entry = fr.host_entry("hs1", results, False)
+    assert (entry["backup_path"], entry["state_before"], entry["mas_host"]) == ("/b", "legacy", "mas1")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Where each role publishes its result: (tasks file, the fact, the key under it or None).
+PUBLISHERS = [
+    ("preflight/tasks/main.yml", "preflight_result", None, "preflight"),
+    ("backup/tasks/main.yml", "backup_result", None, "backup"),
+    ("rollback/tasks/main.yml", "rollback_result", None, "rollback"),
+    ("reverse_proxy/tasks/verify.yml", "reverse_proxy_result", None, "reverse_proxy"),
+    ("import/tasks/main.yml", "import_result", "import", "import"),
+]
+
+
+def _set_facts(path, fact):
+    import yaml
+
+    def walk(tasks):
+        for task in tasks or []:
+            for key in ("block", "rescue", "always"):
+                yield from walk(task.get(key))
+            args = task.get("ansible.builtin.set_fact") or {}
+            if fact in args:
+                yield args[fact]
+    with open(os.path.join(ROOT, "roles", path)) as handle:
+        return list(walk(yaml.safe_load(handle)))
+
+
+@pytest.mark.parametrize("path, fact, key, phase", PUBLISHERS)
+def test_each_role_publishes_every_field_the_report_reads(path, fact, key, phase):
+    published = _set_facts(path, fact)
+    assert published, f"roles/{path} publishes no {fact}"
+    # The set_fact that publishes the phase's own part (the import's result also gets verify, live, post_advice).
+    last = next(p for p in reversed(published) if key is None or f"'{key}':" in str(p))
+    for field in fr.REQUIRED[phase]:
+        if isinstance(last, dict):  # a mapping written out
+            assert field in last, f"roles/{path}: {fact} has no {field!r}"
+        else:  # a combine() of a mapping written in Jinja
+            assert f"'{field}':" in last and f"'{key}':" in last, f"roles/{path}: {fact}.{key} has no {field!r}"

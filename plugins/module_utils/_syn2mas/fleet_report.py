@@ -42,7 +42,24 @@ REQUIRED = {
     "reverse_proxy": ("reach_mas", "findings"),
     "rollback": ("state",),
 }
-TOTALS = ("found", "missing", "different", "unexpected", "changed_in_synapse")
+# Where the results are among a host's variables: each role publishes one fact (documented in its
+# meta/argument_specs.yml); the common role's is the host's state after the run; the playbook's own facts are the
+# `run` result.
+PUBLISHED = {"preflight": "preflight_result", "backup": "backup_result", "import": "import_result",
+             "reverse_proxy": "reverse_proxy_result", "rollback": "rollback_result"}
+STATE_AFTER = "common_result"
+RUN_FACTS = {"outcome": "syn2mas_outcome", "error": "syn2mas_error", "failed_phase": "syn2mas_failed_phase",
+             "rolled_back": "syn2mas_rolled_back", "marks": "syn2mas_marks",
+             "duration_seconds": "syn2mas_duration_seconds", "mas_host": "syn2mas_mas_host"}
+
+
+def results_of(host_vars) -> dict:
+    """A host's phase results from its variables (any mapping with .get, such as Ansible's hostvars[host]):
+    the published ones, and the playbook's facts as `run`."""
+    results = {phase: host_vars.get(fact) for phase, fact in PUBLISHED.items()}
+    results["state"] = (host_vars.get(STATE_AFTER) or {}).get("state")
+    results["run"] = {key: host_vars.get(name) for key, name in RUN_FACTS.items()}
+    return results
 
 
 class ReportInputError(ValueError):
@@ -148,7 +165,7 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
         "verified": _verified(verify),
         "live_checks": _live(live),
         "compat_routes": _compat(probe),
-        "rolled_back": run.get("rolled_back", False),
+        "rolled_back": run.get("rolled_back") or False,
         "error": run.get("error"),
     }
 

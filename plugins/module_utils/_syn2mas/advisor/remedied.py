@@ -24,19 +24,17 @@ def split_findings(before: list, after: list | None = None) -> dict:
     `remedied` the check ids the run remedies (or remedied), `count` every finding left (INFO included).
     `before` is the first pass (the preflight's advisor), `after` the second (None when it did not run)."""
     if after is None:
-        findings = list(before)
-        is_remedied = lambda f: f.get("remedied_by") is not None  # noqa: E731
-        remedied = []
+        findings, remedied, gone = list(before), [], None
     else:
         findings = [f for f in after if f["check"] not in MADE_BY_THE_RUN]
         left = {f["check"] for f in findings if f["severity"] in _ACTIONABLE}
         remedied = [f["check"] for f in before if f["severity"] in _ACTIONABLE and f["check"] not in left]
-        is_remedied = lambda f: f["check"] in remedied  # noqa: E731
+        gone = set(remedied)
     lines = {ERROR: [], WARN: []}
     for f in findings:
         if f["severity"] not in _ACTIONABLE:
             continue
-        if is_remedied(f):
+        if (f.get("remedied_by") is not None) if gone is None else (f["check"] in gone):
             remedied.append(f["check"])
         else:
             lines[f["severity"]].append(f"{f['check']}: {f['message']}")
