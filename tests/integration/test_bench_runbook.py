@@ -54,8 +54,11 @@ def test_the_runbook_bench_reports_what_the_runs_reported(pg, tmp_path, capsys):
     predicted = check_report.get("predicted_window_seconds", dry[0]["predicted_window_seconds"])
     assert float(fields["predicted"]) == round(predicted, 1)
     # The dry run added the service seconds the inventory gave it to what it measured.
-    assert dry[0]["predicted_window"]["service_seconds"] == 12.5
-    assert predicted >= 12.5 + dry[0]["predicted_window"]["import_seconds"]
+    parts = dry[0]["predicted_window"]
+    assert parts["service_seconds"] == 12.5
+    assert parts["import_seconds"] > 0 and parts["verify_seconds"] > 0
+    # The prediction is its parts' sum, given to one decimal (the parts to three).
+    assert abs(predicted - sum(parts.values())) <= 0.05 + 0.002
 
     # Peak RSS: the host's processes of the run, the import's among them; Synapse and the stand-in apart.
     rss = record["real_run"]["rss"]
