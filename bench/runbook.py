@@ -41,14 +41,12 @@ import argparse
 import glob
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +56,7 @@ if ROOT not in sys.path:
 import yaml  # noqa: E402
 
 from bench import run as bench  # noqa: E402  (sets up the library's path too)
-from tests.support import homeservers, mas_stand_in, pgcluster, synapse_schema  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
+from tests.support import homeservers, mas_stand_in, pgcluster  # noqa: E402
 
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
@@ -85,99 +82,42 @@ def log(message: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 class BenchHomeserver:
-    """A real Synapse on the generated database, and MAS's stand-in on the benchmark's MAS config."""
+    """A real Synapse on the generated database (tests/support/homeservers.py's Homeserver, on bench/run.py's
+    config made runnable), and MAS's stand-in on the benchmark's MAS config."""
 
     def __init__(self, cluster, workdir: str, synapse_db: str, mas_db: str):
-        self.dir = os.path.join(workdir, "homeserver")
-        self.confdir = os.path.join(self.dir, "etc")
-        os.makedirs(os.path.join(self.dir, "media"), exist_ok=True)
-        os.makedirs(self.confdir, exist_ok=True)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.python = synapse_schema.synapse_python(synapse_schema.LATEST)
-        self.pid_file = os.path.join(self.dir, "homeserver.pid")
-        self.log_file = os.path.join(self.dir, "homeserver.log")
+        self.synapse = homeservers.Homeserver(cluster, HOST, workdir, synapse_db=synapse_db, mas_db=mas_db)
+        self.dir = self.synapse.dir
+        self.base_url = self.synapse.base_url
+        self.python = self.synapse.python
         self.report_dir = os.path.join(workdir, "reports")
         self.follow_dir = os.path.join(workdir, "follow")
         os.makedirs(self.follow_dir, exist_ok=True)
-        hs_path, mas_path = bench.write_configs(cluster, self.confdir, synapse_db, mas_db)
-        self.homeserver_yaml, self.mas_yaml = hs_path, mas_path
-        with open(hs_path) as handle:
+        os.makedirs(self.synapse.confdir, exist_ok=True)
+        # bench/run.py's configs, at the homeserver's own paths; Synapse's made runnable here.
+        written = bench.write_configs(cluster, self.synapse.confdir, synapse_db, mas_db)
+        self.homeserver_yaml, self.mas_yaml = self.synapse.homeserver_yaml, self.synapse.mas_yaml
+        for path, own in zip(written, (self.homeserver_yaml, self.mas_yaml)):
+            os.replace(path, own)
+        with open(self.homeserver_yaml) as handle:
             homeserver = yaml.safe_load(handle)
-        log_config = os.path.join(self.confdir, "log.yaml")
-        with open(log_config, "w") as handle:
-            yaml.safe_dump(homeservers.file_log_config(self.log_file), handle)
-        homeserver.update({
-            "pid_file": self.pid_file,
-            "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                           "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-            "log_config": log_config,
-            "media_store_path": os.path.join(self.dir, "media"),
-            "signing_key_path": os.path.join(self.confdir, "signing.key"),
-            "macaroon_secret_key": "bench-macaroon-Jj42",
-            "form_secret": "bench-form-Uu17",
-            "report_stats": False,
-            "trusted_key_servers": [],
-            "suppress_key_server_warning": True,
-        })
-        with open(hs_path, "w") as handle:
+        homeserver.update(self.synapse.runnable_settings())
+        with open(self.homeserver_yaml, "w") as handle:
             yaml.safe_dump(homeserver, handle, sort_keys=False)
-        os.chmod(mas_path, 0o600)
-        self.mas = mas_stand_in.MasStandIn(mas_path, state_dir=os.path.join(self.dir, "mas"))
-        subprocess.run([self.python, "-m", "synapse.app.homeserver", "-c", hs_path, "--generate-keys"],
-                       check=True, capture_output=True, cwd=self.dir)
-
-    @property
-    def start_command(self) -> str:
-        return (f"cd {shlex.quote(self.dir)} && {shlex.quote(self.python)} -m synapse.app.homeserver "
-                f"-c {shlex.quote(self.homeserver_yaml)} --daemonize")
-
-    @property
-    def stop_command(self) -> str:
-        pid = shlex.quote(self.pid_file)
-        return (f"test -f {pid} && kill $(cat {pid}) && "
-                f"while kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null; do sleep 0.2; done; rm -f {pid}")
-
-    def synapse_pid(self) -> int | None:
-        try:
-            with open(self.pid_file) as handle:
-                pid = int(handle.read().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        os.chmod(self.mas_yaml, 0o600)
+        self.mas = mas_stand_in.MasStandIn(self.mas_yaml, state_dir=os.path.join(self.dir, "mas"))
+        self.synapse.generate_keys()
 
     def start(self, timeout: float) -> None:
         self.mas.start()
-        proc = subprocess.run(self.start_command, shell=True, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"Synapse did not start: {proc.stdout}{proc.stderr}")
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Synapse did not answer /health within {timeout:.0f}s: {self.log_tail()}")
-            time.sleep(0.3)
+        self.synapse.start(timeout)
 
     def stop(self) -> None:
-        subprocess.run(self.stop_command, shell=True, capture_output=True, check=False, timeout=300)
+        self.synapse.stop()
         try:
             self.mas.stop()
         except Exception:  # best effort: the stand-in may be down already
             pass
-
-    def log_tail(self) -> str:
-        try:
-            with open(self.log_file) as handle:
-                return "".join(handle.readlines()[-30:])
-        except OSError:
-            return "(no log)"
 
     def write_inventory(self, service_timeout: int, service_seconds: float | None = None) -> str:
         host = {
@@ -197,8 +137,8 @@ class BenchHomeserver:
             "syn2mas_state_file": os.path.join(self.dir, "state", "state.json"),
             "well_known_enabled": False,  # after the window; the bench has no web server for it
             "synapse_service_manager": "command",
-            "synapse_service_start_command": self.start_command,
-            "synapse_service_stop_command": self.stop_command,
+            "synapse_service_start_command": self.synapse.start_command,
+            "synapse_service_stop_command": self.synapse.stop_command,
             "synapse_service_start_timeout": service_timeout,
             "synapse_service_stop_timeout": service_timeout,
             "mas_service_manager": "command",
@@ -320,7 +260,7 @@ class Follower:
                 proc = self.processes[pid] = {"cmd": _cmdline(pid)[:200], "task": task.get("name", ""),
                                               "role": task.get("role", ""), "hwm_kb": 0}
             proc["hwm_kb"] = max(proc["hwm_kb"], kb)
-        synapse = self.hs.synapse_pid()
+        synapse = self.hs.synapse.pid()
         if synapse and synapse in hwm:
             self.synapse_hwm_kb = max(self.synapse_hwm_kb, hwm[synapse])
         mas = self.hs.mas.pid()

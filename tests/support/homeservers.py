@@ -173,6 +173,10 @@ class Homeserver(SynapseClient):
     # Where MAS's stand-in answers (tests/support/fleet.py): its config's public_base, which clients (and the
     # runbook's controller) reach; the issuer stays the https one .well-known publishes.
     mas_port: int = field(default_factory=free_port)
+    # The databases, when given (the runbook bench's generated one); else synapse_<name> and mas_<name>, which
+    # create() makes.
+    synapse_db: str = ""
+    mas_db: str = ""
 
     def __post_init__(self):
         self.server_name = f"{self.name}.test"
@@ -184,8 +188,8 @@ class Homeserver(SynapseClient):
         self.pid_file = os.path.join(self.dir, "homeserver.pid")
         self.log_file = os.path.join(self.dir, "homeserver.log")
         self.well_known = os.path.join(self.webroot, ".well-known", "matrix", "client")
-        self.synapse_db = f"synapse_{self.name}"
-        self.mas_db = f"mas_{self.name}"
+        self.synapse_db = self.synapse_db or f"synapse_{self.name}"
+        self.mas_db = self.mas_db or f"mas_{self.name}"
         self.python = synapse_schema.synapse_python(self.synapse_version)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.well_known_url = f"http://127.0.0.1:{self.web_port}/.well-known/matrix/client"
@@ -207,31 +211,45 @@ class Homeserver(SynapseClient):
             json.dump({"m.homeserver": {"base_url": f"https://matrix.{self.server_name}"},
                        "m.identity_server": {"base_url": "https://vector.im"},
                        "io.element.e2ee": {"default": True}}, handle, indent=2)
+        self.generate_keys()
+
+    def generate_keys(self) -> None:
+        """Synapse's signing key, at the path homeserver.yaml names."""
         subprocess.run([self.python, "-m", "synapse.app.homeserver", "-c", self.homeserver_yaml, "--generate-keys"],
                        check=True, capture_output=True, cwd=self.dir)
 
-    def write_configs(self) -> None:
+    def runnable_settings(self) -> dict:
+        """What homeserver.yaml needs for Synapse to run here as this homeserver: its pid file, its loopback
+        listener, its log (the log config written beside it), media store, signing key and secrets. The rest
+        (server name, database, authentication) is the config's own."""
+        for d in (self.confdir, os.path.join(self.dir, "media")):
+            os.makedirs(d, exist_ok=True)
         log_config = os.path.join(self.confdir, "log.yaml")
         with open(log_config, "w") as handle:
             yaml.safe_dump(file_log_config(self.log_file), handle)
-        homeserver = {
-            "server_name": self.server_name,
-            "public_baseurl": f"https://matrix.{self.server_name}/",
+        return {
             "pid_file": self.pid_file,
             "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
                            "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-            "database": {"name": "psycopg2", "args": {
-                "user": "postgres", "password": DB_PASSWORD, "dbname": self.synapse_db, "host": self.pg.sockdir,
-                "port": self.pg.port, "cp_min": 1, "cp_max": 3}},
             "log_config": log_config,
             "media_store_path": os.path.join(self.dir, "media"),
             "signing_key_path": os.path.join(self.confdir, "signing.key"),
-            "registration_shared_secret": self.registration_secret,
             "macaroon_secret_key": f"macaroon-{self.name}-Jj42",
             "form_secret": f"form-{self.name}-Uu17",
             "report_stats": False,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
+        }
+
+    def write_configs(self) -> None:
+        homeserver = {
+            "server_name": self.server_name,
+            "public_baseurl": f"https://matrix.{self.server_name}/",
+            **self.runnable_settings(),
+            "database": {"name": "psycopg2", "args": {
+                "user": "postgres", "password": DB_PASSWORD, "dbname": self.synapse_db, "host": self.pg.sockdir,
+                "port": self.pg.port, "cp_min": 1, "cp_max": 3}},
+            "registration_shared_secret": self.registration_secret,
             "enable_registration": False,
             "password_config": {"enabled": True, "pepper": PEPPER},
             **RATE_LIMITS_OFF,
