@@ -37,7 +37,6 @@ Appends a record per size (kind "runbook") to bench/results/results.json, redraw
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -56,7 +55,7 @@ if ROOT not in sys.path:
 import yaml  # noqa: E402
 
 from bench import run as bench  # noqa: E402  (sets up the library's path too)
-from tests.support import homeservers, mas_stand_in, pgcluster  # noqa: E402
+from tests.support import homeservers, mas_stand_in  # noqa: E402
 
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
@@ -558,48 +557,29 @@ def _slim(result: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("sizes", nargs="*", type=int, help="numbers of users (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = bench.bench_arguments(__doc__, "10000")
     parser.add_argument("--no-alone", action="store_true", help="skip the import alone and the floor")
-    parser.add_argument("--keep", action="store_true", help="keep the databases and the cluster")
-    parser.add_argument("--results", default=bench.RESULTS_JSON, help="results file to append to")
-    parser.add_argument("--plot", default=bench.PLOT_PNG, help="plot to redraw from the results file")
-    parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--service-seconds", type=float, default=None,
                         help="syn2mas_window_service_seconds for every size's dry run (default: the module's "
                              "default for the first size, then the previous size's measured figure, as a rehearsal)")
     args = parser.parse_args(argv)
     sizes = args.sizes or [10_000]
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    cluster = pgcluster.start_cluster(prefix="syn2mas-rb-")
-    log(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
-    records = []
-    try:
-        service, source = args.service_seconds, "--service-seconds"
-        for n in sizes:
-            with tempfile.TemporaryDirectory(prefix="syn2mas-bench-runbook-") as workdir:
-                record = run_runbook_size(cluster, n, seed=args.seed, workdir=workdir, alone=not args.no_alone,
-                                          keep=args.keep, service_seconds=service, service_source=source)
-            if args.service_seconds is None and measured_service_seconds(record) is not None:
-                service = measured_service_seconds(record)
-                source = f"rehearsal: the run at {n:,} users (window minus import and verify)"
-            records.append(record)
-            bench.append_results(args.results, [record])
-            print(format_runbook_table(record) + "\n", flush=True)
-    finally:
-        if args.keep:
-            log(f"kept: cluster {cluster.sockdir}:{cluster.port} (stop it with pg_ctl -D {cluster.datadir} stop)")
-        else:
-            cluster.stop()
-    checks = check_runbook_targets(records)
-    if checks:
-        print("targets (issue 20):")
-        for target, measured, holds in checks:
-            print(f"  [{'ok' if holds else 'MISS'}] {target}: {measured}")
-    print(f"results appended to {os.path.relpath(args.results, ROOT)}", flush=True)
-    if not args.no_plot and bench.plot(args.results, args.plot):
-        print(f"plot: {os.path.relpath(args.plot, ROOT)}", flush=True)
+    service, source = args.service_seconds, "--service-seconds"
+
+    def measure(cluster, n: int) -> dict:
+        nonlocal service, source
+        with tempfile.TemporaryDirectory(prefix="syn2mas-bench-runbook-") as workdir:
+            record = run_runbook_size(cluster, n, seed=args.seed, workdir=workdir, alone=not args.no_alone,
+                                      keep=args.keep, service_seconds=service, service_source=source)
+        if args.service_seconds is None and measured_service_seconds(record) is not None:
+            service = measured_service_seconds(record)
+            source = f"rehearsal: the run at {n:,} users (window minus import and verify)"
+        return record
+
+    records = bench.run_sizes(sizes, "syn2mas-rb-", args.keep, args.results, measure, format_runbook_table)
+    for line in bench.format_targets(check_runbook_targets(records), heading="targets (issue 20):"):
+        print(line)
+    bench.print_where(args)
     for record in records:
         print(summary_line(record), flush=True)
     return 0
