@@ -177,6 +177,9 @@ class Homeserver(SynapseClient):
     # create() makes.
     synapse_db: str = ""
     mas_db: str = ""
+    # MAS's http.public_base when given (the demo's HTTPS URL, nginx in front of the stand-in); else where the
+    # stand-in answers, plain HTTP on loopback (which the advisor's mas_public_base check warns about).
+    mas_public_base: str = ""
 
     def __post_init__(self):
         self.server_name = f"{self.name}.test"
@@ -256,7 +259,8 @@ class Homeserver(SynapseClient):
             "oidc_providers": [google_oidc_provider(f"synapse-{self.name}")],
         }
         mas = {
-            "http": {"public_base": f"http://127.0.0.1:{self.mas_port}/", "issuer": f"https://auth.{self.server_name}/"},
+            "http": {"public_base": self.mas_public_base or f"http://127.0.0.1:{self.mas_port}/",
+                     "issuer": f"https://auth.{self.server_name}/"},
             "database": {"host": self.pg.sockdir, "port": self.pg.port, "username": "postgres",
                          "password": DB_PASSWORD, "database": self.mas_db},
             "matrix": {"homeserver": self.server_name, "endpoint": "http://localhost:8008/"},
@@ -324,9 +328,11 @@ class Homeserver(SynapseClient):
 
 
 class Nginx:
-    """Debian's nginx on loopback, one server block per homeserver serving its web root."""
+    """Debian's nginx on loopback, one server block per homeserver serving its web root; and, when given, TLS
+    servers in front of other local servers (`tls_fronts`: each a dict of address, port, certificate, key and
+    the upstream URL it passes every request to)."""
 
-    def __init__(self, basedir: str, homeservers: list):
+    def __init__(self, basedir: str, homeservers: list, tls_fronts: tuple = ()):
         self.prefix = os.path.join(basedir, "nginx")
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         self.conf = os.path.join(self.prefix, "nginx.conf")
@@ -336,6 +342,14 @@ class Nginx:
     root {hs.webroot};
     location /.well-known/matrix/ {{ default_type application/json; add_header Access-Control-Allow-Origin *; }}
   }}""" for hs in homeservers)
+        servers += "".join(
+            f"""
+  server {{
+    listen {front['address']}:{front['port']} ssl;
+    ssl_certificate {front['certificate']};
+    ssl_certificate_key {front['key']};
+    location / {{ proxy_pass {front['upstream']}; }}
+  }}""" for front in tls_fronts)
         with open(self.conf, "w") as handle:
             # Under root, the workers would run as nobody and not read the private test directories.
             user = "user root;\n" if os.geteuid() == 0 else ""
