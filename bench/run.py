@@ -800,12 +800,18 @@ def format_summary(records: list) -> str:
                      f"{_fmt_ratio(r['ratios']['import_over_floor']):>10}"
                      f"{r['totals']['import_rows_per_second']:>10,}{r['import']['peak_rss_mb']:>8.1f}"
                      f"{r['dry_run']['peak_rss_mb']:>9.1f}")
-    checks = check_targets(records)
-    if checks:
-        lines.append("targets:")
-        for target, measured, holds in checks:
-            lines.append(f"  [{'ok' if holds else 'MISS'}] {target}: {measured}")
+    lines += format_targets(check_targets(records))
     return "\n".join(lines)
+
+
+def format_targets(checks: list, heading: str = "targets:", markdown: bool = False) -> list:
+    """The lines of the targets' verdicts ([(target, measured, holds)]): under `heading`, none without a check;
+    or, with `markdown`, as the README's table."""
+    if markdown:
+        return ["| target | measured | |", "|---|---|---|"] + [
+            f"| {target} | {measured} | {'holds' if holds else 'missed'} |" for target, measured, holds in checks]
+    return [heading] + [f"  [{'ok' if holds else 'MISS'}] {target}: {measured}"
+                        for target, measured, holds in checks] if checks else []
 
 
 def format_markdown(records: list) -> str:
@@ -844,9 +850,7 @@ def format_markdown(records: list) -> str:
         f"| {_rate(rows, imp['wall_seconds'])} | **{floor['total_seconds']:.2f}** "
         f"| {_rate(rows, floor['total_seconds'])} | **{_fmt_ratio(big['ratios']['import_over_floor'])}** |",
     ]
-    lines += ["", "| target | measured | |", "|---|---|---|"]
-    lines += [f"| {target} | {measured} | {'holds' if holds else 'missed'} |"
-              for target, measured, holds in check_targets(records)]
+    lines += [""] + format_targets(check_targets(records), markdown=True)
     return "\n".join(lines)
 
 
@@ -896,23 +900,12 @@ def plot(results_path: str, png_path: str) -> bool:
     ax_t.plot(ns, [r["dry_run"]["wall_seconds"] for r in records], "s--", label="dry run")
     ax_t.plot(ns, [r["floor"]["total_seconds"] for r in records], "^-", label="raw-copy floor (COPY | COPY + build)")
     ax_t.plot(ns, [2 * r["floor"]["total_seconds"] for r in records], ":", color="grey", label="2x floor (target)")
-    ax_t.set_xscale("log")
-    ax_t.set_yscale("log")
-    ax_t.set_xlabel("Synapse users")
-    ax_t.set_ylabel("seconds, end to end")
-    ax_t.set_title("Import time")
-    ax_t.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=8)
+    _style_axes(ax_t, "Import time", "seconds, end to end")
     ax_m.plot(ns, [r["import"]["peak_rss_mb"] for r in records], "o-", label="import")
     ax_m.plot(ns, [r["dry_run"]["peak_rss_mb"] for r in records], "s--", label="dry run")
     ax_m.axhline(TARGET_RSS_MB_AT_1M, color="grey", linestyle=":", label=f"{TARGET_RSS_MB_AT_1M:g} MB (target at 1M)")
-    ax_m.set_xscale("log")
     ax_m.set_ylim(0, max(TARGET_RSS_MB_AT_1M * 1.1, max(r["import"]["peak_rss_mb"] for r in records) * 1.2))
-    ax_m.set_xlabel("Synapse users")
-    ax_m.set_ylabel("MB")
-    ax_m.set_title("Peak RSS of the importing process")
-    ax_m.grid(True, which="both", alpha=0.3)
-    ax_m.legend(fontsize=8)
+    _style_axes(ax_m, "Peak RSS of the importing process", "MB", log_y=False)
     machine = records[-1]["machine"]
     fig.suptitle(f"syn2mas import, {machine['cpus']} CPUs, PostgreSQL {machine['postgresql']}", fontsize=10)
     fig.tight_layout()
@@ -935,30 +928,73 @@ def plot_runbook(ax, runbooks: list) -> None:
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
     ax.axhline(90, color="grey", linestyle=":", label="90 s (target at 1M)")
+    _style_axes(ax, "Runbook window (migrate.yml; MAS a stand-in)", "seconds", legend_size=7)
+
+
+def _style_axes(ax, title: str, ylabel: str, log_y: bool = True, legend_size: int = 8) -> None:
+    """A panel of the plot: users on a log scale, its title, labels, grid and legend."""
     ax.set_xscale("log")
-    ax.set_yscale("log")
+    if log_y:
+        ax.set_yscale("log")
     ax.set_xlabel("Synapse users")
-    ax.set_ylabel("seconds")
-    ax.set_title("Runbook window (migrate.yml; MAS a stand-in)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=legend_size)
+
+
+def bench_arguments(doc: str, default_sizes: str) -> argparse.ArgumentParser:
+    """The options of both benchmarks (this one and bench/runbook.py): the sizes, the seed, --keep, and where
+    the figures go."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("sizes", nargs="*", type=int, help=f"numbers of users (default: {default_sizes})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the databases and the cluster (prints where)")
+    parser.add_argument("--results", default=RESULTS_JSON, help="results file to append to")
+    parser.add_argument("--plot", default=PLOT_PNG, help="plot to redraw from the results file")
+    parser.add_argument("--no-plot", action="store_true")
+    return parser
+
+
+def run_sizes(sizes: list, prefix: str, keep: bool, results: str, measure, format_record) -> list:
+    """Each size measured on one throwaway cluster (`measure(cluster, n)` returns its record), appended to the
+    `results` file and its table (`format_record`) printed as it ends; then the cluster is stopped (with `keep`,
+    kept and named)."""
+    # A plain `kill` still stops the cluster and drops the work directories (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    cluster = pgcluster.start_cluster(prefix=prefix)
+    log(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
+    records = []
+    try:
+        for n in sizes:
+            record = measure(cluster, n)
+            records.append(record)
+            append_results(results, [record])
+            print(format_record(record) + "\n", flush=True)
+    finally:
+        if keep:
+            log(f"kept: cluster {cluster.sockdir}:{cluster.port} (stop it with pg_ctl -D {cluster.datadir} stop)")
+        else:
+            cluster.stop()
+    return records
+
+
+def print_where(args) -> None:
+    """Where a run's figures went: the results file, and the plot redrawn (unless --no-plot or no matplotlib)."""
+    print(f"results appended to {os.path.relpath(args.results, ROOT)}", flush=True)
+    if not args.no_plot and plot(args.results, args.plot):
+        print(f"plot: {os.path.relpath(args.plot, ROOT)}", flush=True)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("sizes", nargs="*", type=int, help="numbers of users (default: 10000 100000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = bench_arguments(__doc__, "10000 100000")
     parser.add_argument("--profile", action="store_true", help="also time each stage's Synapse side alone")
-    parser.add_argument("--keep", action="store_true", help="keep the databases and the cluster (prints where)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs of the dry run and the import per size, median kept (default 3 up to 20,000 users, else 1)")
     parser.add_argument("--pgoptions", default="",
                         help="PGOPTIONS for the import's sessions, to try settings (e.g. \"-c work_mem=256MB\")")
     parser.add_argument("--no-advisor", action="store_true", help="skip the advisor run")
     parser.add_argument("--no-verify", action="store_true", help="skip verify after the import")
-    parser.add_argument("--results", default=RESULTS_JSON, help="results file to append to")
-    parser.add_argument("--plot", default=PLOT_PNG, help="plot to redraw from the results file")
-    parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--markdown", action="store_true",
                         help="run nothing: print the README's tables from the newest record of each size in --results")
     args = parser.parse_args(argv)
@@ -970,30 +1006,16 @@ def main(argv=None) -> int:
     global PGOPTIONS
     PGOPTIONS = args.pgoptions
 
-    # A plain `kill` still stops the cluster and drops the work directory (finally blocks run).
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    cluster = pgcluster.start_cluster(prefix="syn2mas-bench-")
-    log(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
-    records = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="syn2mas-bench-") as workdir:
-            for n in sizes:
-                record = run_size(cluster, n, seed=args.seed, workdir=workdir, profile=args.profile,
-                                  keep=args.keep, advisor=not args.no_advisor,
-                                  repeats=args.repeat, verify=not args.no_verify)
-                records.append(record)
-                append_results(args.results, [record])
-                print(format_table(record) + "\n", flush=True)
-    finally:
-        if args.keep:
-            log(f"kept: cluster {cluster.sockdir}:{cluster.port} (stop it with pg_ctl -D {cluster.datadir} stop)")
-        else:
-            cluster.stop()
+    with tempfile.TemporaryDirectory(prefix="syn2mas-bench-") as workdir:
+        records = run_sizes(sizes, "syn2mas-bench-", args.keep, args.results,
+                            lambda cluster, n: run_size(cluster, n, seed=args.seed, workdir=workdir,
+                                                        profile=args.profile, keep=args.keep,
+                                                        advisor=not args.no_advisor, repeats=args.repeat,
+                                                        verify=not args.no_verify),
+                            format_table)
     if records:
-        print(format_summary(records), flush=True)
-        print(f"\nresults appended to {os.path.relpath(args.results, ROOT)}", flush=True)
-        if not args.no_plot and plot(args.results, args.plot):
-            print(f"plot: {os.path.relpath(args.plot, ROOT)}", flush=True)
+        print(format_summary(records) + "\n", flush=True)
+        print_where(args)
     return 0
 
 

@@ -37,18 +37,15 @@ Appends a record per size (kind "runbook") to bench/results/results.json, redraw
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +55,7 @@ if ROOT not in sys.path:
 import yaml  # noqa: E402
 
 from bench import run as bench  # noqa: E402  (sets up the library's path too)
-from tests.support import homeservers, mas_stand_in, pgcluster, synapse_schema  # noqa: E402
-from tests.support.net import free_port  # noqa: E402
+from tests.support import homeservers, mas_stand_in  # noqa: E402
 
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
@@ -85,99 +81,42 @@ def log(message: str) -> None:
 # ------------------------------------------------------------------------------------------
 
 class BenchHomeserver:
-    """A real Synapse on the generated database, and MAS's stand-in on the benchmark's MAS config."""
+    """A real Synapse on the generated database (tests/support/homeservers.py's Homeserver, on bench/run.py's
+    config made runnable), and MAS's stand-in on the benchmark's MAS config."""
 
     def __init__(self, cluster, workdir: str, synapse_db: str, mas_db: str):
-        self.dir = os.path.join(workdir, "homeserver")
-        self.confdir = os.path.join(self.dir, "etc")
-        os.makedirs(os.path.join(self.dir, "media"), exist_ok=True)
-        os.makedirs(self.confdir, exist_ok=True)
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.python = synapse_schema.synapse_python(synapse_schema.LATEST)
-        self.pid_file = os.path.join(self.dir, "homeserver.pid")
-        self.log_file = os.path.join(self.dir, "homeserver.log")
+        self.synapse = homeservers.Homeserver(cluster, HOST, workdir, synapse_db=synapse_db, mas_db=mas_db)
+        self.dir = self.synapse.dir
+        self.base_url = self.synapse.base_url
+        self.python = self.synapse.python
         self.report_dir = os.path.join(workdir, "reports")
         self.follow_dir = os.path.join(workdir, "follow")
         os.makedirs(self.follow_dir, exist_ok=True)
-        hs_path, mas_path = bench.write_configs(cluster, self.confdir, synapse_db, mas_db)
-        self.homeserver_yaml, self.mas_yaml = hs_path, mas_path
-        with open(hs_path) as handle:
+        os.makedirs(self.synapse.confdir, exist_ok=True)
+        # bench/run.py's configs, at the homeserver's own paths; Synapse's made runnable here.
+        written = bench.write_configs(cluster, self.synapse.confdir, synapse_db, mas_db)
+        self.homeserver_yaml, self.mas_yaml = self.synapse.homeserver_yaml, self.synapse.mas_yaml
+        for path, own in zip(written, (self.homeserver_yaml, self.mas_yaml)):
+            os.replace(path, own)
+        with open(self.homeserver_yaml) as handle:
             homeserver = yaml.safe_load(handle)
-        log_config = os.path.join(self.confdir, "log.yaml")
-        with open(log_config, "w") as handle:
-            yaml.safe_dump(homeservers.file_log_config(self.log_file), handle)
-        homeserver.update({
-            "pid_file": self.pid_file,
-            "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
-                           "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-            "log_config": log_config,
-            "media_store_path": os.path.join(self.dir, "media"),
-            "signing_key_path": os.path.join(self.confdir, "signing.key"),
-            "macaroon_secret_key": "bench-macaroon-Jj42",
-            "form_secret": "bench-form-Uu17",
-            "report_stats": False,
-            "trusted_key_servers": [],
-            "suppress_key_server_warning": True,
-        })
-        with open(hs_path, "w") as handle:
+        homeserver.update(self.synapse.runnable_settings())
+        with open(self.homeserver_yaml, "w") as handle:
             yaml.safe_dump(homeserver, handle, sort_keys=False)
-        os.chmod(mas_path, 0o600)
-        self.mas = mas_stand_in.MasStandIn(mas_path, state_dir=os.path.join(self.dir, "mas"))
-        subprocess.run([self.python, "-m", "synapse.app.homeserver", "-c", hs_path, "--generate-keys"],
-                       check=True, capture_output=True, cwd=self.dir)
-
-    @property
-    def start_command(self) -> str:
-        return (f"cd {shlex.quote(self.dir)} && {shlex.quote(self.python)} -m synapse.app.homeserver "
-                f"-c {shlex.quote(self.homeserver_yaml)} --daemonize")
-
-    @property
-    def stop_command(self) -> str:
-        pid = shlex.quote(self.pid_file)
-        return (f"test -f {pid} && kill $(cat {pid}) && "
-                f"while kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null; do sleep 0.2; done; rm -f {pid}")
-
-    def synapse_pid(self) -> int | None:
-        try:
-            with open(self.pid_file) as handle:
-                pid = int(handle.read().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + "/health", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        os.chmod(self.mas_yaml, 0o600)
+        self.mas = mas_stand_in.MasStandIn(self.mas_yaml, state_dir=os.path.join(self.dir, "mas"))
+        self.synapse.generate_keys()
 
     def start(self, timeout: float) -> None:
         self.mas.start()
-        proc = subprocess.run(self.start_command, shell=True, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError(f"Synapse did not start: {proc.stdout}{proc.stderr}")
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Synapse did not answer /health within {timeout:.0f}s: {self.log_tail()}")
-            time.sleep(0.3)
+        self.synapse.start(timeout)
 
     def stop(self) -> None:
-        subprocess.run(self.stop_command, shell=True, capture_output=True, check=False, timeout=300)
+        self.synapse.stop()
         try:
             self.mas.stop()
         except Exception:  # best effort: the stand-in may be down already
             pass
-
-    def log_tail(self) -> str:
-        try:
-            with open(self.log_file) as handle:
-                return "".join(handle.readlines()[-30:])
-        except OSError:
-            return "(no log)"
 
     def write_inventory(self, service_timeout: int, service_seconds: float | None = None) -> str:
         host = {
@@ -197,8 +136,8 @@ class BenchHomeserver:
             "syn2mas_state_file": os.path.join(self.dir, "state", "state.json"),
             "well_known_enabled": False,  # after the window; the bench has no web server for it
             "synapse_service_manager": "command",
-            "synapse_service_start_command": self.start_command,
-            "synapse_service_stop_command": self.stop_command,
+            "synapse_service_start_command": self.synapse.start_command,
+            "synapse_service_stop_command": self.synapse.stop_command,
             "synapse_service_start_timeout": service_timeout,
             "synapse_service_stop_timeout": service_timeout,
             "mas_service_manager": "command",
@@ -320,7 +259,7 @@ class Follower:
                 proc = self.processes[pid] = {"cmd": _cmdline(pid)[:200], "task": task.get("name", ""),
                                               "role": task.get("role", ""), "hwm_kb": 0}
             proc["hwm_kb"] = max(proc["hwm_kb"], kb)
-        synapse = self.hs.synapse_pid()
+        synapse = self.hs.synapse.pid()
         if synapse and synapse in hwm:
             self.synapse_hwm_kb = max(self.synapse_hwm_kb, hwm[synapse])
         mas = self.hs.mas.pid()
@@ -618,48 +557,29 @@ def _slim(result: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
-    parser.add_argument("sizes", nargs="*", type=int, help="numbers of users (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = bench.bench_arguments(__doc__, "10000")
     parser.add_argument("--no-alone", action="store_true", help="skip the import alone and the floor")
-    parser.add_argument("--keep", action="store_true", help="keep the databases and the cluster")
-    parser.add_argument("--results", default=bench.RESULTS_JSON, help="results file to append to")
-    parser.add_argument("--plot", default=bench.PLOT_PNG, help="plot to redraw from the results file")
-    parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--service-seconds", type=float, default=None,
                         help="syn2mas_window_service_seconds for every size's dry run (default: the module's "
                              "default for the first size, then the previous size's measured figure, as a rehearsal)")
     args = parser.parse_args(argv)
     sizes = args.sizes or [10_000]
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    cluster = pgcluster.start_cluster(prefix="syn2mas-rb-")
-    log(f"PostgreSQL {cluster.bindir} on {cluster.sockdir}:{cluster.port}")
-    records = []
-    try:
-        service, source = args.service_seconds, "--service-seconds"
-        for n in sizes:
-            with tempfile.TemporaryDirectory(prefix="syn2mas-bench-runbook-") as workdir:
-                record = run_runbook_size(cluster, n, seed=args.seed, workdir=workdir, alone=not args.no_alone,
-                                          keep=args.keep, service_seconds=service, service_source=source)
-            if args.service_seconds is None and measured_service_seconds(record) is not None:
-                service = measured_service_seconds(record)
-                source = f"rehearsal: the run at {n:,} users (window minus import and verify)"
-            records.append(record)
-            bench.append_results(args.results, [record])
-            print(format_runbook_table(record) + "\n", flush=True)
-    finally:
-        if args.keep:
-            log(f"kept: cluster {cluster.sockdir}:{cluster.port} (stop it with pg_ctl -D {cluster.datadir} stop)")
-        else:
-            cluster.stop()
-    checks = check_runbook_targets(records)
-    if checks:
-        print("targets (issue 20):")
-        for target, measured, holds in checks:
-            print(f"  [{'ok' if holds else 'MISS'}] {target}: {measured}")
-    print(f"results appended to {os.path.relpath(args.results, ROOT)}", flush=True)
-    if not args.no_plot and bench.plot(args.results, args.plot):
-        print(f"plot: {os.path.relpath(args.plot, ROOT)}", flush=True)
+    service, source = args.service_seconds, "--service-seconds"
+
+    def measure(cluster, n: int) -> dict:
+        nonlocal service, source
+        with tempfile.TemporaryDirectory(prefix="syn2mas-bench-runbook-") as workdir:
+            record = run_runbook_size(cluster, n, seed=args.seed, workdir=workdir, alone=not args.no_alone,
+                                      keep=args.keep, service_seconds=service, service_source=source)
+        if args.service_seconds is None and measured_service_seconds(record) is not None:
+            service = measured_service_seconds(record)
+            source = f"rehearsal: the run at {n:,} users (window minus import and verify)"
+        return record
+
+    records = bench.run_sizes(sizes, "syn2mas-rb-", args.keep, args.results, measure, format_runbook_table)
+    for line in bench.format_targets(check_runbook_targets(records), heading="targets (issue 20):"):
+        print(line)
+    bench.print_where(args)
     for record in records:
         print(summary_line(record), flush=True)
     return 0

@@ -11,13 +11,8 @@
 # Figures are appended to bench/results/results.json and drawn in bench/results/bench.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-want="$(cat requirements.txt requirements-test.txt requirements-bench.txt | sha256sum)"
-if [ ! -f .venv/.bench.stamp ] || [ "$(cat .venv/.bench.stamp)" != "$want" ]; then
-  echo "[bench] installing the bench's packages into .venv" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-bench.txt
-  echo "$want" > .venv/.bench.stamp
-fi
+# shellcheck source=scripts/bench-setup.sh
+source scripts/bench-setup.sh
 sizes=("$@")
 if [ "${#sizes[@]}" = 0 ]; then
   sizes=(10000 100000)
@@ -25,6 +20,5 @@ fi
 if [ "${BENCH_1M:-0}" = 1 ] && [[ " ${sizes[*]} " != *" 1000000 "* ]]; then
   sizes+=(1000000)
 fi
-export PYTHONDONTWRITEBYTECODE=1
 # shellcheck disable=SC2086 # BENCH_ARGS is a list of options
 exec .venv/bin/python bench/run.py ${BENCH_ARGS:-} "${sizes[@]}"

@@ -1,7 +1,9 @@
 """The main job on an embedded default: a throwaway PostgreSQL, a real Synapse homeserver with a
 few dozen varied users, a fresh MAS database with a stand-in for MAS's HTTP service (MAS itself cannot
-run here; the runbook does not stop Synapse while MAS does not answer), and the collection's migrate
-playbook run on it:
+run here; the runbook does not stop Synapse while MAS does not answer) whose public URL is an HTTPS one on this
+machine's name (nginx in front of it, with a throwaway certificate the controller trusts for this run only, so
+that the runbook's controller-side check of MAS's public URL runs as it does for users), and the collection's
+migrate playbook run on it:
 first in check mode (the dry run: diffs and the import's counts, nothing changed), then for
 real, then once more to show that a second run changes nothing. Run it through scripts/demo.sh,
 which prepares the machine. Nothing is left behind: the cluster and the homeserver are removed.
@@ -51,7 +53,7 @@ def run_playbook(fleet, title: str, *args: str) -> str:
 
 
 def main() -> None:
-    fleet = fleet_support.Fleet(names=("demo",))
+    fleet = fleet_support.Fleet(names=("demo",), mas_https=True)
     try:
         step("A homeserver: a real Synapse on PostgreSQL, with its users")
         fleet.setup()  # Synapse started, an admin, password users with devices, an SSO user, a deactivated one
@@ -69,7 +71,9 @@ def main() -> None:
               f"{sample.get('devices', 0) + fleet.expected['demo']['devices']} devices; "
               f"PostgreSQL on {fleet.pg.sockdir}:{fleet.pg.port}; inventory {fleet.inventory}")
         print(f"MAS: a stand-in (no MAS binary here: it answers /health, its OpenID configuration and its "
-              f"compatibility login) at {fleet.mas['demo'].url}, the runbook's syn2mas_mas_endpoint")
+              f"compatibility login) at {fleet.mas['demo'].url}, the runbook's syn2mas_mas_endpoint; its public URL "
+              f"(http.public_base) {hs.mas_public_base}: nginx with a throwaway certificate in front of it, trusted by "
+              f"this run's controller ({fleet.tls['ca']})")
 
         out = run_playbook(fleet, "Dry run: check mode and diff (nothing changes)", "--check", "--diff")
         print(import_summary(out))

@@ -170,6 +170,26 @@ def check_mas_on_its_own_host(problems: Problems, hs) -> None:
     problems.check(not copies, f"{hs.name}: a copy of MAS's config on the Synapse host: {copies}")
 
 
+def check_stopped_in_preflight(problems: Problems, fleet: SshFleet, name: str, error: str, why: str) -> None:
+    """Check mode (with --diff) and the run both fail the host in its preflight, `error` in its report entry,
+    before any phase ran (so before Synapse is stopped)."""
+    for args in (("--check", "--diff"), ()):
+        result = run(fleet, "migrate", *args, limit=name)
+        entry = latest_report(fleet)["hosts"][name]
+        what = "check mode" if args else "the run"
+        problems.check(result.rc != 0, f"{what} did not fail with {why}: {tail(result, 1500)}")
+        problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
+        problems.check(error in (entry["error"] or ""), f"{what}: error {entry['error']}")
+        problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+
+
+def check_unchanged(problems: Problems, fleet: SshFleet, before: dict) -> None:
+    """Nothing changed on the hosts of `before` (a snapshot): files, Synapse's and the worker's pids, both
+    databases."""
+    found = changes(before, snapshot(fleet, tuple(before)))
+    problems.check(not found, f"changed: {found}")
+
+
 def mas_counts(fleet: SshFleet, hs) -> dict:
     return dict(fleet.pg.execute("""
         SELECT 'users', count(*) FROM users UNION ALL
@@ -291,17 +311,10 @@ def test_04b_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped
         problems.check(advice.rc == 0 and entry["outcome"] == "blocked", f"advisor: {entry['outcome']} {tail(advice)}")
         problems.check(any(f"mas_answers: MAS does not answer at {url}" in line for line in entry["findings"]["errors"]),
                        f"the advisor's errors do not name MAS and {url}: {entry['findings']['errors']}")
-        for args in (("--check", "--diff"), ()):
-            result = run(fleet, "migrate", *args, limit="hs4")
-            entry = latest_report(fleet)["hosts"]["hs4"]
-            what = "check mode" if args else "the run"
-            problems.check(result.rc != 0, f"{what} did not fail with MAS down: {tail(result, 1500)}")
-            problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
-            problems.check(f"MAS does not answer at {url}" in (entry["error"] or ""), f"{what}: error {entry['error']}")
-            problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+        check_stopped_in_preflight(problems, fleet, "hs4", f"MAS does not answer at {url}", "MAS down")
     finally:
         hs.mas_service.start()
-    problems.check(not changes(before, snapshot(fleet, ("hs4",))), f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
+    check_unchanged(problems, fleet, before)
     problems.assert_none()
 
 
@@ -327,21 +340,13 @@ def test_04c_a_mas_whose_public_url_does_not_answer_from_the_controller_stops_th
         problems.check(any(line.startswith(f"mas_public_url: MAS does not answer at its public URL {url} from the "
                                            "controller") for line in entry["findings"]["blocking"]),
                        f"the advisor's blocking findings do not name {url}: {entry['findings']['blocking']}")
-        for args in (("--check", "--diff"), ()):
-            result = run(fleet, "migrate", *args, limit="hs4")
-            entry = latest_report(fleet)["hosts"]["hs4"]
-            what = "check mode" if args else "the run"
-            problems.check(result.rc != 0, f"{what} did not fail with MAS's public URL dead: {tail(result, 1500)}")
-            problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
-            problems.check(f"MAS does not answer at its public URL {url}" in (entry["error"] or ""),
-                           f"{what}: error {entry['error']}")
-            problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+        check_stopped_in_preflight(problems, fleet, "hs4", f"MAS does not answer at its public URL {url}",
+                                   "MAS's public URL dead")
         skipped = run(fleet, "advisor", "-e", '{"syn2mas_check_mas_public_url": false}', limit="hs4")
         entry = latest_report(fleet, "advisor")["hosts"]["hs4"]
         problems.check(skipped.rc == 0 and entry["outcome"] in ("ready", "needs attention"),
                        f"advisor with the check skipped: {entry['outcome']} {entry['findings']['blocking']}")
-        problems.check(not changes(before, snapshot(fleet, ("hs4",))),
-                       f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
+        check_unchanged(problems, fleet, before)
     finally:
         with open(hs.mas_yaml_seen, "w") as handle:
             handle.write(config)

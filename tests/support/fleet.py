@@ -2,20 +2,23 @@
 config dir, databases in one test cluster), their MAS databases, a MAS stand-in per homeserver (MAS
 itself cannot run here: tests/support/mas_stand_in.py) answering where the inventory says MAS is, nginx
 serving each .well-known, and an inventory with the local connection and operator-given start/stop
-commands."""
+commands. With `mas_https`, MAS's public URL (http.public_base) is an HTTPS one on this machine's name, nginx in
+front of the stand-in with a throwaway certificate that the fleet's playbook runs trust (tests/support/tls.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 
 import yaml
 
-from . import homeservers, pgcluster
+from . import homeservers, pgcluster, tls
 from .mas_stand_in import MasStandIn
+from .net import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -23,16 +26,35 @@ PLAYBOOK = os.path.join(ROOT, ".venv", "bin", "ansible-playbook")
 
 
 class Fleet:
-    def __init__(self, names=("hs1", "hs2", "hs3"), versions=None, pg=None):
+    def __init__(self, names=("hs1", "hs2", "hs3"), versions=None, pg=None, mas_https=False):
         self.own_pg = pg is None
         self.pg = pg or pgcluster.start_cluster()
         self.base = tempfile.mkdtemp(prefix="syn2mas-fleet-")
         versions = versions or {}
         self.hosts = {}
+        self.tls = None
+        fronts = []
+        if mas_https:
+            # A name the controller resolves that is not loopback's own (which the advisor's mas_public_base check
+            # warns about, as it does about plain HTTP): this machine's.
+            hostname = socket.gethostname()
+            try:
+                address = socket.gethostbyname(hostname)
+            except OSError as exc:
+                raise RuntimeError(f"MAS's HTTPS public URL is on this machine's name, {hostname!r}, which does not "
+                                   f"resolve here ({exc}): give it an address in /etc/hosts") from exc
+            self.tls = dict(tls.throwaway_certificate(os.path.join(self.base, "tls"), hostname),
+                            hostname=hostname, address=address)
         for n in names:
             extra = {"synapse_version": versions[n]} if n in versions else {}
-            self.hosts[n] = homeservers.Homeserver(self.pg, n, self.base, **extra)
-        self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()))
+            port = free_port() if self.tls else None
+            if port:
+                extra["mas_public_base"] = f"https://{self.tls['hostname']}:{port}/"
+            self.hosts[n] = hs = homeservers.Homeserver(self.pg, n, self.base, **extra)
+            if port:
+                fronts.append({"address": self.tls["address"], "port": port, "certificate": self.tls["certificate"],
+                               "key": self.tls["key"], "upstream": f"http://127.0.0.1:{hs.mas_port}"})
+        self.nginx = homeservers.Nginx(self.base, list(self.hosts.values()), fronts)
         # MAS, answering from before the run (the runbook does not stop Synapse while MAS does not answer).
         self.mas = {n: MasStandIn(hs.mas_yaml, port=hs.mas_port, state_dir=os.path.join(self.base, f"mas-{n}"))
                     for n, hs in self.hosts.items()}
@@ -98,6 +120,8 @@ class Fleet:
         cmd = [PLAYBOOK, "-i", self.inventory, os.path.join(ROOT, "playbooks", name), *args]
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_PIPELINING="1",
                    PATH=os.path.dirname(VENV_PYTHON) + os.pathsep + os.environ.get("PATH", ""))
+        if self.tls:  # the controller trusts the throwaway CA of MAS's public URL, for these runs only
+            env["SSL_CERT_FILE"] = self.tls["ca"]
         return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
     def teardown(self) -> None:

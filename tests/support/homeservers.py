@@ -173,6 +173,13 @@ class Homeserver(SynapseClient):
     # Where MAS's stand-in answers (tests/support/fleet.py): its config's public_base, which clients (and the
     # runbook's controller) reach; the issuer stays the https one .well-known publishes.
     mas_port: int = field(default_factory=free_port)
+    # The databases, when given (the runbook bench's generated one); else synapse_<name> and mas_<name>, which
+    # create() makes.
+    synapse_db: str = ""
+    mas_db: str = ""
+    # MAS's http.public_base when given (the demo's HTTPS URL, nginx in front of the stand-in); else where the
+    # stand-in answers, plain HTTP on loopback (which the advisor's mas_public_base check warns about).
+    mas_public_base: str = ""
 
     def __post_init__(self):
         self.server_name = f"{self.name}.test"
@@ -184,8 +191,8 @@ class Homeserver(SynapseClient):
         self.pid_file = os.path.join(self.dir, "homeserver.pid")
         self.log_file = os.path.join(self.dir, "homeserver.log")
         self.well_known = os.path.join(self.webroot, ".well-known", "matrix", "client")
-        self.synapse_db = f"synapse_{self.name}"
-        self.mas_db = f"mas_{self.name}"
+        self.synapse_db = self.synapse_db or f"synapse_{self.name}"
+        self.mas_db = self.mas_db or f"mas_{self.name}"
         self.python = synapse_schema.synapse_python(self.synapse_version)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.well_known_url = f"http://127.0.0.1:{self.web_port}/.well-known/matrix/client"
@@ -207,38 +214,53 @@ class Homeserver(SynapseClient):
             json.dump({"m.homeserver": {"base_url": f"https://matrix.{self.server_name}"},
                        "m.identity_server": {"base_url": "https://vector.im"},
                        "io.element.e2ee": {"default": True}}, handle, indent=2)
+        self.generate_keys()
+
+    def generate_keys(self) -> None:
+        """Synapse's signing key, at the path homeserver.yaml names."""
         subprocess.run([self.python, "-m", "synapse.app.homeserver", "-c", self.homeserver_yaml, "--generate-keys"],
                        check=True, capture_output=True, cwd=self.dir)
 
-    def write_configs(self) -> None:
+    def runnable_settings(self) -> dict:
+        """What homeserver.yaml needs for Synapse to run here as this homeserver: its pid file, its loopback
+        listener, its log (the log config written beside it), media store, signing key and secrets. The rest
+        (server name, database, authentication) is the config's own."""
+        for d in (self.confdir, os.path.join(self.dir, "media")):
+            os.makedirs(d, exist_ok=True)
         log_config = os.path.join(self.confdir, "log.yaml")
         with open(log_config, "w") as handle:
             yaml.safe_dump(file_log_config(self.log_file), handle)
-        homeserver = {
-            "server_name": self.server_name,
-            "public_baseurl": f"https://matrix.{self.server_name}/",
+        return {
             "pid_file": self.pid_file,
             "listeners": [{"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http", "tls": False,
                            "x_forwarded": False, "resources": [{"names": ["client"], "compress": False}]}],
-            "database": {"name": "psycopg2", "args": {
-                "user": "postgres", "password": DB_PASSWORD, "dbname": self.synapse_db, "host": self.pg.sockdir,
-                "port": self.pg.port, "cp_min": 1, "cp_max": 3}},
             "log_config": log_config,
             "media_store_path": os.path.join(self.dir, "media"),
             "signing_key_path": os.path.join(self.confdir, "signing.key"),
-            "registration_shared_secret": self.registration_secret,
             "macaroon_secret_key": f"macaroon-{self.name}-Jj42",
             "form_secret": f"form-{self.name}-Uu17",
             "report_stats": False,
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
+        }
+
+    def write_configs(self) -> None:
+        homeserver = {
+            "server_name": self.server_name,
+            "public_baseurl": f"https://matrix.{self.server_name}/",
+            **self.runnable_settings(),
+            "database": {"name": "psycopg2", "args": {
+                "user": "postgres", "password": DB_PASSWORD, "dbname": self.synapse_db, "host": self.pg.sockdir,
+                "port": self.pg.port, "cp_min": 1, "cp_max": 3}},
+            "registration_shared_secret": self.registration_secret,
             "enable_registration": False,
             "password_config": {"enabled": True, "pepper": PEPPER},
             **RATE_LIMITS_OFF,
             "oidc_providers": [google_oidc_provider(f"synapse-{self.name}")],
         }
         mas = {
-            "http": {"public_base": f"http://127.0.0.1:{self.mas_port}/", "issuer": f"https://auth.{self.server_name}/"},
+            "http": {"public_base": self.mas_public_base or f"http://127.0.0.1:{self.mas_port}/",
+                     "issuer": f"https://auth.{self.server_name}/"},
             "database": {"host": self.pg.sockdir, "port": self.pg.port, "username": "postgres",
                          "password": DB_PASSWORD, "database": self.mas_db},
             "matrix": {"homeserver": self.server_name, "endpoint": "http://localhost:8008/"},
@@ -306,9 +328,11 @@ class Homeserver(SynapseClient):
 
 
 class Nginx:
-    """Debian's nginx on loopback, one server block per homeserver serving its web root."""
+    """Debian's nginx on loopback, one server block per homeserver serving its web root; and, when given, TLS
+    servers in front of other local servers (`tls_fronts`: each a dict of address, port, certificate, key and
+    the upstream URL it passes every request to)."""
 
-    def __init__(self, basedir: str, homeservers: list):
+    def __init__(self, basedir: str, homeservers: list, tls_fronts: tuple = ()):
         self.prefix = os.path.join(basedir, "nginx")
         os.makedirs(os.path.join(self.prefix, "logs"), exist_ok=True)
         self.conf = os.path.join(self.prefix, "nginx.conf")
@@ -318,6 +342,14 @@ class Nginx:
     root {hs.webroot};
     location /.well-known/matrix/ {{ default_type application/json; add_header Access-Control-Allow-Origin *; }}
   }}""" for hs in homeservers)
+        servers += "".join(
+            f"""
+  server {{
+    listen {front['address']}:{front['port']} ssl;
+    ssl_certificate {front['certificate']};
+    ssl_certificate_key {front['key']};
+    location / {{ proxy_pass {front['upstream']}; }}
+  }}""" for front in tls_fronts)
         with open(self.conf, "w") as handle:
             # Under root, the workers would run as nobody and not read the private test directories.
             user = "user root;\n" if os.geteuid() == 0 else ""

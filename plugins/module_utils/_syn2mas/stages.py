@@ -129,6 +129,21 @@ USER_SKIP = (
     ("u.appservice_id IS NOT NULL", SKIP_APPSERVICE),
 )
 
+
+def _threepids(medium: str) -> dict:
+    """The emails and the other third-party ids are one read of user_threepids, split by `medium` (SQL on
+    t.medium), with the same skips: a deactivated user's are left behind (MAS drops them), and so is an
+    address too long for MAS's index."""
+    return {
+        "source_table": "user_threepids",
+        "source": f"FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE {medium}",
+        "skip": USER_SKIP + (
+            ("u.deactivated <> 0", SKIP_DEACTIVATED_THREEPID),
+            (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
+        ),
+    }
+
+
 # Refresh tokens: the access token of a refresh token is the first one pointing at it; a pair
 # is obsolete once it was refreshed and the successor's access token has been used.
 TOKEN_FROM = f"""
@@ -262,12 +277,7 @@ STAGES = (
         },
     ),
     Stage(
-        name="emails", table="user_emails", source_table="user_threepids",
-        source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium = 'email'",
-        skip=USER_SKIP + (
-            ("u.deactivated <> 0", SKIP_DEACTIVATED_THREEPID),
-            (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
-        ),
+        name="emails", table="user_emails", **_threepids("t.medium = 'email'"),
         example="t.user_id || ' ' || t.address",
         columns={
             "user_email_id": _ulid(ADDED_MS, "e", "t.address"),
@@ -280,12 +290,7 @@ STAGES = (
                               _out_of_range("t.validated_at"))),
     ),
     Stage(
-        name="other_threepids", table="user_unsupported_third_party_ids", source_table="user_threepids",
-        source="FROM user_threepids t\nLEFT JOIN users u ON u.name = t.user_id\nWHERE t.medium <> 'email'",
-        skip=USER_SKIP + (
-            ("u.deactivated <> 0", SKIP_DEACTIVATED_THREEPID),
-            (f"octet_length(t.address) > {MAX_INDEXED_BYTES}", SKIP_TOO_LONG),
-        ),
+        name="other_threepids", table="user_unsupported_third_party_ids", **_threepids("t.medium <> 'email'"),
         example="t.user_id || ' ' || t.medium || ':' || t.address",
         columns={
             "user_id": USER_ID,
