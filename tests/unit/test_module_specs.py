@@ -87,3 +87,9 @@ def test_the_state_path_is_spelled_out_only_in_the_library_and_the_modules_docum
                 if count:
                     found[os.path.relpath(path, ROOT)] = count
     assert found == allowed
+
+
+def test_the_phases_documented_are_the_librarys():
+    from _syn2mas import phase_record
+
+    assert documented_option("syn2mas_phase", "phase")["choices"] == list(phase_record.MARKS)
