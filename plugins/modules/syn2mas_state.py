@@ -70,7 +70,7 @@ EXAMPLES = r"""
   register: migration_state
 
 - name: Record the import (refused if users already logged in through MAS after an earlier import)
-  matrix.syn2mas.syn2mas_state: {}
+  matrix.syn2mas.syn2mas_state:
     state: migrated
     mas_config: [/etc/mas/config.yaml]
     details:
