@@ -66,8 +66,7 @@ author:
 
 EXAMPLES = r"""
 - name: Where does this host stand?
-  matrix.syn2mas.syn2mas_state:
-    path: /var/lib/syn2mas/state.json
+  matrix.syn2mas.syn2mas_state: {}
   register: migration_state
 
 - name: Record the import (refused if users already logged in through MAS after an earlier import)
@@ -117,7 +116,8 @@ try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.probe import database_targets
 except ImportError:  # pragma: no cover
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
-    DEFAULT_STATE_FILE, STATES = "/var/lib/syn2mas/state.json", ("legacy", "migrated", "delegated")
+    # The module only reports the missing library: the default path is the library's alone.
+    DEFAULT_STATE_FILE, STATES = None, ("legacy", "migrated", "delegated")
 else:
     LIBRARY_IMPORT_ERROR = None
     DEFAULT_STATE_FILE, STATES = _state_record.DEFAULT_STATE_FILE, _state_record.STATES

@@ -69,3 +69,27 @@ def test_controller_requirements_are_ranges_holding_the_tested_versions():
         requires = yaml.safe_load(handle)["requires_ansible"]
     assert requires.startswith(">=") and ranges["ansible-core"].specifier.contains(requires[2:])
     assert not ranges["ansible-core"].specifier.contains("2.15.13")
+
+
+def test_the_state_path_is_spelled_out_only_in_the_library_and_the_modules_documentation():
+    """The roles and playbooks leave the default to syn2mas_state, whose default is the library's constant."""
+    allowed = {os.path.join("plugins", "module_utils", "_syn2mas", "state_record.py"): 1,  # the constant
+               os.path.join("plugins", "modules", "syn2mas_state.py"): 1}  # its documented default
+    found = {}
+    for top in ("roles", "playbooks", "plugins", "meta"):
+        for folder, _dirs, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    count = open(path, encoding="utf-8").read().count(state_record.DEFAULT_STATE_FILE)
+                except (UnicodeDecodeError, OSError):
+                    continue
+                if count:
+                    found[os.path.relpath(path, ROOT)] = count
+    assert found == allowed
+
+
+def test_the_phases_documented_are_the_librarys():
+    from _syn2mas import phase_record
+
+    assert documented_option("syn2mas_phase", "phase")["choices"] == list(phase_record.MARKS)
