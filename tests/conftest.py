@@ -28,7 +28,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     tiers = {}
     for item in items:
-        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT))
+        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT), getattr(item, "originalname", item.name))
         own = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
         if own:
             raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(own)} in its file: tiers are assigned "
