@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from tests.support import pgcluster, synapse_schema  # noqa: E402
 from tests.support.pgcluster import new_db_name  # noqa: E402
-from tests.support.tiers import TIERS, check_tiers, tier_of  # noqa: E402
+from tests.support.tiers import LONGEST_FIRST, TIERS, check_tiers, tier_of  # noqa: E402
 
 
 def pytest_configure(config):
@@ -35,10 +35,17 @@ def pytest_collection_modifyitems(config, items):
                                     "in tests/support/tiers.py only")
         item.add_marker(getattr(pytest.mark, tier))
         tiers[item] = tier
-    # The longest tiers first (a file's tests keep their order), so that with pytest-xdist the workers take
-    # the end-to-end files at the start and the short ones fill in at the end.
+    # The longest tiers first, and in a tier the longest files first (a file's tests keep their order), so
+    # that with pytest-xdist the workers take the end-to-end files at the start and the short ones fill in at
+    # the end (scripts/test.sh keeps this order: --no-loadscope-reorder).
     order = list(reversed(TIERS))
-    items.sort(key=lambda item: order.index(tiers[item]))
+
+    def rank(item):
+        rel = os.path.relpath(str(item.path), os.path.join(ROOT, "tests")).replace(os.sep, "/")
+        return (order.index(tiers[item]),
+                LONGEST_FIRST.index(rel) if rel in LONGEST_FIRST else len(LONGEST_FIRST))
+
+    items.sort(key=rank)
 
 
 # pytest-xdist: the tests of one group (tiers.tier_of) go to one worker, in order: a file's tests share module

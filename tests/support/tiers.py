@@ -107,17 +107,23 @@ FAST_TIERS = ("unit", "database")
 SLOW_CALLS = {"bulk_homeserver": "faults", "start_slow_autovacuum": "faults", "run_tasks": "playbook",
               "ansible-playbook": "playbook"}
 
-# Files run on one pytest-xdist worker, one after the other (every other file is a group of its own):
-# those that create system users and groups (useradd/groupadd lock /etc/passwd: two at once fail), and
-# the heavy end-to-end files (fleets of Synapse servers, sshd, nginx, molecule), so that two of them
-# never compete for the cores while the other worker runs the rest of the suite beside them.
+# Files run on one pytest-xdist worker, one after the other (every other file is a group of its own): those
+# that create system users and groups (useradd/groupadd lock /etc/passwd: two at once fail). Every other file,
+# the heavy end-to-end ones included, takes the next free worker, so that the two workers finish together.
 SERIAL_FILES = frozenset({
     "integration/test_fleet_ssh.py",
     "integration/test_config_edit_on_host.py",
+})
+
+# The longest files, longest first (measured, see README): the workers start with them and the short files fill
+# in at the end (tests/conftest.py orders the run by tier, then by this list).
+LONGEST_FIRST = (
+    "integration/test_fleet_ssh.py",
     "integration/test_runbook_e2e.py",
     "integration/test_reverse_proxy_e2e.py",
-    "integration/test_molecule.py",
-})
+    "integration/test_bench_runbook.py",
+    "integration/test_runtime_discovery.py",
+)
 
 
 def _relative(path: str) -> str:
@@ -186,6 +192,7 @@ def check_tiers(tests_dir: str) -> list:
                  if tier not in TIERS]
     problems += [f"{rel} is in SERIAL_FILES but not in FILES" for rel in sorted(SERIAL_FILES)
                  if rel not in FILES]
+    problems += [f"{rel} is in LONGEST_FIRST but not in FILES" for rel in LONGEST_FIRST if rel not in FILES]
     functions = {}
     for rel in sorted(on_disk & (set(FILES) | {key.split("::")[0] for key in TESTS})):
         with open(os.path.join(tests_dir, rel)) as handle:
