@@ -133,3 +133,26 @@ def make_env(pg, tmp_path):
 def env(make_env):
     """One migration environment on the newest Synapse schema and MAS 1.22."""
     return make_env()
+
+
+@pytest.fixture(scope="module")
+def shared_databases(pg, tmp_path_factory):
+    """A Synapse database (newest schema) and a MAS 1.22 database with its providers' rows, shared by the tests
+    of one file that leave both as they were and prove it (each compares both before and after): each then
+    finds them as fresh, without the two copies of the templates a fresh environment costs."""
+    synapse_name, mas_name = new_db_name("synapse"), new_db_name("mas")
+    pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
+    pg.create_database(mas_name, template=mas_schema.create_template(pg, "own-1.22"))
+    migration_env.MigrationEnv(pg, synapse_name, mas_name, str(tmp_path_factory.mktemp("shared")))
+    yield synapse_name, mas_name
+    pg.drop_database(synapse_name)
+    pg.drop_database(mas_name)
+
+
+@pytest.fixture
+def env_on_shared_databases(pg, tmp_path, shared_databases):
+    """A migration environment with config files of its own over the file's shared databases (shared_databases:
+    only for a test that leaves both databases as they were and checks that it did)."""
+    workdir = tmp_path / "shared-env"
+    workdir.mkdir()
+    return migration_env.MigrationEnv(pg, *shared_databases, str(workdir), insert_providers=False)
