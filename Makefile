@@ -1,16 +1,17 @@
 # Conveniences over the scripts the README documents.
-.PHONY: setup demo test test-fast test-unit test-database test-playbook test-e2e reliability bench bench-runbook
+.PHONY: setup demo test test-fast test-unit test-database test-faults test-playbook test-e2e reliability bench bench-runbook
 setup:
 	bash scripts/setup.sh
 demo:
 	bash scripts/demo.sh
 test:
 	bash scripts/test.sh
-# The inner loop: the unit and database tiers (the library against one PostgreSQL), on both cores.
+# The inner loop: the unit and database tiers (the library against one PostgreSQL, small homeservers; what is
+# fast is the rule in tests/support/tiers.py), on both cores.
 test-fast:
 	bash scripts/test.sh -m "unit or database"
 # One tier (tests/support/tiers.py assigns every test file to one).
-test-unit test-database test-playbook test-e2e:
+test-unit test-database test-faults test-playbook test-e2e:
 	bash scripts/test.sh -m $(patsubst test-%,%,$@)
 # The import's whole reliability suite: every fault at every step (the test run has one of each).
 reliability:

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
 
 from tests.support import pgcluster, synapse_schema  # noqa: E402
 from tests.support.pgcluster import new_db_name  # noqa: E402
-from tests.support.tiers import TIERS, check_tiers, tier_of  # noqa: E402
+from tests.support.tiers import LONGEST_FIRST, TIERS, check_tiers, tier_of  # noqa: E402
 
 
 def pytest_configure(config):
@@ -28,17 +28,24 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     tiers = {}
     for item in items:
-        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT))
+        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT), getattr(item, "originalname", item.name))
         own = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
         if own:
             raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(own)} in its file: tiers are assigned "
                                     "in tests/support/tiers.py only")
         item.add_marker(getattr(pytest.mark, tier))
         tiers[item] = tier
-    # The longest tiers first (a file's tests keep their order), so that with pytest-xdist the workers take
-    # the end-to-end files at the start and the short ones fill in at the end.
+    # The longest tiers first, and in a tier the longest files first (a file's tests keep their order), so
+    # that with pytest-xdist the workers take the end-to-end files at the start and the short ones fill in at
+    # the end (scripts/test.sh keeps this order: --no-loadscope-reorder).
     order = list(reversed(TIERS))
-    items.sort(key=lambda item: order.index(tiers[item]))
+
+    def rank(item):
+        rel = os.path.relpath(str(item.path), os.path.join(ROOT, "tests")).replace(os.sep, "/")
+        return (order.index(tiers[item]),
+                LONGEST_FIRST.index(rel) if rel in LONGEST_FIRST else len(LONGEST_FIRST))
+
+    items.sort(key=rank)
 
 
 # pytest-xdist: the tests of one group (tiers.tier_of) go to one worker, in order: a file's tests share module
@@ -126,3 +133,26 @@ def make_env(pg, tmp_path):
 def env(make_env):
     """One migration environment on the newest Synapse schema and MAS 1.22."""
     return make_env()
+
+
+@pytest.fixture(scope="module")
+def shared_databases(pg, tmp_path_factory):
+    """A Synapse database (newest schema) and a MAS 1.22 database with its providers' rows, shared by the tests
+    of one file that leave both as they were and prove it (each compares both before and after): each then
+    finds them as fresh, without the two copies of the templates a fresh environment costs."""
+    synapse_name, mas_name = new_db_name("synapse"), new_db_name("mas")
+    pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
+    pg.create_database(mas_name, template=mas_schema.create_template(pg, "own-1.22"))
+    migration_env.MigrationEnv(pg, synapse_name, mas_name, str(tmp_path_factory.mktemp("shared")))
+    yield synapse_name, mas_name
+    pg.drop_database(synapse_name)
+    pg.drop_database(mas_name)
+
+
+@pytest.fixture
+def env_on_shared_databases(pg, tmp_path, shared_databases):
+    """A migration environment with config files of its own over the file's shared databases (shared_databases:
+    only for a test that leaves both databases as they were and checks that it did)."""
+    workdir = tmp_path / "shared-env"
+    workdir.mkdir()
+    return migration_env.MigrationEnv(pg, *shared_databases, str(workdir), insert_providers=False)

@@ -17,9 +17,9 @@ import pytest
 
 from tests.support.import_load import wait_until_no_importer
 from tests.support.pgcluster import wait_for
+from tests.support.reliability import cases
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FULL = os.environ.get("SYN2MAS_RELIABILITY") == "full"
 
 STAGES = ["users", "passwords", "emails", "other_threepids", "upstream_links", "device_sessions",
           "deviceless_sessions", "access_tokens", "refresh_tokens"]
@@ -87,9 +87,7 @@ def run_with_session_ended_at_the_commit(env, dbname):
     return proc, out, err
 
 
-@pytest.mark.parametrize("point", [
-    pytest.param(p, marks=() if FULL or p in IN_THE_TEST_RUN else pytest.mark.skip("in `make reliability` only"))
-    for p in POINTS])
+@pytest.mark.parametrize("point", cases(POINTS, IN_THE_TEST_RUN))
 def test_kill_9_at_any_point_leaves_both_databases_as_they_were_and_the_next_run_imports(env, point):
     every_stage_homeserver(env)
     mas_before, synapse_before = env.mas_dump(), env.synapse_dump()

@@ -29,11 +29,10 @@ from tests.support import synapse_data
 from tests.support.import_load import bulk_homeserver, wait_until_no_importer
 from tests.support.ansible_run import run_tasks
 from tests.support.pgcluster import wait_for
+from tests.support.reliability import cases, full_suite_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 UTC = dt.timezone.utc
-full_suite_only = pytest.mark.skipif(os.environ.get("SYN2MAS_RELIABILITY") != "full",
-                                     reason="in the full reliability suite only: make reliability")
 T0 = 1_600_000_000_000  # ms, 2020-09-13
 
 
@@ -482,9 +481,9 @@ MAS_STEPS = {  # where to cut: the MAS statement running at that point
 
 
 # The case (Synapse lost during the rebuild) and MAS lost mid-load run every time.
-EVERY_STEP_AND_SIDE = [pytest.param(step, side, marks=() if (step, side) in (("rebuild", "Synapse"), ("tokens", "MAS"))
-                                    else full_suite_only, id=f"{step}-{side}")
-                       for step in MAS_STEPS for side in ("Synapse", "MAS")]
+EVERY_STEP_AND_SIDE = cases([pytest.param(step, side, id=f"{step}-{side}")
+                             for step in MAS_STEPS for side in ("Synapse", "MAS")],
+                            in_the_test_run={"rebuild-Synapse", "tokens-MAS"})
 
 
 @pytest.mark.parametrize("step, side", EVERY_STEP_AND_SIDE)
@@ -676,8 +675,7 @@ def test_the_import_role_refuses_a_stale_import(env, tmp_path):
 
 # -- signals, special files, unexpected errors, pending registrations ------------------------------
 
-@pytest.mark.parametrize("signame", [pytest.param("SIGINT", marks=full_suite_only), "SIGTERM",
-                                     pytest.param("SIGHUP", marks=full_suite_only)])
+@pytest.mark.parametrize("signame", cases(["SIGINT", "SIGTERM", "SIGHUP"], in_the_test_run={"SIGTERM"}))
 def test_a_signal_mid_import_ends_with_one_line_and_exit_130_and_the_next_run_works(env, signame):
     bulk_homeserver(env, 100_000)
     before = env.mas_dump()

@@ -16,6 +16,8 @@ import subprocess
 import pytest
 import yaml
 
+from tests.support.reliability import cases
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 SECRET = "Report-Secret-8812"
@@ -61,12 +63,10 @@ SOURCES = {
 }
 
 
-FULL = os.environ.get("SYN2MAS_RELIABILITY") == "full"
-CASES = [pytest.param(playbook, source, secret, id=f"{playbook.split('.', maxsplit=1)[0]}-{source}-{sid}",
-                      marks=() if FULL or (source, sid) == ("inventory-mas-uri", "plain")
-                      else pytest.mark.skip("in `make reliability` only"))
-         for playbook in ("migrate.yml", "advisor.yml") for source in SOURCES
-         for secret, sid in ((SECRET, "plain"), (SECRET_WITH_AT, "with-at"))]
+CASES = cases([pytest.param(playbook, source, secret, id=f"{playbook.split('.', maxsplit=1)[0]}-{source}-{sid}")
+               for playbook in ("migrate.yml", "advisor.yml") for source in SOURCES
+               for secret, sid in ((SECRET, "plain"), (SECRET_WITH_AT, "with-at"))],
+              in_the_test_run={"migrate-inventory-mas-uri-plain", "advisor-inventory-mas-uri-plain"})
 
 
 @pytest.mark.parametrize("playbook, source, secret", CASES)

@@ -30,15 +30,19 @@ class MigrationEnv:
     server_name: str = SERVER_NAME
     # MAS upstream providers: synapse_idp_id -> provider id (written to config.yaml and MAS's DB)
     providers: dict = field(default_factory=lambda: {"oidc-google": GOOGLE_ID, "oidc": LEGACY_ID})
+    # False when MAS's database holds the providers' rows already (an environment of its own config files over
+    # databases another environment made).
+    insert_providers: bool = True
 
     def __post_init__(self):
         self.homeserver_yaml = os.path.join(self.workdir, "homeserver.yaml")
         self.mas_yaml = os.path.join(self.workdir, "mas.yaml")
         self.write_configs()
-        conn = self.pg.connect(self.mas_db)
-        for provider_id in self.providers.values():
-            mas_schema.insert_upstream_provider(conn, provider_id)
-        conn.close()
+        if self.insert_providers:
+            conn = self.pg.connect(self.mas_db)
+            for provider_id in self.providers.values():
+                mas_schema.insert_upstream_provider(conn, provider_id)
+            conn.close()
 
     def write_configs(self, synapse_extra: dict | None = None, mas_extra: dict | None = None) -> None:
         synapse = {
