@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -174,3 +175,50 @@ def test_module_failure_message_and_no_secret_in_verbose_output(env, tmp_path):
     assert run.returncode == 2
     assert "@mallory:other.example" in run.stdout
     assert "shared-secret" not in run.stdout + run.stderr
+
+
+def test_the_import_role_in_a_users_play_gives_each_module_its_connection_once(env, tmp_path):
+    """The import role's modules get MAS's and Synapse's connections from the role's module_defaults, whether a
+    user's play runs the role (`roles:`) or one entry point of it (`include_role`). An unset database URI is
+    omitted (each module reads its database from the configs), as in a call without it; a set one reaches them."""
+    homeserver(env)
+    state_file = tmp_path / "state.json"
+    result_file = tmp_path / "result.json"
+    role_vars = {"syn2mas_synapse_config": [env.homeserver_yaml], "syn2mas_mas_config": [env.mas_yaml],
+                 "syn2mas_state_file": str(state_file), "import_require_backup": False}
+    book = tmp_path / "play.yml"
+    book.write_text(yaml.safe_dump([
+        {"name": "A user's play with the role", "hosts": "localhost", "gather_facts": False,
+         "roles": [{"role": "matrix.syn2mas.import", "vars": role_vars}]},
+        {"name": "A user's play with one entry point", "hosts": "localhost", "gather_facts": False, "tasks": [
+            {"name": "Verify the import", "ansible.builtin.include_role": {
+                "name": "matrix.syn2mas.import", "tasks_from": "verify"},
+             "vars": {**role_vars, "import_verify_live": False}},
+            {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ import_result | to_json }}",
+                                                                 "dest": str(result_file)}}]}]))
+
+    def play(*extra):
+        return subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                               "-e", f"ansible_python_interpreter={VENV_PYTHON}", str(book), *extra], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, check=False,
+                              env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+
+    # A MAS database given by URI that does not exist: the first module of the role (the state check) is refused
+    # it, so the URI reached it; nothing was imported and no state was recorded.
+    missing = env.pg.uri("no_such_mas_db", password="Sup3rS3cretPw")
+    run = play("-e", f"syn2mas_mas_database_uri={missing}")
+    assert run.returncode == 2, run.stdout + run.stderr
+    before_failure = run.stdout.split("\nfatal: [localhost]: FAILED!")[0]
+    failed_task = re.findall(r"^TASK \[(.*)\]", before_failure, re.M)[-1]
+    assert failed_task.endswith("Check that the import may run (refused after users logged in through MAS)"), run.stdout
+    assert "cannot connect to the MAS database" in run.stdout and "no_such_mas_db" in run.stdout, run.stdout
+    assert "Sup3rS3cretPw" not in run.stdout + run.stderr
+    assert env.mas("SELECT count(*) FROM users") == [(0,)] and not state_file.exists()
+
+    run = play()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert env.mas("SELECT username FROM users ORDER BY 1") == [("alice",), ("sso",)]
+    assert json.loads(state_file.read_text())["state"] == "migrated"
+    verified = json.loads(result_file.read_text())["verify"]
+    assert verified["ok"] is True and verified["totals"]["missing"] == 0 < verified["totals"]["found"], verified
+    assert env.mas_db in verified["mas_database"], verified["mas_database"]  # the config's, no URI given

@@ -340,12 +340,27 @@ def test_the_import_never_writes_to_synapse(env):
 
 
 def test_synapse_writes_during_the_snapshot_are_blocked_not_lost(env):
-    """A real import locks Synapse's tables in SHARE mode: a late write waits for the snapshot."""
+    """A real import locks Synapse's tables in SHARE mode: a late write waits for the snapshot (one that will not
+    wait is refused). A write still waiting when the import would commit is not lost: the import refuses, naming
+    it, and writes nothing to MAS, and the write then lands in Synapse."""
     bulk_homeserver(env, 60_000)
-    result = {}
+    result, late = {}, {}
 
     def importer():
-        result["r"] = env.run()
+        try:
+            result["r"] = env.run()
+        except RefusedError as exc:
+            result["refused"] = str(exc)
+
+    def patient_writer():
+        conn = env.pg.connect(env.synapse_db)
+        try:
+            conn.cursor().execute("INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 2)")
+            late["written"] = True
+        except psycopg2.Error as exc:
+            late["error"] = exc
+        finally:
+            conn.close()
 
     thread = threading.Thread(target=importer)
     thread.start()
@@ -355,8 +370,16 @@ def test_synapse_writes_during_the_snapshot_are_blocked_not_lost(env):
     with pytest.raises(psycopg2.errors.LockNotAvailable):
         writer.cursor().execute("INSERT INTO users (name, creation_ts) VALUES ('@late:example.test', 1)")
     writer.close()
+    waiting = threading.Thread(target=patient_writer)
+    waiting.start()
     thread.join(timeout=300)
-    assert result["r"]["counts"]["users"]["migrated"] == 60_000
+    waiting.join(timeout=300)
+    assert "r" not in result, result["r"]["counts"]
+    assert "got other clients during the import" in result["refused"] and "(waiting to write)" in result["refused"]
+    assert "nothing was written to MAS" in result["refused"]
+    assert env.mas("SELECT count(*) FROM users") == [(0,)]
+    assert late == {"written": True}, late
+    assert env.pg.execute("SELECT creation_ts FROM users WHERE name = '@late:example.test'", env.synapse_db) == [(2,)]
 
 
 def test_a_synapse_schema_older_than_1_136_is_refused(env):

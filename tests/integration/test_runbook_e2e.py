@@ -20,12 +20,13 @@ import glob
 import hashlib
 import json
 import os
+import re
 
 import pytest
 import yaml
 
 from tests.support import homeservers
-from tests.support.ansible_run import latest_report, recap
+from tests.support.ansible_run import latest_report, recap, shown_diff
 from tests.support.fleet import Fleet, running_fleet
 
 pytestmark = pytest.mark.timeout(1500)
@@ -86,10 +87,16 @@ def mas_counts(fleet: Fleet, hs) -> dict:
     return dict(rows)
 
 
-def assert_back_on_legacy_auth(fleet, hs, config_before: str) -> None:
-    """`hs` after a rollback: its homeserver.yaml as before, its state `legacy`, Synapse healthy, and a password
-    login answered by Synapse itself (that login makes one more device)."""
-    assert open(hs.homeserver_yaml).read() == config_before
+def host_configs(hs) -> dict:
+    """The configuration files a run edits on `hs`: homeserver.yaml, and MAS's config (edited in the preparation,
+    before Synapse stops: a rollback puts both back)."""
+    return {path: open(path, "rb").read() for path in (hs.homeserver_yaml, hs.mas_yaml)}
+
+
+def assert_back_on_legacy_auth(fleet, hs, configs_before: dict) -> None:
+    """`hs` after a rollback: its homeserver.yaml and MAS's config as before, its state `legacy`, Synapse healthy,
+    and a password login answered by Synapse itself (that login makes one more device)."""
+    assert host_configs(hs) == configs_before
     assert host_state(hs) == "legacy"
     assert hs.healthy(), hs.log_tail()
     status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
@@ -104,13 +111,20 @@ def test_1_check_mode_changes_nothing(fleet):
     after = snapshot(fleet)
     assert after == before
     out = run.stdout
-    # Every file diff: homeserver.yaml, MAS's config, .well-known (secrets redacted).
+    # Every file's diff shows the lines that change: homeserver.yaml delegates to MAS, MAS's config accepts
+    # Synapse's bcrypt hashes, .well-known names MAS's issuer (secrets redacted).
     for hs in fleet.hosts.values():
-        assert f"--- before: {hs.homeserver_yaml}" in out or hs.homeserver_yaml in out
-        assert hs.well_known in out
-    assert "+matrix_authentication_service:" in out
-    assert "org.matrix.msc2965.authentication" in out
-    assert "algorithm: bcrypt" in out
+        # (each diff printed on failure: empty when the run showed none)
+        synapse_diff = shown_diff(out, hs.homeserver_yaml)
+        assert re.search(r"^\+matrix_authentication_service:$", synapse_diff, re.M), synapse_diff
+        assert re.search(r"^\+  enabled: true$", synapse_diff, re.M), synapse_diff
+        assert re.search(r"^\+  secret: <redacted>$", synapse_diff, re.M), synapse_diff
+        mas_diff = shown_diff(out, hs.mas_yaml)
+        assert re.search(r"^\+ +algorithm: bcrypt$", mas_diff, re.M), mas_diff
+        well_known_diff = shown_diff(out, hs.well_known)
+        assert re.search(r'^\+ +"org\.matrix\.msc2965\.authentication": \{$', well_known_diff, re.M), well_known_diff
+    for secret in SECRETS:
+        assert secret not in out + run.stderr
     # The import's dry-run counts, from the real (rolled back) import.
     assert out.count("Dry run: users 5, passwords 3") == 3, out
     assert "would stop Synapse" in out
@@ -136,7 +150,7 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
                 f"-U postgres -d postgres -c 'ALTER DATABASE \"{hs2.mas_db}\" RENAME TO \"{hs2.mas_db}_gone\"' "
                 "2>/dev/null || true)")
     fleet.write_inventory({"hs2": {"mas_service_stop_command": sabotage}})
-    hs2_config = open(hs2.homeserver_yaml).read()
+    hs2_configs = host_configs(hs2)  # MAS's config is edited before the failure, homeserver.yaml after it
     hs3_before = snapshot(fleet, ["hs3"])["hs3"]
     try:
         run = fleet.playbook("migrate.yml")
@@ -149,8 +163,8 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     # The later wave (hs3) never started: hs3 is untouched.
     assert "hs3" not in stats or stats["hs3"]["changed"] == 0
     assert snapshot(fleet, ["hs3"])["hs3"] == hs3_before
-    # hs2 is back on a working legacy Synapse with its old config, and logins work.
-    assert open(hs2.homeserver_yaml).read() == hs2_config
+    # hs2 is back on a working legacy Synapse with its old configs (MAS's too), and logins work.
+    assert host_configs(hs2) == hs2_configs
     assert hs2.healthy()
     status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
     assert status == 200, body
@@ -209,7 +223,7 @@ def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
                      "FOR EACH ROW EXECUTE FUNCTION syn2mas_test_plant()", hs2.mas_db)
     try:
         mas_before = fleet.pg.dump(hs2.mas_db)
-        config_before = open(hs2.homeserver_yaml).read()
+        configs_before = host_configs(hs2)
         run = fleet.playbook("migrate.yml", "-l", "hs2")
         mas_after = fleet.pg.dump(hs2.mas_db)
     finally:
@@ -227,7 +241,7 @@ def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
     assert entry["verified"]["verdict"].startswith("MISMATCH:")
     assert mas_after == mas_before
     # Synapse is back on its own authentication, with its configuration as it was, and logins work.
-    assert_back_on_legacy_auth(fleet, hs2, config_before)
+    assert_back_on_legacy_auth(fleet, hs2, configs_before)
 
 
 def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
@@ -241,7 +255,7 @@ def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
     stop = f"if [ -e {hung} ]; then {end_backup} >/dev/null; {hs2.stop_command}; else touch {hung}; sleep 3600; fi"
     timeout = 10
     fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "synapse_service_stop_timeout": timeout}})
-    config_before = open(hs2.homeserver_yaml).read()
+    configs_before = host_configs(hs2)
     backup = fleet.pg.connect(hs2.synapse_db, autocommit=False, application_name="nightly pg_dump")
     try:
         with backup.cursor() as cur:
@@ -265,7 +279,7 @@ def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
     assert "in a transaction for" in entry["error"], entry["error"]
     # Synapse is up again on its legacy authentication, its configuration as it was.
     assert entry["synapse_down"] is False
-    assert_back_on_legacy_auth(fleet, hs2, config_before)
+    assert_back_on_legacy_auth(fleet, hs2, configs_before)
 
 
 def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
@@ -274,7 +288,7 @@ def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
     failed_once = os.path.join(fleet.base, "hs2-stop-failed")
     stop = f"{hs2.stop_command}; if [ ! -e {failed_once} ]; then touch {failed_once}; exit 3; fi"
     fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "syn2mas_hold_down_on_failure": True}})
-    config_before = open(hs2.homeserver_yaml).read()
+    configs_before = host_configs(hs2)
     try:
         run = fleet.playbook("migrate.yml", "-l", "hs2")
     finally:
@@ -289,7 +303,7 @@ def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
     assert entry["synapse_down"] is True and entry["downtime_seconds"] is None
     md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
     assert "| hs2 | failed |" in md and "still down" in md
-    assert open(hs2.homeserver_yaml).read() == config_before
+    assert host_configs(hs2) == configs_before
     assert host_state(hs2) == "legacy"
     # The operator starts it when ready: legacy logins work.
     hs2.start()
@@ -301,8 +315,8 @@ def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
 def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_back(fleet):
     hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
     mas_before = fleet.pg.dump(hs2.mas_db)
-    config_before = open(hs2.homeserver_yaml).read()
-    mas_config_before = open(hs2.mas_yaml, "rb").read()
+    configs_before = host_configs(hs2)
+    mas_config_before = configs_before[hs2.mas_yaml]
     # The window's start of MAS answers its health once, then MAS is down (503); the rollback's start is a
     # healthy MAS again.
     once = os.path.join(fleet.base, "hs2-mas-fails-once")
@@ -324,11 +338,10 @@ def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_ba
     # Rolled back: MAS's database as before the run, Synapse on its own authentication, logins work, and MAS
     # answers again, restarted on its config as it was.
     assert fleet.pg.dump(hs2.mas_db) == mas_before
-    assert open(hs2.homeserver_yaml).read() == config_before
-    assert open(hs2.mas_yaml, "rb").read() == mas_config_before
+    assert host_configs(hs2) == configs_before
     assert mas.running and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
     assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
-    assert_back_on_legacy_auth(fleet, hs2, config_before)
+    assert_back_on_legacy_auth(fleet, hs2, configs_before)
 
 
 def test_2f_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped(fleet):

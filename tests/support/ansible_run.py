@@ -81,3 +81,16 @@ def latest_report(fleet, name: str = "migrate") -> dict:
     assert paths, f"no {name} report in {fleet.report_dir}"
     with open(paths[-1]) as handle:
         return json.load(handle)
+
+
+def shown_diff(out: str, path: str) -> str:
+    """The diff a --diff run showed for the file at `path`: from its `--- before:` line (`--- before: <path>`, or
+    `--- before: (absent)` above `+++ after: <path>` for a new file) to the next task or diff; empty without one."""
+    at = out.find(f"--- before: {path}\n")
+    if at == -1:
+        after = out.find(f"+++ after: {path}\n")
+        if after == -1:
+            return ""  # no diff of it
+        at = out.rfind("--- before:", 0, after)
+    ends = [i for i in (out.find("\nTASK [", at), out.find("\n--- before:", at + 1)) if i != -1]
+    return out[at:min(ends, default=len(out))]
