@@ -299,6 +299,7 @@ def test_04b_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped
             problems.check(entry["outcome"] == "preflight failed", f"{what}: outcome {entry['outcome']}")
             problems.check(f"MAS does not answer at {url}" in (entry["error"] or ""), f"{what}: error {entry['error']}")
             problems.check(entry["phase_seconds"] == [], f"{what}: phases run {entry['phase_seconds']}")
+        problems.check(not hs.mas_service.running, "the run started MAS behind the operator's back")
     finally:
         hs.mas_service.start()
     problems.check(not changes(before, snapshot(fleet, ("hs4",))), f"changed: {changes(before, snapshot(fleet, ('hs4',)))}")
