@@ -312,6 +312,7 @@ def test_04b_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped
         problems.check(any(f"mas_answers: MAS does not answer at {url}" in line for line in entry["findings"]["errors"]),
                        f"the advisor's errors do not name MAS and {url}: {entry['findings']['errors']}")
         check_stopped_in_preflight(problems, fleet, "hs4", f"MAS does not answer at {url}", "MAS down")
+        problems.check(not hs.mas_service.running, "the run started MAS behind the operator's back")
     finally:
         hs.mas_service.start()
     check_unchanged(problems, fleet, before)

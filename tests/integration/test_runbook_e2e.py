@@ -344,31 +344,6 @@ def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_ba
     assert_back_on_legacy_auth(fleet, hs2, configs_before)
 
 
-def test_2f_a_mas_that_does_not_answer_stops_the_host_before_synapse_is_stopped(fleet):
-    """MAS stopped: the advisor names MAS and the URL tried, check mode fails, and the run fails the host in
-    its preflight; Synapse is never stopped (same pid), and its files and both databases are unchanged."""
-    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
-    url = f"{mas.url}/health"
-    before = snapshot(fleet, ["hs2"])
-    mas.stop()
-    try:
-        fleet.playbook("advisor.yml", "-l", "hs2")
-        entry = latest_report(fleet, "advisor")["hosts"]["hs2"]
-        assert entry["outcome"] == "blocked", entry
-        assert any(f"mas_answers: MAS does not answer at {url}" in line for line in entry["findings"]["errors"]), entry
-        for args in (("--check", "--diff"), ()):
-            run = fleet.playbook("migrate.yml", "-l", "hs2", *args)
-            assert run.returncode != 0, run.stdout[-3000:]
-            entry = latest_report(fleet)["hosts"]["hs2"]
-            assert entry["outcome"] == "preflight failed", (args, entry)
-            assert f"MAS does not answer at {url}" in (entry["error"] or ""), (args, entry["error"])
-            assert entry["phase_seconds"] == [], (args, entry["phase_seconds"])
-        assert not mas.running  # the run did not start MAS behind the operator's back
-    finally:
-        mas.start()
-    assert snapshot(fleet, ["hs2"]) == before  # same Synapse pid, files, both databases
-
-
 def test_2g_a_failure_in_the_preparation_restores_mas_and_never_stops_synapse(fleet):
     """MAS's restart on its new config does not become healthy: MAS's config is put back and MAS restarted on
     it; Synapse was never stopped (same pid), and the report says so."""

@@ -198,8 +198,8 @@ def check_tiers(tests_dir: str) -> list:
         with open(os.path.join(tests_dir, rel)) as handle:
             functions[rel] = _test_functions(handle.read())
     for key, tier in sorted(TESTS.items()):
-        rel, _, name = key.partition("::")
-        if rel not in functions or name not in functions[rel]:
+        rel, sep, name = key.partition("::")
+        if not sep or rel not in functions or name not in functions[rel]:
             problems.append(f"{key} is in TESTS but no such test exists")
         elif tier == FILES.get(rel):
             problems.append(f"{key} is in TESTS with its file's own tier {tier!r}")

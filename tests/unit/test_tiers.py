@@ -54,8 +54,8 @@ def test_a_slow_test_in_the_fast_tier_is_named_with_the_tier_it_belongs_to(tmp_p
 
 def test_a_test_given_its_own_tier_must_exist_and_differ_from_its_files(tmp_path, monkeypatch):
     copy_of_the_tests(tmp_path)
-    moved = "integration/test_verify.py::test_module_refuses_data_without_mas_database"
-    assert tiers.tier_of("tests/" + moved.split("::")[0], moved.split("::")[1]) == ("playbook", "integration/test_verify.py")
+    assert tiers.tier_of("tests/integration/test_verify.py", "test_module_refuses_data_without_mas_database") == \
+        ("playbook", "integration/test_verify.py")
     assert tiers.tier_of("tests/integration/test_verify.py", "test_nothing_to_verify_without_an_import")[0] == "database"
     monkeypatch.setitem(tiers.TESTS, "integration/test_verify.py::test_gone", "faults")
     monkeypatch.setitem(tiers.TESTS, "integration/test_verify.py::test_nothing_to_verify_without_an_import", "database")
