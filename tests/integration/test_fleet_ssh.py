@@ -45,7 +45,7 @@ import pytest
 from _syn2mas.config import parse_provider_id
 
 from tests.support import homeservers
-from tests.support.ansible_run import latest_report, recap
+from tests.support.ansible_run import latest_report, recap, shown_diff
 from tests.support.ssh_fleet import ADMIN_USER, CONTROLLER_VENV, DEBIAN_PYTHON, DEFAULT_SPECS, PRISTINE, SshFleet
 
 pytestmark = pytest.mark.timeout(1800)
@@ -263,12 +263,20 @@ def test_03_check_mode_changes_nothing(fleet):
     for name in MIGRATING:
         hs = fleet.hosts[name]
         # Where Synapse's change goes: homeserver.yaml in place, or the conf.d override file.
+        # Each diff shows the lines that change (an empty one: the run showed no diff of that file).
         target = hs.homeserver_yaml if hs.spec.in_place else hs.override_path
-        problems.check(target in out, f"{name}: no diff of {target}")
-        problems.check(hs.well_known in out, f"{name}: no diff of {hs.well_known}")
+        synapse_diff = shown_diff(out, target)
+        problems.check(re.search(r"^\+matrix_authentication_service:$", synapse_diff, re.M)
+                       and re.search(r"^\+  enabled: true$", synapse_diff, re.M),
+                       f"{name}: the diff of {target} does not delegate to MAS: {synapse_diff[:600]!r}")
+        well_known_diff = shown_diff(out, hs.well_known)
+        problems.check(re.search(r'^\+ +"org\.matrix\.msc2965\.authentication": \{$', well_known_diff, re.M),
+                       f"{name}: the diff of {hs.well_known} does not add MAS's issuer: {well_known_diff[:600]!r}")
         # MAS's generated default (localhost:8008) is judged as the run would rewrite it.
         if not hs.spec.sso:
-            problems.check(f"homeserver: {hs.server_name}" in out, f"{name}: no diff of MAS's matrix.homeserver")
+            mas_diff = shown_diff(out, hs.mas_yaml)
+            problems.check(re.search(rf"^\+ +homeserver: {re.escape(hs.server_name)}$", mas_diff, re.M),
+                           f"{name}: the diff of {hs.mas_yaml} does not set matrix.homeserver: {mas_diff[:600]!r}")
     problems.check(out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1,
                    "hs1: no dry-run counts")
     # hs1's MAS is on its own host: its config's diff is shown, mas-cli ran there with --dry-run only.

@@ -983,13 +983,20 @@ class SshFleet:
         have left it down). With `restore` (before the migration), a host whose configs or web root
         differ from their state before any run, or whose Synapse cannot start, first gets them back
         (keep_pristine) and loses its state record: the operator's own way back to legacy.
-        Returns the hosts whose Synapse still cannot be started, and why."""
-        done, broken = [], []
+        Returns what the next step must fail on: the hosts whose Synapse still cannot be started, and
+        why, and (with `restore`) the files an earlier step left changed, which no step before the
+        migration may do (each either changes nothing or is rolled back)."""
+        done, broken, left_changed = [], [], []
         for hs in self.hosts.values():
-            if restore and hs.files(PRISTINE) != self.pristine[hs.name]:
-                hs.stop()
-                self._restore_pristine(hs)
-                done.append(f"{hs.name}: configs restored as before any run")
+            if restore:
+                now, pristine = hs.files(PRISTINE), self.pristine[hs.name]
+                changed = sorted(p for p in set(now) | set(pristine) if now.get(p) != pristine.get(p))
+                if changed:
+                    left_changed.append(f"{hs.name}: an earlier step left files changed: {changed} "
+                                        "(restored as before any run)")
+                    hs.stop()
+                    self._restore_pristine(hs)
+                    done.append(f"{hs.name}: configs restored as before any run")
             if hs.healthy() and (not hs.spec.worker or hs.worker_healthy()):
                 continue
             try:
@@ -1007,7 +1014,7 @@ class SshFleet:
                     broken.append(str(again))
         if done or broken:
             print("\nheal: " + "; ".join(done + broken), file=sys.stderr)
-        return [f"left unstartable by an earlier step: {why}" for why in broken]
+        return [f"left unstartable by an earlier step: {why}" for why in broken] + left_changed
 
     # -- the inventory and the playbooks -----------------------------------------------------------
 
