@@ -55,8 +55,8 @@ def record(facts: dict, now: float, phase=None, outcome=None, error=None, error_
         out[RUN_FACTS["error"]] = error
     notes = [note for note in error_notes or () if note]
     if notes:
-        out[RUN_FACTS["error"]] = "; ".join([out.get(RUN_FACTS["error"], facts.get(RUN_FACTS["error"])) or ""]
-                                            + notes).lstrip("; ")
+        error_so_far = out.get(RUN_FACTS["error"], facts.get(RUN_FACTS["error"]))
+        out[RUN_FACTS["error"]] = "; ".join(part for part in [error_so_far, *notes] if part)
     if rolled_back is not None:
         out[RUN_FACTS["rolled_back"]] = bool(rolled_back)
     if phase is not None and not (phase == ROLLBACK and not stopped):
