@@ -231,10 +231,12 @@ def run_import(homeserver: str, mas: str, workdir: str, dry_run: bool) -> dict:
         "loadavg_after": run["loadavg_after"],
         "stage_seconds": stages,
         # Before the first stage: configs, locks, checks, and one count query per stage.
-        # Synapse's side of verify, read during the rebuild: what the rebuild did not cover comes after it.
+        # Verify's record: Synapse's fingerprint (and a dry run's cross-check) read during the rebuild, what
+        # the rebuild and the digests did not cover coming after them; the digests of the rows written.
         "verify_record_seconds": result.get("verify_record_seconds"),
         "before_stages_seconds": round(duration - stage_sum - stages.get("rebuild", 0.0)
-                                       - (result.get("verify_record_seconds") or {}).get("after_rebuild", 0.0), 3),
+                                       - (result.get("verify_record_seconds") or {}).get("after_rebuild", 0.0)
+                                       - (result.get("verify_record_seconds") or {}).get("written", 0.0), 3),
         # The subprocess's start-up (Python, imports) and exit.
         "startup_seconds": round(run["wall_seconds"] - duration, 3),
         "migrated": {name: entry["migrated"] for name, entry in counts.items()},
@@ -719,8 +721,10 @@ def format_table(record: dict) -> str:
                  f"{_fmt_ratio(record['ratios']['import_rebuild_over_floor_build']):>10}")
     record_side = imp.get("verify_record_seconds")
     if record_side:
+        if "written" in record_side:
+            lines.append(f"{'  digests of the rows written':<34}{'':>11}{'':>8}{record_side['written']:>10.2f}")
         lines.append(f"{'  verify record after the rebuild':<34}{'':>11}{'':>8}{record_side['after_rebuild']:>10.2f}"
-                     f"   (Synapse's side of verify: {record_side['total']:.2f} s, from the rebuild's start)")
+                     f"   (Synapse's fingerprint: {record_side['total']:.2f} s, from the rebuild's start)")
     lines.append(f"{'  before the stages (checks, counts)':<34}{'':>11}{'':>8}{imp['before_stages_seconds']:>10.2f}")
     lines.append(f"{'  process start-up and exit':<34}{'':>11}{'':>8}{imp['startup_seconds']:>10.2f}")
     lines.append("-" * len(head))

@@ -118,8 +118,8 @@ data:
     C(missing), C(different), C(unexpected), C(changed_in_synapse), C(changed_in_mas), C(added_in_mas),
     C(skipped) (reason to count), C(examples) (per kind, each naming the user, device or token and, for a
     different row, its columns), C(columns) (the compared columns), C(remembered) (whether the import
-    recorded what it wrote) and C(expected_from) (C(import) when Synapse's side is the one the import recorded
-    from its snapshot, Synapse being unchanged since, else C(synapse), read again); C(totals); C(schema) (the
+    recorded what it wrote) and C(expected_from) (C(import) when MAS is compared with the digests the import
+    recorded of the rows it wrote, Synapse being unchanged since, else C(synapse), read again); C(totals); C(schema) (the
     rebuilt constraints and indexes checked, C(problems));
     C(marker) (whether the import's marker is as written, C(problems)); C(notes) (what this verification cannot
     tell apart); C(damaged) (the entities with anything missing, different or unexpected, plus C(schema) or

@@ -209,10 +209,10 @@ def test_both_digests_agree_on_a_clean_import(env):
         mas.close()
 
 
-def test_synapse_side_recorded_by_the_import_stands_in_only_while_synapse_is_unchanged(env):
-    """The import records Synapse's side of the comparison from its own snapshot: it is what Synapse
-    says now, verify uses it while Synapse's tables are unchanged, and reads Synapse for an entity
-    whose totals differ (damage, then named as before) or once Synapse changed."""
+def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_unchanged(env):
+    """The import records the digests of the rows it wrote, in its transaction: they are what Synapse's
+    side recomputed now gives, verify compares MAS with them while Synapse's tables are unchanged, and
+    reads Synapse for an entity whose totals differ (damage, then named as before) or once Synapse changed."""
     from _syn2mas import verify as v
     from _syn2mas.mas_schema import detect
     from _syn2mas.mas_writer import read_marker
