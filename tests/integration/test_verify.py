@@ -236,6 +236,13 @@ def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_un
     assert {e["expected_from"] for e in result["entities"].values()} == {"import"}
     for name, entity in result["entities"].items():
         assert entity["expected"] == entity["found"] == recorded["stages"][name]["rows"], name
+    # Asked to, verify recomputes every entity from Synapse itself, with the same figures.
+    run = verify_cli(env, "--recomputeFromSynapse", "--output", "json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    audit = json.loads(run.stdout)
+    assert {e["expected_from"] for e in audit["entities"].values()} == {"synapse"}
+    assert ({n: (e["expected"], e["found"]) for n, e in audit["entities"].items()}
+            == {n: (e["expected"], e["found"]) for n, e in result["entities"].items()})
 
     username = env.mas("SELECT min(username) FROM users")[0][0]
     env.mas("UPDATE users SET can_request_admin = NOT can_request_admin WHERE username = %s", (username,))

@@ -161,6 +161,9 @@ class VerifyOptions(ConfigSources):
     # How long any one read waits for a lock held by another session (a VACUUM FULL, a running
     # import, an admin's LOCK TABLE) before verify gives up naming it: a bounded wait on each side.
     lock_wait_seconds: float = 10
+    # Read Synapse's side again even while Synapse is as the import read it, instead of comparing MAS with
+    # the digests the import took of what it wrote: the proof against Synapse itself, for an audit.
+    recompute: bool = False
 
 
 @dataclass
@@ -923,7 +926,8 @@ def _run_verify(options: VerifyOptions) -> dict:
         params["synapse_changed_xid"] = -1 if synapse_unchanged else params["import_xid"]
         # What the import wrote stands for Synapse's side while Synapse is as the import read it.
         totals = marker.get("expected") or {}
-        recorded = (totals.get("stages") or {}) if synapse_unchanged and totals.get("row_hash") == row_hash else {}
+        recorded = ((totals.get("stages") or {}) if synapse_unchanged and totals.get("row_hash") == row_hash
+                    and not options.recompute else {})
         entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options,
                                   recorded.get(stage.name))
                     for index, stage in enumerate(STAGES)]
