@@ -32,7 +32,8 @@ from .config import ConfigSources, load_mas_config, load_synapse_config, provide
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
-from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marker, run_pipe, tables_with_data
+from .mas_writer import (MasWriter, existing_providers, StatusRowPipe, read_marker, row_rewriters, run_pipe,
+                         tables_with_data)
 from .stages import STAGES, stage_params
 from .synapse_reader import SynapseReader
 from .advisor.facts import MasDbFacts, mas_session_clients, synapse_session_facts
@@ -461,6 +462,8 @@ def _check_before_import(run: _Run, options: ImportOptions, facts, reader: Synap
     refuse(facts, "mas_running")
     facts.mas_db.filled = tables_with_data(writer.conn)
     refuse(facts, "mas_not_empty")
+    facts.mas_db.rewriters = row_rewriters(writer.conn)
+    refuse(facts, "mas_row_rewriters")  # the rows written would not be the rows verify's record digests
     writer.check_privileges()
     reader.check_privileges(lock=not options.dry_run)
 
