@@ -409,7 +409,7 @@ def mas_trigger_disabled(c):
     """The same trigger, disabled (as the remedy says), and one on a table the import does not write."""
     _flip_admin_trigger(c)
     c.sql_mas("ALTER TABLE users DISABLE TRIGGER flip_admin")
-    c.sql_mas("CREATE TRIGGER flip_job BEFORE INSERT ON queue_jobs FOR EACH ROW EXECUTE FUNCTION flip_admin()")
+    c.sql_mas("CREATE TRIGGER flip_job BEFORE INSERT ON _sqlx_migrations FOR EACH ROW EXECUTE FUNCTION flip_admin()")
 
 
 @fresh
