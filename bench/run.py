@@ -679,6 +679,11 @@ def summarize(record: dict) -> None:
         "import_copy_over_floor_copy": _ratio(sum(e["import_seconds"] for e in entities), floor["copy_seconds"]),
         "import_rebuild_over_floor_build": _ratio(imp["stage_seconds"].get("rebuild", 0.0), floor["build_seconds"]),
         "dry_run_over_import": _ratio(dry["wall_seconds"], imp["wall_seconds"]),
+        # The dry run as the rehearsal it is for the window: less the wait for its cross-check against
+        # Synapse, which the real import does not make (README.md, "Verifying the import").
+        "dry_run_rehearsal_over_import": _ratio(
+            dry["wall_seconds"] - ((dry.get("verify_record_seconds") or {}).get("after_rebuild") or 0.0),
+            imp["wall_seconds"]),
     }
 
 
@@ -780,9 +785,11 @@ def check_targets(records: list) -> list:
         checks.append((f"peak RSS grows no faster than the users ({sizes[0]:,} -> {sizes[-1]:,}: "
                        f"x{sizes[-1] / sizes[0]:g})", f"x{growth:.2f}", growth <= sizes[-1] / sizes[0]))
     for n in sizes:
-        deviation = abs(by_n[n]["ratios"]["dry_run_over_import"] - 1)
-        checks.append((f"dry run within {TARGET_DRY_RUN_DEVIATION:.0%} of the import at {n:,}",
-                       f"{by_n[n]['ratios']['dry_run_over_import']:.2f}x", deviation <= TARGET_DRY_RUN_DEVIATION))
+        ratios = by_n[n]["ratios"]
+        rehearsal = ratios.get("dry_run_rehearsal_over_import") or ratios["dry_run_over_import"]
+        checks.append((f"dry run within {TARGET_DRY_RUN_DEVIATION:.0%} of the import at {n:,} (less its cross-check's "
+                       f"wait; all of it: {ratios['dry_run_over_import']:.2f}x)", f"{rehearsal:.2f}x",
+                       abs(rehearsal - 1) <= TARGET_DRY_RUN_DEVIATION))
     for n in sizes:
         if by_n[n].get("verify"):
             ratio = by_n[n]["verify"]["wall_seconds"] / by_n[n]["import"]["wall_seconds"]

@@ -160,8 +160,8 @@ predicted_window_seconds:
   description:
     - The downtime window (Synapse stopped until healthy and delegating) a real run would take, predicted by a
       dry run as the sum of its own duration (it does the real import's work; its cross-check against Synapse,
-      which the real run does not do, left out), verify's reads after the commit, measured on the rolled-back rows (MAS's side and the fingerprint of Synapse's tables), and
-      O(window_service_seconds).
+      which the real run does not do, left out), verify's reads after the commit, measured on the rolled-back
+      rows (MAS's side and the fingerprint of Synapse's tables), and O(window_service_seconds).
   returned: when a dry run ran
   type: float
   sample: 80.0
