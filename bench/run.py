@@ -231,10 +231,12 @@ def run_import(homeserver: str, mas: str, workdir: str, dry_run: bool) -> dict:
         "loadavg_after": run["loadavg_after"],
         "stage_seconds": stages,
         # Before the first stage: configs, locks, checks, and one count query per stage.
-        # Synapse's side of verify, read during the rebuild: what the rebuild did not cover comes after it.
+        # Verify's record: Synapse's fingerprint (and a dry run's cross-check) read during the rebuild, what
+        # the rebuild and the digests did not cover coming after them; the digests of the rows written.
         "verify_record_seconds": result.get("verify_record_seconds"),
         "before_stages_seconds": round(duration - stage_sum - stages.get("rebuild", 0.0)
-                                       - (result.get("verify_record_seconds") or {}).get("after_rebuild", 0.0), 3),
+                                       - (result.get("verify_record_seconds") or {}).get("after_rebuild", 0.0)
+                                       - (result.get("verify_record_seconds") or {}).get("written", 0.0), 3),
         # The subprocess's start-up (Python, imports) and exit.
         "startup_seconds": round(run["wall_seconds"] - duration, 3),
         "migrated": {name: entry["migrated"] for name, entry in counts.items()},
@@ -677,6 +679,11 @@ def summarize(record: dict) -> None:
         "import_copy_over_floor_copy": _ratio(sum(e["import_seconds"] for e in entities), floor["copy_seconds"]),
         "import_rebuild_over_floor_build": _ratio(imp["stage_seconds"].get("rebuild", 0.0), floor["build_seconds"]),
         "dry_run_over_import": _ratio(dry["wall_seconds"], imp["wall_seconds"]),
+        # The dry run as the rehearsal it is for the window: less the wait for its cross-check against
+        # Synapse, which the real import does not make (README.md, "Verifying the import").
+        "dry_run_rehearsal_over_import": _ratio(
+            dry["wall_seconds"] - ((dry.get("verify_record_seconds") or {}).get("after_rebuild") or 0.0),
+            imp["wall_seconds"]),
     }
 
 
@@ -719,8 +726,10 @@ def format_table(record: dict) -> str:
                  f"{_fmt_ratio(record['ratios']['import_rebuild_over_floor_build']):>10}")
     record_side = imp.get("verify_record_seconds")
     if record_side:
+        if "written" in record_side:
+            lines.append(f"{'  digests of the rows written':<34}{'':>11}{'':>8}{record_side['written']:>10.2f}")
         lines.append(f"{'  verify record after the rebuild':<34}{'':>11}{'':>8}{record_side['after_rebuild']:>10.2f}"
-                     f"   (Synapse's side of verify: {record_side['total']:.2f} s, from the rebuild's start)")
+                     f"   (Synapse's fingerprint: {record_side['total']:.2f} s, from the rebuild's start)")
     lines.append(f"{'  before the stages (checks, counts)':<34}{'':>11}{'':>8}{imp['before_stages_seconds']:>10.2f}")
     lines.append(f"{'  process start-up and exit':<34}{'':>11}{'':>8}{imp['startup_seconds']:>10.2f}")
     lines.append("-" * len(head))
@@ -776,9 +785,11 @@ def check_targets(records: list) -> list:
         checks.append((f"peak RSS grows no faster than the users ({sizes[0]:,} -> {sizes[-1]:,}: "
                        f"x{sizes[-1] / sizes[0]:g})", f"x{growth:.2f}", growth <= sizes[-1] / sizes[0]))
     for n in sizes:
-        deviation = abs(by_n[n]["ratios"]["dry_run_over_import"] - 1)
-        checks.append((f"dry run within {TARGET_DRY_RUN_DEVIATION:.0%} of the import at {n:,}",
-                       f"{by_n[n]['ratios']['dry_run_over_import']:.2f}x", deviation <= TARGET_DRY_RUN_DEVIATION))
+        ratios = by_n[n]["ratios"]
+        rehearsal = ratios.get("dry_run_rehearsal_over_import") or ratios["dry_run_over_import"]
+        checks.append((f"dry run within {TARGET_DRY_RUN_DEVIATION:.0%} of the import at {n:,} (less its cross-check's "
+                       f"wait; all of it: {ratios['dry_run_over_import']:.2f}x)", f"{rehearsal:.2f}x",
+                       abs(rehearsal - 1) <= TARGET_DRY_RUN_DEVIATION))
     for n in sizes:
         if by_n[n].get("verify"):
             ratio = by_n[n]["verify"]["wall_seconds"] / by_n[n]["import"]["wall_seconds"]

@@ -142,16 +142,26 @@ stage_seconds:
   type: dict
 verify_record_seconds:
   description:
-    - Seconds a real import spent reading Synapse's side of verify's comparison from its snapshot (C(total)),
-      while MAS rebuilt its indexes, and how much of it came after the rebuild (C(after_rebuild)).
-  returned: when a real import ran
+    - Seconds the import spent on verify's record. C(total) is what it read of Synapse's snapshot while MAS
+      rebuilt its indexes (the tables' fingerprint, and in a dry run the rows recomputed for the cross-check),
+      C(after_rebuild) how much of that came after the rebuild and the digests, and C(written) the digests of
+      the rows written, taken in MAS's transaction.
+  returned: when the import ran
   type: dict
+verify_cross_check:
+  description:
+    - A dry run's proof of the path from Synapse to MAS, C(stages) entities and C(rows) rows; every row MAS
+      must hold, recomputed from Synapse's snapshot with verify's queries, is a row the dry run's transaction
+      wrote (else the dry run fails, naming the entity).
+  returned: when a dry run ran
+  type: dict
+  sample: {stages: 9, rows: 681021}
 predicted_window_seconds:
   description:
     - The downtime window (Synapse stopped until healthy and delegating) a real run would take, predicted by a
-      dry run as the sum of its own duration (it does the real import's work), verify's reads after the
-      commit, measured on the rolled-back rows (MAS's side and the fingerprint of Synapse's tables), and
-      O(window_service_seconds).
+      dry run as the sum of its own duration (it does the real import's work; its cross-check against Synapse,
+      which the real run does not do, left out), verify's reads after the commit, measured on the rolled-back
+      rows (MAS's side and the fingerprint of Synapse's tables), and O(window_service_seconds).
   returned: when a dry run ran
   type: float
   sample: 80.0

@@ -47,6 +47,15 @@ options:
       - Verify the imported data against Synapse's database.
     type: bool
     default: true
+  recompute_from_synapse:
+    description:
+      - Recompute every row MAS must hold from Synapse's database, even while Synapse's tables are as the import
+        read them. By default MAS is then compared with the digests the import took of the rows it wrote (in its
+        transaction), and Synapse is read only for an entity whose totals differ; that the rows written are
+        Synapse's is what the import's dry run proves. This is the proof against Synapse itself, for an audit,
+        at the cost of a pass over Synapse's tables.
+    type: bool
+    default: false
   fail_on_mismatch:
     description:
       - Fail when a row is missing, different or unexpected in MAS, or a live check found an error.
@@ -118,8 +127,8 @@ data:
     C(missing), C(different), C(unexpected), C(changed_in_synapse), C(changed_in_mas), C(added_in_mas),
     C(skipped) (reason to count), C(examples) (per kind, each naming the user, device or token and, for a
     different row, its columns), C(columns) (the compared columns), C(remembered) (whether the import
-    recorded what it wrote) and C(expected_from) (C(import) when Synapse's side is the one the import recorded
-    from its snapshot, Synapse being unchanged since, else C(synapse), read again); C(totals); C(schema) (the
+    recorded what it wrote) and C(expected_from) (C(import) when MAS is compared with the digests the import
+    recorded of the rows it wrote, Synapse being unchanged since, else C(synapse), read again); C(totals); C(schema) (the
     rebuilt constraints and indexes checked, C(problems));
     C(marker) (whether the import's marker is as written, C(problems)); C(notes) (what this verification cannot
     tell apart); C(damaged) (the entities with anything missing, different or unexpected, plus C(schema) or
@@ -163,6 +172,7 @@ def main():
             **database_options(synapse_required=False, mapping=False),
             data=dict(type="bool", default=True),
             fail_on_mismatch=dict(type="bool", default=True),
+            recompute_from_synapse=dict(type="bool", default=False),
             synapse_url=dict(type="str"),
             mas_url=dict(type="str"),
             issuer=dict(type="str"),
@@ -184,6 +194,7 @@ def main():
             data = run_verify(VerifyOptions(
                 synapse_config=params["synapse_config"], mas_config=params["mas_config"], mas_reader=mas_reader(params),
                 synapse_database_uri=params["synapse_database_uri"], mas_database_uri=params["mas_database_uri"],
+                recompute=params["recompute_from_synapse"],
             ))
             result["data"] = data
             result["verdict"].append(data["verdict"])

@@ -316,6 +316,30 @@ def test_the_dry_run_predicts_the_window_from_what_it_measured(env):
     assert "predicted_window_seconds" not in real and real["dry_run"] is False
 
 
+def test_the_dry_run_cross_checks_what_it_writes_against_synapse_and_refuses_a_trigger_on_the_way(env):
+    """The dry run recomputes from Synapse's snapshot every row MAS must hold and compares it with the rows its
+    own transaction wrote: on a clean pair it says how many rows it cross-checked. A trigger on a MAS table the
+    import writes would change rows on the way (and the real run's verify compares MAS with what it wrote): the
+    dry run refuses it before writing, naming it, with both databases as they were."""
+    from _syn2mas.stages import STAGES
+
+    small_homeserver(env)
+    dry = env.run(dry_run=True)
+    migrated = sum(count["migrated"] for count in dry["counts"].values())
+    assert migrated > 0
+    assert dry["verify_cross_check"] == {"stages": len(STAGES), "rows": migrated}
+
+    env.mas("CREATE FUNCTION flip_admin() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN NEW.can_request_admin := NOT NEW.can_request_admin; RETURN NEW; END $$")
+    env.mas("CREATE TRIGGER flip_admin BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION flip_admin()")
+    mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
+    with pytest.raises(RefusedError) as err:
+        env.run(dry_run=True)
+    assert str(err.value).startswith("mas_row_rewriters: 1 trigger or rule on tables the import writes would change "
+                                     "its rows on the way: users (trigger flip_admin)")
+    assert (env.mas_dump(), env.synapse_dump()) == (mas_before, synapse_before)
+
+
 def test_a_second_run_reports_no_change_and_touches_nothing(env):
     small_homeserver(env)
     first = env.run()

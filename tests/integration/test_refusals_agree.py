@@ -17,7 +17,7 @@ from _syn2mas.errors import Syn2masError
 from _syn2mas.mas_writer import MARKER_PREFIX
 from tests.support.advisor_cases import (
     Case, cas_links, clean_data, foreign_user, found, google_unmapped, mas_providers_not_synced, mas_running,
-    mas_user, oauth_delegated, schema_version, synapse_running,
+    mas_trigger, mas_user, oauth_delegated, schema_version, synapse_running,
 )
 
 
@@ -31,6 +31,7 @@ REFUSALS = {
     "mas_already_imported": _other_servers_import,
     "mas_running": mas_running(True),
     "mas_not_empty": mas_user,
+    "mas_row_rewriters": mas_trigger,
     "synapse_schema_too_old": schema_version,
     "synapse_running": synapse_running(True),
     "wrong_server_name_users": foreign_user,

@@ -209,10 +209,10 @@ def test_both_digests_agree_on_a_clean_import(env):
         mas.close()
 
 
-def test_synapse_side_recorded_by_the_import_stands_in_only_while_synapse_is_unchanged(env):
-    """The import records Synapse's side of the comparison from its own snapshot: it is what Synapse
-    says now, verify uses it while Synapse's tables are unchanged, and reads Synapse for an entity
-    whose totals differ (damage, then named as before) or once Synapse changed."""
+def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_unchanged(env):
+    """The import records the digests of the rows it wrote, in its transaction: they are what Synapse's
+    side recomputed now gives, verify compares MAS with them while Synapse's tables are unchanged, and
+    reads Synapse for an entity whose totals differ (damage, then named as before) or once Synapse changed."""
     from _syn2mas import verify as v
     from _syn2mas.mas_schema import detect
     from _syn2mas.mas_writer import read_marker
@@ -236,9 +236,28 @@ def test_synapse_side_recorded_by_the_import_stands_in_only_while_synapse_is_unc
     assert {e["expected_from"] for e in result["entities"].values()} == {"import"}
     for name, entity in result["entities"].items():
         assert entity["expected"] == entity["found"] == recorded["stages"][name]["rows"], name
+    # Asked to, verify recomputes every entity from Synapse itself, with the same figures.
+    run = verify_cli(env, "--recomputeFromSynapse", "--output", "json")
+    assert run.returncode == 0, run.stdout + run.stderr
+    audit = json.loads(run.stdout)
+    assert {e["expected_from"] for e in audit["entities"].values()} == {"synapse"}
+    assert ({n: (e["expected"], e["found"]) for n, e in audit["entities"].items()}
+            == {n: (e["expected"], e["found"]) for n, e in result["entities"].items()})
 
     username = env.mas("SELECT min(username) FROM users")[0][0]
     env.mas("UPDATE users SET can_request_admin = NOT can_request_admin WHERE username = %s", (username,))
+    # What a dry run's cross-check would say of such rows: the entity, same number, other values.
+    synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
+    try:
+        skipped = {name: stage["skipped"] for name, stage in recorded["stages"].items()}
+        written = v.written_totals(mas, v.stage_layouts(mas, detect(mas)), marker["replay"], env.server_name,
+                                   v.row_hash_kind(synapse, mas), skipped)
+    finally:
+        synapse.close()
+        mas.close()
+    rows = recorded["stages"]["users"]["rows"]
+    assert v.totals_differences(now, written) == [
+        f"users: {rows} rows written, {rows} expected from Synapse (the same number, other values)"]
     result = verify(env)
     assert result["exit_code"] == EXIT_MISMATCH and result["damaged"] == ["users"]
     users = result["entities"]["users"]

@@ -392,6 +392,26 @@ def mas_user(c):
     c.sql_mas("INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'someone', now())")
 
 
+def _flip_admin_trigger(c):
+    c.sql_mas("CREATE FUNCTION flip_admin() RETURNS trigger LANGUAGE plpgsql AS "
+              "$$ BEGIN NEW.can_request_admin := NOT NEW.can_request_admin; RETURN NEW; END $$")
+    c.sql_mas("CREATE TRIGGER flip_admin BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION flip_admin()")
+
+
+@fresh
+def mas_trigger(c):
+    """A trigger on a table the import writes, changing every user's admin flag on the way in."""
+    _flip_admin_trigger(c)
+
+
+@fresh
+def mas_trigger_disabled(c):
+    """The same trigger, disabled (as the remedy says), and one on a table the import does not write."""
+    _flip_admin_trigger(c)
+    c.sql_mas("ALTER TABLE users DISABLE TRIGGER flip_admin")
+    c.sql_mas("CREATE TRIGGER flip_job BEFORE INSERT ON _sqlx_migrations FOR EACH ROW EXECUTE FUNCTION flip_admin()")
+
+
 @fresh
 def mas_marker(c):
     payload = {"server_name": c.env.server_name, "imported_at": "2026-01-01T00:00:00+00:00", "migrated": {"users": 3}}

@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--masDatabaseUri", metavar="URI",
                         help="PostgreSQL URI of MAS's database, instead of config.yaml's database section")
     parser.add_argument("--output", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--recomputeFromSynapse", nargs="?", const=True, default=False, type=_bool,
+                        metavar="true|false",
+                        help="verify: recompute every row from Synapse even while Synapse is as the import read it "
+                             "(by default MAS is then compared with the digests the import took of what it wrote)")
     parser.add_argument("--verbose", action="store_true",
                         help="advisor: also show INFO findings; any command: a traceback for an unexpected error")
     parser.add_argument("--forRealImport", nargs="?", const=True, default=False, type=_bool, metavar="true|false",
@@ -248,6 +252,7 @@ def run_verify(args, out, err) -> int:
     result = verify.run_verify(verify.VerifyOptions(
         synapse_config=args.synapseConfigFile, mas_config=args.masConfigFile,
         synapse_database_uri=args.synapseDatabaseUri, mas_database_uri=args.masDatabaseUri,
+        recompute=args.recomputeFromSynapse,
     ))
     if args.output == "json":
         out.write(_as_json(result) + "\n")

@@ -7,7 +7,10 @@
 configs → MAS (lock, schema, other clients, emptiness, privileges) → Synapse (privileges, other clients, locked
 snapshot, checks) → one MAS transaction (drop constraints, COPY every stage, rebuild) → Synapse
 checked once more (still there, nobody waiting to write) → marker (with the snapshot's
-fingerprint) → commit, or roll back for a dry run. Any error before the commit leaves MAS as it
+fingerprint and the digests of the rows written, for verify) → commit, or roll back for a dry run. A dry
+run also recomputes from Synapse's snapshot the rows MAS must hold, and fails unless they are what its
+transaction wrote: the proof of the path from Synapse to MAS comes before the downtime, and the real
+run's window holds only the digests of what it wrote. Any error before the commit leaves MAS as it
 was; the outcome reported is what MAS holds (a commit whose answer was lost is looked up, and the
 end of the Synapse snapshot after the commit cannot fail the run).
 """
@@ -29,12 +32,13 @@ from .config import ConfigSources, load_mas_config, load_synapse_config, provide
 from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
 from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
                      Syn2masError)
-from .mas_writer import MasWriter, existing_providers, StatusRowPipe, read_marker, run_pipe, tables_with_data
+from .mas_writer import (MasWriter, existing_providers, StatusRowPipe, read_marker, row_rewriters, run_pipe,
+                         tables_with_data)
 from .stages import STAGES, stage_params
 from .synapse_reader import SynapseReader
 from .advisor.facts import MasDbFacts, mas_session_clients, synapse_session_facts
 from .advisor.refusals import import_facts, refuse
-from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts
+from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts, totals_differences, written_totals
 
 APPLICATION_NAME = "syn2mas"
 # How long any one statement of the import waits for a lock beyond those it takes at the start
@@ -70,6 +74,8 @@ class StageReport:
     fixed: dict = field(default_factory=dict)  # what was repaired -> count
     fixed_examples: dict = field(default_factory=dict)  # what was repaired -> example rows (when named)
     seconds: float = 0.0
+    # reason -> count of every row skipped, reported here or by another stage (verify's record)
+    skip_counts: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"migrated": self.migrated, "skipped": self.skipped, "skipped_reasons": self.skipped_reasons,
@@ -78,7 +84,8 @@ class StageReport:
 
 def stage_report(stage, pipe, seconds: float) -> StageReport:
     """What a stage's pipe saw: rows migrated, repaired, and skipped with reasons and examples."""
-    report = StageReport(migrated=pipe.rows, seconds=seconds)
+    report = StageReport(migrated=pipe.rows, seconds=seconds,
+                         skip_counts={reason: count for reason, (count, _first, _last) in pipe.skipped.items()})
     if pipe.repaired:
         report.fixed[stage.fixed_label] = pipe.repaired
     for label, (count, first, last) in sorted(pipe.clamped.items()):
@@ -261,9 +268,9 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         links, provisional = _check_before_import(run, options, facts, reader, writer, warnings)
 
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
-        # Verify's record, read from Synapse's snapshot while MAS rebuilds its indexes (a dry run reads it
-        # too, so that its duration is the real import's, for the window it predicts).
-        synapse_side = _SynapseSide(reader, params, links, server_name)
+        # Verify's record: Synapse's snapshot fingerprinted while MAS rebuilds its indexes, then the rows
+        # written digested in MAS's transaction (a dry run also recomputes them from Synapse, and compares).
+        synapse_side = _SynapseSide(reader, params, links, server_name, cross_check=options.dry_run)
         reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional, synapse_side)
 
         counts = {name: report.as_dict() for name, report in reports.items()}
@@ -272,11 +279,17 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
             "stage_seconds": {**{n: round(r.seconds, 3) for n, r in reports.items()},
                               "rebuild": round(rebuild_seconds, 3)},
         })
-        if synapse_side is not None:  # verify's record: its time, and the part after the rebuild
-            result["verify_record_seconds"] = {"total": round(synapse_side.seconds, 3),
-                                               "after_rebuild": round(synapse_side.waited, 3)}
+        # verify's record: Synapse's side (its time, and the part after the rebuild and the digests) and
+        # the digests of the rows written
+        result["verify_record_seconds"] = {"total": round(synapse_side.seconds, 3),
+                                           "after_rebuild": round(synapse_side.waited, 3),
+                                           "written": round(synapse_side.written_seconds, 3)}
         if options.dry_run:
-            result.update(window.predict_from_dry_run(mas_conn, synapse_side, server_name, time.monotonic() - started,
+            # the proof of the path: every stage's rows recomputed from Synapse are the rows written
+            result["verify_cross_check"] = {
+                "stages": len(synapse_side.expected["stages"]),
+                "rows": sum(stage["rows"] for stage in synapse_side.expected["stages"].values())}
+            result.update(window.predict_from_dry_run(synapse_side, time.monotonic() - started,
                                                       options.window_service_seconds))
             writer.rollback()
             reader.end_snapshot()
@@ -289,8 +302,8 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "run_id": secrets.token_hex(8), "synapse_fingerprint": synapse_side.fingerprint,
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids...
                 "replay": synapse_side.replay,
-                # ...and Synapse's side of its comparison, which it uses while Synapse is unchanged.
-                "expected": synapse_side.expected,
+                # ...and the digests of the rows written, which it compares MAS with while Synapse is unchanged.
+                "expected": synapse_side.written,
                 # What the import dropped and rebuilt, for verify to find each one still there and valid.
                 "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
                             "indexes": [list(i) for i in writer.saved_indexes]},
@@ -330,8 +343,8 @@ def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: s
 def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,
           provisional: list, synapse_side: "_SynapseSide | None" = None):
     """MAS's transaction opened and filled: constraints dropped, every stage copied, constraints
-    rebuilt (while `synapse_side` reads Synapse). Returns ({stage name: StageReport}, the rebuild's
-    seconds)."""
+    rebuilt (while `synapse_side` reads Synapse), and with `synapse_side` the rows written digested.
+    Returns ({stage name: StageReport}, the rebuild's seconds)."""
     estimates = reader.estimated_rows()
     run.phase = "locking MAS's tables"
     writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
@@ -349,6 +362,8 @@ def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasW
     synapse_side.start(row_hash_kind(reader.conn, writer.conn))
     try:
         rebuild_seconds = _rebuild(run, options, writer)
+        run.phase = "digesting the rows written, for verify"
+        synapse_side.digest_written(writer.conn, reports)
     except BaseException:
         synapse_side.abandon()
         raise
@@ -356,40 +371,71 @@ def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasW
     waited = time.monotonic()
     synapse_side.wait()
     synapse_side.waited = time.monotonic() - waited
+    synapse_side.check_cross()
     return reports, rebuild_seconds
 
 
 class _SynapseSide:
-    """What a real import records of Synapse's snapshot for verify (the highest token ids, the
-    tables' fingerprint, the expected rows' totals), read on Synapse's connection in a thread while
-    the main thread rebuilds MAS's indexes: Synapse's connection is idle then, and on two databases
-    the work overlaps instead of adding up."""
+    """What the import records for verify: of Synapse's snapshot the highest token ids and the tables'
+    fingerprint, read on Synapse's connection in a thread while the main thread rebuilds MAS's indexes
+    (Synapse's connection is idle then, and on two databases the work overlaps instead of adding up), and
+    the digests of the rows written, read in MAS's transaction after the rebuild.
 
-    def __init__(self, reader: SynapseReader, params: dict, links: dict, server_name: str):
+    With `cross_check` (a dry run) the thread also recomputes from Synapse the rows MAS must hold
+    (verify's own pass over Synapse), and `check_cross` fails the run unless they are the rows written.
+    The real run leaves that pass out of the downtime window: its verify compares MAS with the digests of
+    what it wrote while Synapse is unchanged, and recomputes Synapse's side once Synapse changed."""
+
+    def __init__(self, reader: SynapseReader, params: dict, links: dict, server_name: str, cross_check: bool = False):
         self.reader, self.params, self.links, self.server_name = reader, params, links, server_name
+        self.cross_check = cross_check
         self.layouts: dict = {}
-        self.replay = self.fingerprint = self.expected = None
+        self.replay = self.fingerprint = self.expected = self.written = None
         self.seconds = self.waited = 0.0  # its time in all, and what of it the rebuild did not cover
-        self.fingerprint_seconds, self.row_hash = 0.0, "md5"  # what verify repeats of it (a dry run's window)
+        self.written_seconds = 0.0  # the digests of the rows written (what verify repeats on MAS's side)
+        self.fingerprint_seconds, self.row_hash = 0.0, "md5"  # what verify repeats of Synapse (a dry run's window)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def start(self, row_hash: str) -> None:
         self.row_hash = row_hash
+        # The replay record first, on this thread: the digests of the rows written need its parameters.
+        self.replay = replay_record(self.reader, self.params, self.links)
         self._thread = threading.Thread(target=self._read, args=(row_hash,), name="synapse-side", daemon=True)
         self._thread.start()
 
     def _read(self, row_hash: str) -> None:
         started = time.monotonic()
         try:
-            self.replay = replay_record(self.reader, self.params, self.links)
-            self.expected = expected_totals(self.reader.conn, self.layouts, self.replay, self.server_name, row_hash)
             fingerprint_started = time.monotonic()
             self.fingerprint = self.reader.fingerprint()
             self.fingerprint_seconds = time.monotonic() - fingerprint_started
+            if self.cross_check:
+                self.expected = expected_totals(self.reader.conn, self.layouts, self.replay, self.server_name,
+                                                row_hash)
         except BaseException as exc:  # handed to the main thread, which raises it
             self._error = exc
         self.seconds = time.monotonic() - started
+
+    def digest_written(self, mas_conn, reports: dict) -> None:
+        """The rows written, digested in MAS's transaction as verify's pass over MAS will digest them."""
+        started = time.monotonic()
+        skipped = {name: report.skip_counts for name, report in reports.items()}
+        self.written = written_totals(mas_conn, self.layouts, self.replay, self.server_name, self.row_hash, skipped)
+        self.written_seconds = time.monotonic() - started
+
+    def check_cross(self) -> None:
+        """A dry run's proof of the path: the rows written are the rows recomputed from Synapse."""
+        if not self.cross_check:
+            return
+        differ = totals_differences(self.expected, self.written)
+        if differ:
+            raise DataError(
+                "the rows the import wrote into MAS are not the rows recomputed from Synapse's snapshot ("
+                + "; ".join(differ) + "); nothing was written to MAS. Something between the two databases "
+                "changes rows on the way (a trigger or rule on MAS's tables, a column default, a server "
+                "setting): check MAS's tables for triggers, and report the stage named if there is none"
+            )
 
     def wait(self) -> None:
         self._thread.join()
@@ -416,6 +462,8 @@ def _check_before_import(run: _Run, options: ImportOptions, facts, reader: Synap
     refuse(facts, "mas_running")
     facts.mas_db.filled = tables_with_data(writer.conn)
     refuse(facts, "mas_not_empty")
+    facts.mas_db.rewriters = row_rewriters(writer.conn)
+    refuse(facts, "mas_row_rewriters")  # the rows written would not be the rows verify's record digests
     writer.check_privileges()
     reader.check_privileges(lock=not options.dry_run)
 

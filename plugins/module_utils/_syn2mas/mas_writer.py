@@ -88,6 +88,22 @@ def tables_with_data(conn) -> list:
     return found
 
 
+def row_rewriters(conn) -> list:
+    """The triggers and rules on the tables the import writes that would fire on its rows (enabled, and not
+    PostgreSQL's own for constraints): [(table, "trigger" or "rule", name)] (read-only). MAS has none there."""
+    with conn.cursor() as cur:
+        cur.execute("""
+            SELECT c.relname, 'trigger', t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+            WHERE NOT t.tgisinternal AND t.tgenabled IN ('O', 'A')
+              AND c.relname = ANY(%(tables)s) AND pg_table_is_visible(c.oid)
+            UNION ALL
+            SELECT c.relname, 'rule', r.rulename FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+            WHERE r.rulename <> '_RETURN' AND r.ev_enabled IN ('O', 'A')
+              AND c.relname = ANY(%(tables)s) AND pg_table_is_visible(c.oid)
+            ORDER BY 1, 2, 3""", {"tables": list(WRITTEN_TABLES)})
+        return [tuple(row) for row in cur.fetchall()]
+
+
 def existing_providers(conn, ids) -> set:
     """Which of these upstream provider ids MAS's database holds (read-only)."""
     with conn.cursor() as cur:

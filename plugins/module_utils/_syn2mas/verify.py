@@ -21,6 +21,11 @@ any difference on a MAS row still as the import wrote it (its xmin is the import
 rows created after the import (not with an id of the import's shape) are named and classified: MAS's
 own work (a new login, a new user) or not (an admin flag on a new user, a token no refresh issued).
 The constraints and indexes the import dropped and rebuilt must exist and be valid.
+
+While Synapse's tables are as the import read them (their fingerprint), MAS's totals are compared first with
+the digests the import took of the rows it wrote (`written_totals`, in its transaction) and Synapse is read
+only for an entity whose totals differ. That Synapse's rows are the rows written is the dry run's proof
+(`expected_totals` against `written_totals` in one transaction).
 """
 
 from __future__ import annotations
@@ -156,6 +161,9 @@ class VerifyOptions(ConfigSources):
     # How long any one read waits for a lock held by another session (a VACUUM FULL, a running
     # import, an admin's LOCK TABLE) before verify gives up naming it: a bounded wait on each side.
     lock_wait_seconds: float = 10
+    # Read Synapse's side again even while Synapse is as the import read it, instead of comparing MAS with
+    # the digests the import took of what it wrote: the proof against Synapse itself, for an audit.
+    recompute: bool = False
 
 
 @dataclass
@@ -254,10 +262,10 @@ def _layout_digest(columns: list, types: dict, key: list) -> str:
 
 
 def expected_totals(synapse_conn, layouts: dict, replay: dict, server_name: str, row_hash: str) -> dict:
-    """Synapse's side of verify, computed by the import from its own snapshot (while MAS rebuilds its
+    """Synapse's side of verify in totals, computed by a dry run from its own snapshot (while MAS rebuilds its
     indexes): per stage, the rows MAS must hold (their number and the sum of their digests, the figures
-    verify otherwise computes bucket by bucket from Synapse) and the rows skipped per reason. Verify
-    uses them, in place of a pass over Synapse, when Synapse's tables are as the import read them."""
+    verify otherwise computes bucket by bucket from Synapse) and the rows skipped per reason. The dry run
+    compares them with `written_totals` of the rows its transaction wrote."""
     params = dict(replay_params(server_name, replay), new_token_devices=[])
     stages = {}
     with synapse_conn.cursor() as cur:
@@ -274,6 +282,37 @@ def expected_totals(synapse_conn, layouts: dict, replay: dict, server_name: str,
             stages[stage.name] = {"rows": rows, "sum": str(total), "skipped": skipped,
                                   "layout": _layout_digest(columns, types, key)}
     return {"row_hash": row_hash, "stages": stages}
+
+
+def written_totals(mas_conn, layouts: dict, replay: dict, server_name: str, row_hash: str, skipped: dict) -> dict:
+    """What the import wrote, digested by the import in its own transaction before the commit: per stage,
+    the rows it wrote (their number and the sum of their digests, as verify's pass over MAS sums them) and
+    the rows it skipped per reason (`skipped`: {stage name: {reason: count}}). Verify compares MAS's totals
+    with them while Synapse is as the import read it; the figures are expected_totals' (`expected_totals`),
+    read from the rows written instead of recomputed from Synapse."""
+    params = replay_params(server_name, replay)
+    stages = {}
+    with mas_conn.cursor() as cur:
+        for stage in STAGES:
+            columns, types, key = layouts[stage.name]
+            cur.execute(found_buckets_query(stage, stage.table, columns, types, key, row_hash), params)
+            rows, total = _found_totals(cur.fetchall())
+            stages[stage.name] = {"rows": rows, "sum": str(total), "skipped": dict(skipped.get(stage.name) or {}),
+                                  "layout": _layout_digest(columns, types, key)}
+    return {"row_hash": row_hash, "stages": stages}
+
+
+def totals_differences(expected: dict, written: dict) -> list:
+    """The stages whose written rows are not Synapse's recomputed ones (number, digest sum or skips)."""
+    differ = []
+    for name, want in expected["stages"].items():
+        got = written["stages"].get(name) or {}
+        if (got.get("rows"), got.get("sum")) != (want["rows"], want["sum"]):
+            differ.append(f"{name}: {got.get('rows')} rows written, {want['rows']} expected from Synapse"
+                          + ("" if got.get("rows") != want["rows"] else " (the same number, other values)"))
+        elif got.get("skipped") != want["skipped"]:
+            differ.append(f"{name}: skipped {got.get('skipped')}, expected from Synapse {want['skipped']}")
+    return differ
 
 
 def _mas_columns(conn, table: str) -> tuple:
@@ -719,7 +758,7 @@ def _count_recorded(report: EntityReport, recorded: dict, found_rows: list) -> l
 def _verify_stage(index: int, stage, schema, synapse_conn, mas_conn, params: dict, row_hash: str, imported: dict,
                   options, recorded: dict | None = None) -> "EntityReport":
     """One entity: bucket aggregates compared first, then only differing buckets row by row. With
-    `recorded` (Synapse's side as the import computed it, Synapse unchanged since), MAS's totals are
+    `recorded` (the digests the import took of the rows it wrote, Synapse unchanged since), MAS's totals are
     compared with it first, and Synapse is read only when they differ."""
     stage_started = time.monotonic()
     columns = schema.compared_columns(stage.table)
@@ -885,9 +924,10 @@ def _run_verify(options: VerifyOptions) -> dict:
         recorded = marker.get("synapse_fingerprint")
         synapse_unchanged = bool(recorded) and reader.fingerprint() == recorded
         params["synapse_changed_xid"] = -1 if synapse_unchanged else params["import_xid"]
-        # Synapse's side as the import computed it from its snapshot holds while Synapse is as it was then.
+        # What the import wrote stands for Synapse's side while Synapse is as the import read it.
         totals = marker.get("expected") or {}
-        recorded = (totals.get("stages") or {}) if synapse_unchanged and totals.get("row_hash") == row_hash else {}
+        recorded = ((totals.get("stages") or {}) if synapse_unchanged and totals.get("row_hash") == row_hash
+                    and not options.recompute else {})
         entities = [_verify_stage(index, stage, schema, synapse_conn, mas_conn, params, row_hash, imported, options,
                                   recorded.get(stage.name))
                     for index, stage in enumerate(STAGES)]

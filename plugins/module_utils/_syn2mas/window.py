@@ -7,11 +7,15 @@ The window holds the import, verify after it, and the runbook's service work aro
 stop, MAS's stop and start until healthy, Synapse's delegation written, Synapse's start until healthy,
 and the runbook's tasks in between). The dry run measures the first two and takes the third as given:
 
-- the import: the dry run's own duration. It does the real import's work (every stage, the rebuild,
-  and Synapse's side of verify read from the snapshot during the rebuild), and rolls back;
-- verify: what verify reads after the commit, measured by the dry run inside its transaction before the
-  rollback: MAS's side (the digests of the imported rows, per bucket of keys, the query verify runs when
-  Synapse is unchanged) and the fingerprint of Synapse's tables (verify compares it with the import's);
+- the import: the dry run's own duration, less what only a dry run does. It does the real import's work
+  (every stage, the rebuild, Synapse's fingerprint read during the rebuild, the digests of the rows
+  written), and rolls back; it also recomputes the rows from Synapse to prove the path (verify's pass over
+  Synapse, overlapping the rebuild), and the part of that pass the rebuild and the digests did not cover
+  is not in the prediction;
+- verify: what verify reads after the commit, measured by the dry run inside its transaction: MAS's
+  side (the digests of the imported rows, per bucket of keys: the very query the import ran to digest the
+  rows it wrote, which verify repeats when Synapse is unchanged) and the fingerprint of Synapse's tables
+  (verify compares it with the import's);
 - the services: not measurable before the stop without stopping something, so an estimate the operator
   gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report: its window
   minus its import and verify. Without one, DEFAULT_SERVICE_SECONDS, an estimate (see there).
@@ -21,29 +25,12 @@ Plain Python; the import calls it at the end of a dry run.
 
 from __future__ import annotations
 
-import time
-
-from .stages import STAGES
-from .verify import found_buckets_query, replay_params
-
 # The service part of the window when the operator gives none: an estimate, not a measurement of the
 # operator's hosts. README.md's measured window of test_runbook_e2e (5 users, so nearly all of it services and
 # tasks: 30.0 s on a 2-core machine shared with two other test runs) puts it near 25 s; the runbook benchmark
 # (bench/README.md) measured 89 to 161 s for it on the same machine at a load average of 5 to 14. A
 # rehearsal's figure is what makes the prediction hold.
 DEFAULT_SERVICE_SECONDS = 25.0
-
-
-def verify_mas_side_seconds(mas_conn, layouts: dict, params: dict, row_hash: str) -> float:
-    """Seconds for verify's pass over MAS's side (every stage's digests per bucket), run on `mas_conn`,
-    whose transaction holds the rows (a dry run's, before its rollback)."""
-    started = time.monotonic()
-    with mas_conn.cursor() as cur:
-        for stage in STAGES:
-            columns, types, key = layouts[stage.name]
-            cur.execute(found_buckets_query(stage, stage.table, columns, types, key, row_hash), params)
-            cur.fetchall()
-    return time.monotonic() - started
 
 
 def predict(import_seconds: float, verify_seconds: float, service_seconds: float | None) -> dict:
@@ -57,10 +44,9 @@ def predict(import_seconds: float, verify_seconds: float, service_seconds: float
             "predicted_window": parts}
 
 
-def predict_from_dry_run(mas_conn, synapse_side, server_name: str, import_seconds: float,
-                         service_seconds: float | None) -> dict:
-    """The prediction at the end of a dry run: `synapse_side` is what it read of Synapse for verify (its
-    layouts, replay record, row hash kind and the fingerprint's seconds), `mas_conn` its open transaction."""
-    params = dict(replay_params(server_name, synapse_side.replay), new_token_devices=[])
-    mas_seconds = verify_mas_side_seconds(mas_conn, synapse_side.layouts, params, synapse_side.row_hash)
-    return predict(import_seconds, mas_seconds + synapse_side.fingerprint_seconds, service_seconds)
+def predict_from_dry_run(synapse_side, dry_run_seconds: float, service_seconds: float | None) -> dict:
+    """The prediction at the end of a dry run of `dry_run_seconds`: `synapse_side` is what it read for verify
+    (the seconds of the digests of the rows written and of Synapse's fingerprint, and how long the run
+    waited for its recomputation of Synapse's rows, which the real run does not do)."""
+    import_seconds = max(dry_run_seconds - synapse_side.waited, 0.0)
+    return predict(import_seconds, synapse_side.written_seconds + synapse_side.fingerprint_seconds, service_seconds)

@@ -72,6 +72,19 @@ def mas_not_empty(f):
     return finding(ERROR, message, f"{WHERE}, table {db.filled[0]}", remedy)
 
 
+@check("mas_row_rewriters", MAS_DB, "triggers and rules on the tables the import writes")
+def mas_row_rewriters(f):
+    found = f.mas_db.rewriters
+    if not found:
+        return None
+    listing = ", ".join(f"{table} ({kind} {name})" for table, kind, name in found)
+    return finding(ERROR, f"{plural(len(found), 'trigger or rule', 'triggers or rules')} on tables the import "
+                          f"writes would change its rows on the way: {listing}",
+                   f"{WHERE} (pg_trigger, pg_rewrite)",
+                   "MAS has none on these tables: drop them, or disable them until the import is done "
+                   "(ALTER TABLE <table> DISABLE TRIGGER <name> / DISABLE RULE <name>), then advise again")
+
+
 def providers_missing(missing: list) -> tuple:
     """(message, remedy) for mapped providers (config.ProviderLink) without a row in MAS's database."""
     names = ", ".join(f"{link.auth_provider} -> {link.provider_id}" for link in missing)

@@ -18,7 +18,7 @@ from .. import live_checks, mas_schema, synapse_settings
 from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
-from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, tables_with_data
+from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, row_rewriters, tables_with_data
 from ..stages import STAGES, stage_params
 from ..synapse_reader import OLDEST_SCHEMA_VERSION, SynapseReader
 from .registry import (
@@ -93,6 +93,7 @@ class MasDbFacts:
     schema_error: str | None = None
     marker: dict | None = None    # a previous import's marker
     filled: list = field(default_factory=list)  # tables holding rows (read when there is no marker)
+    rewriters: list = field(default_factory=list)  # (table, kind, name): triggers and rules on written tables
     providers_table: bool = False
     providers_present: set = field(default_factory=set)  # str(provider id) of the mapped providers found
 
@@ -410,6 +411,8 @@ def _mas_facts(conn, mapping: dict) -> MasDbFacts:
     db.marker = read_marker(conn)
     if db.marker is None:
         db.filled = tables_with_data(conn)
+    conn.rollback()
+    db.rewriters = row_rewriters(conn)
     conn.rollback()
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('upstream_oauth_providers') IS NOT NULL")

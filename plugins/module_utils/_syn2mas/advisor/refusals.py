@@ -17,7 +17,8 @@ from .report import finding_line
 
 # The checks the import refuses through, in the order it meets them.
 IMPORT_REFUSALS = (
-    "mas_homeserver_mismatch", "mas_already_imported", "mas_running", "mas_not_empty", "synapse_schema_too_old",
+    "mas_homeserver_mismatch", "mas_already_imported", "mas_running", "mas_not_empty", "mas_row_rewriters",
+    "synapse_schema_too_old",
     "synapse_running", "wrong_server_name_users", "oauth_delegated_links", "sso_links_unknown_provider",
     "sso_provider_unmapped", "sso_provider_not_in_mas_database",
 )
