@@ -13,8 +13,13 @@ and the runbook's tasks in between). The dry run measures the first two and take
   rollback: MAS's side (the digests of the imported rows, per bucket of keys, the query verify runs when
   Synapse is unchanged) and the fingerprint of Synapse's tables (verify compares it with the import's);
 - the services: not measurable before the stop without stopping something, so an estimate the operator
-  gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report: its window
-  minus its import and verify. Without one, DEFAULT_SERVICE_SECONDS, an estimate (see there).
+  gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report (the fleet report's
+  `window_service_seconds`: its window minus what its check run measured). Without one, DEFAULT_SERVICE_SECONDS,
+  an estimate (see there).
+
+In the runbook the fleet report predicts the window from the check run instead (fleet_report.predict_window): the
+check run's own window, which holds the dry-run import and every task of the window as check mode runs them, plus
+verify's reads and the service seconds from here; only the real stops and starts are left to the estimate.
 
 Plain Python; the import calls it at the end of a dry run.
 """
