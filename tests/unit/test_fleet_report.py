@@ -125,6 +125,12 @@ def test_a_real_run_measures_what_its_check_run_could_not(tmp_path):
     assert entry["predicted_window"]["check_window_seconds"] == 14.0
     # 26.3 s measured, of which the check run measured 14.0 + 1.5: the rest is only a real run's.
     assert entry["window_service_seconds"] == 10.8
+    # A rolled-back run's downtime holds its rollback: no such figure from it.
+    marks = dict(MARKS, rollback=1030.0)
+    del marks["mas_start"], marks["synapse_start"]
+    failed = migrated(run=dict(migrated()["run"], outcome="failed", rolled_back=True, marks=marks))
+    entry = report({"hs1": failed}, report_dir=d)["hosts"]["hs1"]
+    assert entry["predicted_window_seconds"] == 20.0 and entry["window_service_seconds"] is None
 
 
 def test_a_failed_host_rolled_back_names_its_phase_and_error():

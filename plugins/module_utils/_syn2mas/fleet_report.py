@@ -147,7 +147,9 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
         predicted_parts = None if prediction is None else prediction["parts"]
     else:
         predicted, predicted_parts = earlier.get("predicted_window_seconds"), earlier.get("predicted_window")
-        service_measured = service_seconds_measured(downtime, predicted_parts)
+        # Only a window gone through to its end: a rolled-back run's downtime holds its rollback.
+        if run.get("outcome") == "migrated":
+            service_measured = service_seconds_measured(downtime, predicted_parts)
     return {
         "outcome": run.get("outcome") or "not run",
         "mas_host": run.get("mas_host") or host,
