@@ -417,7 +417,9 @@ def summarize_runbook(record: dict) -> dict:
         "verify_share": bench._ratio(verify, import_seconds) if verify is not None and import_seconds else None,
         "peak_rss_mb": real["rss"]["host_peak_mb"],
         "predicted_window_seconds": predicted_window(check),
-        "predicted_window": _followed_result(check, "syn2mas_import").get("predicted_window"),
+        "predicted_window": check["host"].get("predicted_window")
+        or _followed_result(check, "syn2mas_import").get("predicted_window"),
+        "window_service_seconds": host.get("window_service_seconds"),
     }
 
 
@@ -484,12 +486,11 @@ def check_runbook_targets(records: list) -> list:
 # ------------------------------------------------------------------------------------------
 
 def measured_service_seconds(record: dict) -> float | None:
-    """What a run's window spent outside the import and verify (from its report and verify's result): the
-    figure an operator gives the next run's dry run (syn2mas_window_service_seconds) after a rehearsal."""
-    s = record["summary"]
-    if s["window_seconds"] is None or s["import_seconds"] is None:
-        return None
-    return max(0.0, s["window_seconds"] - s["import_seconds"] - (s["verify_seconds"] or 0.0))
+    """What only the real run spent of its window (its report's window_service_seconds: the window minus what the
+    check run measured of it, its own window and verify's reads): the figure an operator gives the next check run
+    (syn2mas_window_service_seconds) after a rehearsal."""
+    seconds = record["summary"].get("window_service_seconds")
+    return None if seconds is None else max(0.0, seconds)
 
 
 def run_runbook_size(cluster, n_users: int, seed: int = 0, workdir: str | None = None, alone: bool = True,
@@ -573,7 +574,7 @@ def main(argv=None) -> int:
                                       keep=args.keep, service_seconds=service, service_source=source)
         if args.service_seconds is None and measured_service_seconds(record) is not None:
             service = measured_service_seconds(record)
-            source = f"rehearsal: the run at {n:,} users (window minus import and verify)"
+            source = f"rehearsal: the run at {n:,} users (its window minus what its check run measured)"
         return record
 
     records = bench.run_sizes(sizes, "syn2mas-rb-", args.keep, args.results, measure, format_runbook_table)

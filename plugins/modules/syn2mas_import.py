@@ -60,9 +60,11 @@ options:
   window_service_seconds:
     description:
       - For the window a dry run predicts (RV(predicted_window_seconds)), the seconds of the window spent
-        outside the import and verify (Synapse's and MAS's stops and starts until healthy, and the runbook's
-        tasks in between). They cannot be measured before Synapse is stopped; take them from a rehearsal's
-        report (its C(downtime_seconds) minus its import and verify seconds).
+        outside the import and verify, Synapse's and MAS's real stops and starts until healthy, which cannot be
+        measured before Synapse is stopped. The runbook's check run measures its own tasks in the window and adds
+        these (its fleet report's C(predicted_window_seconds)); take them from a rehearsal's real run (its report's
+        C(window_service_seconds)). Used alone, take them from a rehearsal's report (its C(downtime_seconds) minus
+        its import and verify seconds).
       - Unset, 25 seconds, an estimate (the runbook's window with a handful of users on a 2-core machine, nearly
         all of it services and tasks), not a measurement of your hosts.
     type: float
@@ -166,10 +168,13 @@ predicted_window_seconds:
   type: float
   sample: 80.0
 predicted_window:
-  description: The parts of RV(predicted_window_seconds) (C(import_seconds), C(verify_seconds), C(service_seconds)).
+  description:
+    - The parts of RV(predicted_window_seconds) (C(import_seconds), C(verify_seconds), C(service_seconds)), and beside
+      them, not counted, C(cross_check_wait_seconds), the dry run's wait for its cross-check against Synapse, which
+      the real run does not make (the runbook's prediction takes it out of the check run's window).
   returned: when a dry run ran
   type: dict
-  sample: {import_seconds: 41.3, verify_seconds: 13.7, service_seconds: 25.0}
+  sample: {import_seconds: 41.3, verify_seconds: 13.7, service_seconds: 25.0, cross_check_wait_seconds: 4.2}
 synapse_changed_since_import:
   description:
     - When MAS already held an import (RV(already_imported)), whether Synapse's tables changed since. MAS then

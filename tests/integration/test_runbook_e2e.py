@@ -104,9 +104,23 @@ def assert_back_on_legacy_auth(fleet, hs, configs_before: dict) -> None:
     fleet.expected[hs.name]["devices"] += 1
 
 
+# What a check run cannot do of the window (the real stops, and the starts until healthy): given, as from a rehearsal.
+SERVICE_SECONDS = 4.5
+
+
+def windows(out: str) -> list:
+    """Per wave, the tasks ansible-playbook showed from the mark before Synapse's stop until the mark of Synapse
+    healthy again: the downtime window's tasks (those of the last wave last)."""
+    found = []
+    for start in [m.start() for m in re.finditer(r"^TASK \[Phase synapse_stop", out, re.M)]:
+        end = out.index("TASK [Synapse healthy again", start)
+        found.append(re.findall(r"^TASK \[(.*?)\] \**$", out[start:end], re.M))
+    return found
+
+
 def test_1_check_mode_changes_nothing(fleet):
     before = snapshot(fleet)
-    run = fleet.playbook("migrate.yml", "--check", "--diff")
+    run = fleet.playbook("migrate.yml", "--check", "--diff", "-e", f"syn2mas_window_service_seconds={SERVICE_SECONDS}")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr
     after = snapshot(fleet)
     assert after == before
@@ -140,6 +154,24 @@ def test_1_check_mode_changes_nothing(fleet):
         assert entry["backup_path"] is None, entry
     md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
     assert "/backups/" not in md, md
+    # The window checks no role's arguments: the preparation did, before the stop.
+    for tasks in windows(out):
+        assert not [t for t in tasks if "Validating arguments" in t], tasks
+    prepare = out[out.index("TASK [Phase prepare"):out.index("TASK [Phase synapse_stop")]
+    assert "Validating arguments against arg spec 'check_arguments'" in prepare
+    # The predicted window is made of what this run measured: its own window (every task of it, the dry-run import
+    # among them) from its phase marks, verify's reads measured by the dry run, and the service seconds it was given.
+    for name, entry in report["hosts"].items():
+        parts = entry["predicted_window"]
+        seconds = {p["phase"]: p["seconds"] for p in entry["phase_seconds"]}
+        check_window = sum(seconds[p] for p in entry["window_phases"])
+        assert abs(parts["check_window_seconds"] - check_window) < 0.5, (name, parts, seconds)
+        assert parts["check_window_seconds"] > entry["import_seconds"] > 0, (name, parts, entry["import_seconds"])
+        assert 0 < parts["verify_seconds"] < parts["check_window_seconds"], (name, parts)
+        assert parts["service_seconds"] == SERVICE_SECONDS
+        assert entry["predicted_window_seconds"] == pytest.approx(sum(parts.values()), abs=0.06), entry
+        print(f"\n{name}: predicted {entry['predicted_window_seconds']} s = {parts}; "
+              f"{len(windows(out)[-1])} tasks in the last wave's window")
 
 
 def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
@@ -442,6 +474,15 @@ def test_3_migration_of_the_fleet(fleet):
         window = sum(seconds[p] for p in entry["window_phases"])
         assert abs(window - entry["downtime_seconds"]) < 1.5, (window, entry["downtime_seconds"])
         assert mas.running and mas.fingerprint == hashlib.sha256(open(hs.mas_yaml, "rb").read()).hexdigest()
+        # Beside the window measured, the check run's prediction, and what only this real run spent (the window
+        # minus what the check run measured of it): the service seconds to give the next prediction.
+        parts = entry["predicted_window"]
+        assert entry["predicted_window_seconds"] == pytest.approx(sum(parts.values()), abs=0.06), entry
+        assert entry["window_service_seconds"] == pytest.approx(
+            entry["downtime_seconds"] - parts["check_window_seconds"] - parts["verify_seconds"], abs=0.06), entry
+        print(f"\n{name}: predicted {entry['predicted_window_seconds']} s ({parts}), measured "
+              f"{entry['downtime_seconds']} s, of which only the real run's {entry['window_service_seconds']} s; "
+              f"{len(windows(run.stdout)[-1])} tasks in the last wave's window")
         print(f"\n{name}: before the stop: backup {seconds['backup']} s, preparation {seconds['prepare']} s; "
               f"downtime {entry['downtime_seconds']} s = " + ", ".join(f"{p} {seconds[p]}" for p in entry["window_phases"])
               + f"; after: well_known {seconds['well_known']} s")

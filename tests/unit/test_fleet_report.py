@@ -91,6 +91,52 @@ def test_check_mode_reports_no_downtime_and_no_backup_path():
     assert "- remedied by the run (would be): mas_password_scheme_missing\n" in md
 
 
+def test_the_check_run_predicts_the_window_from_its_own_window_and_the_dry_runs_parts():
+    results = migrated(run=dict(migrated()["run"], outcome="would migrate (check mode)"))
+    # The dry run's parts: its import (already inside the check run's window), verify's reads, the service seconds.
+    results["import"]["import"].update(dry_run=True, predicted_window_seconds=99.9, predicted_window={
+        "import_seconds": 6.0, "verify_seconds": 1.25, "service_seconds": 4.5})
+    entry = report({"hs1": results}, check_mode=True)["hosts"]["hs1"]
+    # The check run's own window (synapse_stop 1010.0 -> synapse_healthy 1036.26), not the dry run's import again.
+    assert entry["predicted_window"] == {"check_window_seconds": 26.3, "verify_seconds": 1.25, "service_seconds": 4.5}
+    assert entry["predicted_window_seconds"] == 32.0
+    assert entry["downtime_seconds"] is None and entry["window_service_seconds"] is None
+    # Marked otherwise, predicted otherwise: the figure follows the run's own marks.
+    later = dict(MARKS, synapse_healthy=MARKS["synapse_healthy"] + 10)
+    results["run"] = dict(results["run"], marks=later)
+    assert report({"hs1": results}, check_mode=True)["hosts"]["hs1"]["predicted_window_seconds"] == 42.0
+    # The dry run's wait for its cross-check against Synapse is in the check run's window, not in the real one.
+    results["import"]["import"]["predicted_window"]["cross_check_wait_seconds"] = 8.0
+    entry = report({"hs1": results}, check_mode=True)["hosts"]["hs1"]
+    assert entry["predicted_window"]["check_window_seconds"] == 28.3 and entry["predicted_window_seconds"] == 34.0
+
+
+def test_a_check_run_that_did_not_go_through_the_window_predicts_only_what_its_dry_run_said():
+    marks = {k: MARKS[k] for k in ("backup", "prepare", "synapse_stop", "mas_stop")}
+    results = migrated(run=dict(migrated()["run"], outcome="failed", marks=marks))
+    results["import"]["import"].update(dry_run=True, predicted_window_seconds=12.0, predicted_window={
+        "import_seconds": 6.0, "verify_seconds": 1.5, "service_seconds": 4.5})
+    entry = report({"hs1": results}, check_mode=True)["hosts"]["hs1"]
+    assert entry["predicted_window_seconds"] == 12.0 and entry["predicted_window"] is None
+
+
+def test_a_real_run_measures_what_its_check_run_could_not(tmp_path):
+    d = str(tmp_path)
+    write_report(d, "20261205T000000Z", True, {"hs1": {"predicted_window_seconds": 20.0, "predicted_window": {
+        "check_window_seconds": 14.0, "verify_seconds": 1.5, "service_seconds": 4.5}}})
+    entry = report({"hs1": migrated()}, report_dir=d)["hosts"]["hs1"]
+    assert entry["predicted_window_seconds"] == 20.0
+    assert entry["predicted_window"]["check_window_seconds"] == 14.0
+    # 26.3 s measured, of which the check run measured 14.0 + 1.5: the rest is only a real run's.
+    assert entry["window_service_seconds"] == 10.8
+    # A rolled-back run's downtime holds its rollback: no such figure from it.
+    marks = dict(MARKS, rollback=1030.0)
+    del marks["mas_start"], marks["synapse_start"]
+    failed = migrated(run=dict(migrated()["run"], outcome="failed", rolled_back=True, marks=marks))
+    entry = report({"hs1": failed}, report_dir=d)["hosts"]["hs1"]
+    assert entry["predicted_window_seconds"] == 20.0 and entry["window_service_seconds"] is None
+
+
 def test_a_failed_host_rolled_back_names_its_phase_and_error():
     marks = {k: MARKS[k] for k in ("backup", "prepare", "synapse_stop", "mas_stop", "activate", "import")}
     marks.update(rollback=1023.3, synapse_healthy=1040.0, end=1041.0)

@@ -11,7 +11,14 @@ from _syn2mas import window
 def test_the_prediction_is_the_import_verify_and_the_services_given():
     predicted = window.predict(41.26, 13.71, 20)
     assert predicted == {"predicted_window_seconds": 75.0,
-                         "predicted_window": {"import_seconds": 41.26, "verify_seconds": 13.71, "service_seconds": 20.0}}
+                         "predicted_window": {"import_seconds": 41.26, "verify_seconds": 13.71, "service_seconds": 20.0,
+                                              "cross_check_wait_seconds": 0.0}}
+
+
+def test_the_dry_runs_cross_check_wait_is_given_beside_the_parts_and_not_counted():
+    predicted = window.predict(41.26, 13.71, 20, cross_check_wait=9.5)
+    assert predicted["predicted_window_seconds"] == 75.0
+    assert predicted["predicted_window"]["cross_check_wait_seconds"] == 9.5
 
 
 def test_without_service_seconds_the_benchmark_default_is_added():

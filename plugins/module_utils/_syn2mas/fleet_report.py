@@ -112,8 +112,8 @@ def _compat(probe):
 
 
 def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None) -> dict:
-    """One host's report entry from its phase results (see REQUIRED); `predicted_before` is the window the
-    latest check-mode run predicted for it (a real run only)."""
+    """One host's report entry from its phase results (see REQUIRED); `predicted_before` is what the latest
+    check-mode run predicted for it ({predicted_window_seconds, predicted_window}; a real run only)."""
     run = results.get("run") or {}
     marks = run.get("marks") or {}
     preflight = _need(host, "preflight", results.get("preflight"))
@@ -127,9 +127,10 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
     probe = _need(host, "reverse_proxy", results.get("reverse_proxy"))
 
     phases = phase_seconds(marks)
+    window = (round(float(marks[DOWNTIME_END]) - float(marks[DOWNTIME_START]), 1)
+              if DOWNTIME_START in marks and DOWNTIME_END in marks else None)
     # Check mode stops nothing and writes no backup: no downtime and no backup path to report.
-    downtime = (round(float(marks[DOWNTIME_END]) - float(marks[DOWNTIME_START]), 1)
-                if DOWNTIME_START in marks and DOWNTIME_END in marks and not check_mode else None)
+    downtime = None if check_mode else window
     if check_mode:
         backup = None
     findings = split_findings((preflight or {}).get("findings") or [],
@@ -138,10 +139,17 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
                 "blocking": (preflight or {}).get("blocking") or [], "count": findings["count"]}
     before = preflight if preflight is not None else rollback
     imp = imp or {}
-    if check_mode:  # the dry run did the import's work: its prediction is this run's
-        predicted = imp.get("predicted_window_seconds")
+    earlier = predicted_before or {}
+    service_measured = None
+    if check_mode:  # the check run went through the window's tasks and the dry run did the import's work
+        prediction = predict_window(window, imp.get("predicted_window"))
+        predicted = imp.get("predicted_window_seconds") if prediction is None else prediction["seconds"]
+        predicted_parts = None if prediction is None else prediction["parts"]
     else:
-        predicted = predicted_before
+        predicted, predicted_parts = earlier.get("predicted_window_seconds"), earlier.get("predicted_window")
+        # Only a window gone through to its end: a rolled-back run's downtime holds its rollback.
+        if run.get("outcome") == "migrated":
+            service_measured = service_seconds_measured(downtime, predicted_parts)
     return {
         "outcome": run.get("outcome") or "not run",
         "mas_host": run.get("mas_host") or host,
@@ -155,6 +163,8 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
         "duration_seconds": run.get("duration_seconds"),
         "downtime_seconds": downtime,
         "predicted_window_seconds": predicted,
+        "predicted_window": predicted_parts,
+        "window_service_seconds": service_measured,
         "synapse_down": DOWNTIME_START in marks and DOWNTIME_END not in marks and not check_mode,
         "phase_seconds": phases,
         "window_phases": [p["phase"] for p in phases if p["phase"] in WINDOW_PHASES],
@@ -170,9 +180,42 @@ def host_entry(host: str, results: dict, check_mode: bool, predicted_before=None
     }
 
 
+def predict_window(check_window, dry_run_parts) -> dict | None:
+    """The window a check run predicts, {seconds, parts}, made of what it measured: its own window (every task
+    the window runs, as check mode runs them, the import's dry run among them), verify's reads after the commit
+    (measured by the dry run: check mode verifies nothing), and what check mode does not do, the real stops of
+    Synapse and MAS and their starts until healthy (the dry run's service seconds: syn2mas_window_service_seconds,
+    a real run's `window_service_seconds`, or the import module's estimate). None when the check run did not go
+    through the window or its dry run gave no parts."""
+    if check_window is None or not isinstance(dry_run_parts, dict):
+        return None
+    # The dry run waited for its cross-check against Synapse inside the check run's window; the real run does not.
+    check_window = float(check_window) - float(dry_run_parts.get("cross_check_wait_seconds") or 0.0)
+    parts = {"check_window_seconds": round(max(check_window, 0.0), 3),
+             "verify_seconds": round(float(dry_run_parts["verify_seconds"]), 3),
+             "service_seconds": round(float(dry_run_parts["service_seconds"]), 3)}
+    return {"seconds": round(sum(parts.values()), 1), "parts": parts}
+
+
+def service_seconds_measured(downtime, predicted_parts) -> float | None:
+    """A real run's window minus what the check run before it measured (its own window and verify's reads):
+    the seconds only a real run spends (the real stops and starts until healthy, verify beyond its reads), the
+    figure to give syn2mas_window_service_seconds for the next prediction on a host like this one."""
+    if downtime is None or not isinstance(predicted_parts, dict) or "check_window_seconds" not in predicted_parts:
+        return None
+    return round(float(downtime) - float(predicted_parts["check_window_seconds"])
+                 - float(predicted_parts["verify_seconds"]), 1)
+
+
 def latest_predictions(report_dir: str, name: str = "migrate") -> dict:
     """{host: predicted_window_seconds} from the latest check-mode report in `report_dir` that predicted it
     (the run ids are UTC timestamps, so their order is their time)."""
+    return {host: entry["predicted_window_seconds"] for host, entry in latest_predicted(report_dir, name).items()}
+
+
+def latest_predicted(report_dir: str, name: str = "migrate") -> dict:
+    """{host: {predicted_window_seconds, predicted_window}} from the latest check-mode report in `report_dir`
+    that predicted the host's window (its parts None in a report that has none)."""
     predicted = {}
     for path in sorted(glob.glob(os.path.join(report_dir, "*", f"{name}.json"))):
         try:
@@ -185,7 +228,8 @@ def latest_predictions(report_dir: str, name: str = "migrate") -> dict:
         for host, entry in (report.get("hosts") or {}).items():
             seconds = entry.get("predicted_window_seconds") if isinstance(entry, dict) else None
             if seconds is not None:
-                predicted[host] = seconds
+                predicted[host] = {"predicted_window_seconds": seconds,
+                                   "predicted_window": entry.get("predicted_window")}
     return predicted
 
 
@@ -193,7 +237,7 @@ def build_report(hosts: dict, run_id: str, name: str = "migrate", check_mode: bo
                  report_dir: str | None = None, generated_at: str | None = None) -> dict:
     """The fleet report: {run_id, report, generated_at, check_mode, hosts: {host: entry}}, hosts sorted.
     `hosts` maps each host to its phase results; `report_dir` is where earlier reports are (predictions)."""
-    predictions = latest_predictions(report_dir, name) if report_dir and not check_mode else {}
+    predictions = latest_predicted(report_dir, name) if report_dir and not check_mode else {}
     if generated_at is None:
         generated_at = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()
     return {"run_id": run_id, "report": name, "generated_at": generated_at, "check_mode": check_mode,

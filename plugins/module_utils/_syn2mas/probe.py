@@ -149,8 +149,9 @@ def mas_provider_rows(conninfo: dict, mas_config, mas_reader=LOCAL_FILES) -> dic
     return {"configured": len(configured), "missing": missing}
 
 
-def wait_idle(conninfo: dict, what: str, timeout: float, interval: float = 1.0) -> dict:
-    """Waits until no other client is connected to the database; returns the last probe."""
+def wait_idle(conninfo: dict, what: str, timeout: float, interval: float = 0.5) -> dict:
+    """Waits until no other client is connected to the database; returns the last probe. Asked every `interval`
+    seconds (one short connection and query), so that the window goes on the moment the last client left."""
     deadline = time.monotonic() + timeout
     while True:
         info = probe_database(conninfo, what)

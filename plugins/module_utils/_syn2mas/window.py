@@ -17,8 +17,13 @@ and the runbook's tasks in between). The dry run measures the first two and take
   rows it wrote, which verify repeats when Synapse is unchanged) and the fingerprint of Synapse's tables
   (verify compares it with the import's);
 - the services: not measurable before the stop without stopping something, so an estimate the operator
-  gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report: its window
-  minus its import and verify. Without one, DEFAULT_SERVICE_SECONDS, an estimate (see there).
+  gives (the runbook's `syn2mas_window_service_seconds`), taken from a rehearsal's report (the fleet report's
+  `window_service_seconds`: its window minus what its check run measured). Without one, DEFAULT_SERVICE_SECONDS,
+  an estimate (see there).
+
+In the runbook the fleet report predicts the window from the check run instead (fleet_report.predict_window): the
+check run's own window, which holds the dry-run import and every task of the window as check mode runs them, plus
+verify's reads and the service seconds from here; only the real stops and starts are left to the estimate.
 
 Plain Python; the import calls it at the end of a dry run.
 """
@@ -33,13 +38,16 @@ from __future__ import annotations
 DEFAULT_SERVICE_SECONDS = 25.0
 
 
-def predict(import_seconds: float, verify_seconds: float, service_seconds: float | None) -> dict:
-    """The predicted window (seconds, one decimal) and its parts (three decimals)."""
+def predict(import_seconds: float, verify_seconds: float, service_seconds: float | None,
+            cross_check_wait: float = 0.0) -> dict:
+    """The predicted window (seconds, one decimal) and its parts (three decimals). `cross_check_wait` is not
+    one of them: the dry run's wait for its cross-check against Synapse, which the real run does not make; it is
+    given beside them for a prediction from a check run's window, which holds it (fleet_report.predict_window)."""
     service = DEFAULT_SERVICE_SECONDS if service_seconds is None else float(service_seconds)
     if service < 0:
         raise ValueError(f"the window's service seconds must not be negative (got {service})")
     parts = {"import_seconds": round(import_seconds, 3), "verify_seconds": round(verify_seconds, 3),
-             "service_seconds": round(service, 3)}
+             "service_seconds": round(service, 3), "cross_check_wait_seconds": round(cross_check_wait, 3)}
     return {"predicted_window_seconds": round(import_seconds + verify_seconds + service, 1),
             "predicted_window": parts}
 
@@ -49,4 +57,5 @@ def predict_from_dry_run(synapse_side, dry_run_seconds: float, service_seconds: 
     (the seconds of the digests of the rows written and of Synapse's fingerprint, and how long the run
     waited for its recomputation of Synapse's rows, which the real run does not do)."""
     import_seconds = max(dry_run_seconds - synapse_side.waited, 0.0)
-    return predict(import_seconds, synapse_side.written_seconds + synapse_side.fingerprint_seconds, service_seconds)
+    return predict(import_seconds, synapse_side.written_seconds + synapse_side.fingerprint_seconds, service_seconds,
+                   cross_check_wait=min(synapse_side.waited, dry_run_seconds))
