@@ -199,11 +199,14 @@ def shared_case(shared_env):
 
 
 def case_for(change, request) -> Case:
+    """A case over the shared clean pair: a @fresh change gets a copy of each database it writes to (copied
+    from the clean pair as it writes, the other one stays shared), any other change fails if it writes."""
+    shared = request.getfixturevalue("shared_env")
     if getattr(change, "fresh", False):
-        env = request.getfixturevalue("env")
-        clean_data(env)
-        return Case(env)
-    return Case(request.getfixturevalue("shared_env"), shared=True)
+        case = Case(shared, copy_on_write=True)
+        request.addfinalizer(case.drop_copies)
+        return case
+    return Case(shared, shared=True)
 
 
 @pytest.mark.parametrize("check, severity, change", FIRES, ids=[
