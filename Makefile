@@ -1,5 +1,6 @@
 # Conveniences over the scripts the README documents.
-.PHONY: setup demo test test-fast test-unit test-database test-faults test-playbook test-e2e reliability bench bench-runbook
+.PHONY: setup demo test test-fast test-unit test-database test-cli test-faults test-playbook test-e2e reliability bench \
+	bench-runbook
 setup:
 	bash scripts/setup.sh
 demo:
@@ -11,7 +12,7 @@ test:
 test-fast:
 	bash scripts/test.sh -m "unit or database"
 # One tier (tests/support/tiers.py assigns every test file to one).
-test-unit test-database test-faults test-playbook test-e2e:
+test-unit test-database test-cli test-faults test-playbook test-e2e:
 	bash scripts/test.sh -m $(patsubst test-%,%,$@)
 # The import's whole reliability suite: every fault at every step (the test run has one of each).
 reliability:

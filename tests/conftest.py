@@ -106,7 +106,7 @@ def mas_db(pg, mas_variant):
     pg.drop_database(name)
 
 
-from tests.support import migration_env  # noqa: E402
+from tests.support import migration_env, verify_runs  # noqa: E402
 
 
 @pytest.fixture
@@ -135,16 +135,51 @@ def env(make_env):
     return make_env()
 
 
+@pytest.fixture(scope="session")
+def imported_samples(pg, tmp_path_factory):
+    """The sample homeserver imported into MAS once per (Synapse release, MAS variant) for the session
+    (verify_runs.ImportedSamples): the tests of verify copy the pair, or read it in place."""
+    samples = verify_runs.ImportedSamples(pg, str(tmp_path_factory.mktemp("imported")))
+    yield samples
+    samples.drop()
+
+
+@pytest.fixture
+def make_imported_env(pg, tmp_path, imported_samples):
+    """Builds MigrationEnvs holding the sample homeserver imported into MAS (`verify_runs.imported`), each on
+    copies of the pair imported once for the session; `env.import_result` is what the import reported."""
+    created = []
+
+    def factory(synapse_version=synapse_schema.LATEST, mas_variant="own-1.22"):
+        workdir = tmp_path / f"imported{len(created)}"
+        workdir.mkdir()
+        env = imported_samples.copied(str(workdir), synapse_version, mas_variant)
+        created.extend([env.synapse_db, env.mas_db])
+        return env
+
+    yield factory
+    for name in created:
+        pg.drop_database(name)
+
+
+@pytest.fixture
+def imported_env(make_imported_env):
+    """One migration environment on the newest Synapse schema and MAS 1.22 holding the sample homeserver
+    imported into MAS."""
+    return make_imported_env()
+
+
 @pytest.fixture(scope="module")
 def shared_databases(pg, tmp_path_factory):
     """A Synapse database (newest schema) and a MAS 1.22 database with its providers' rows, shared by the tests
-    of one file that leave both as they were and prove it (each compares both before and after): each then
-    finds them as fresh, without the two copies of the templates a fresh environment costs."""
+    of one file that leave both as they were and prove it (each compares both with their dumps as created,
+    `MigrationEnv.dumps_as_created`): each then finds them as fresh, without the two copies of the templates a
+    fresh environment costs, and a test that changed them fails, and every test after it."""
     synapse_name, mas_name = new_db_name("synapse"), new_db_name("mas")
     pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
     pg.create_database(mas_name, template=mas_schema.create_template(pg, "own-1.22"))
-    migration_env.MigrationEnv(pg, synapse_name, mas_name, str(tmp_path_factory.mktemp("shared")))
-    yield synapse_name, mas_name
+    env = migration_env.MigrationEnv(pg, synapse_name, mas_name, str(tmp_path_factory.mktemp("shared")))
+    yield synapse_name, mas_name, (env.synapse_dump(), env.mas_dump())
     pg.drop_database(synapse_name)
     pg.drop_database(mas_name)
 
@@ -155,4 +190,6 @@ def env_on_shared_databases(pg, tmp_path, shared_databases):
     only for a test that leaves both databases as they were and checks that it did)."""
     workdir = tmp_path / "shared-env"
     workdir.mkdir()
-    return migration_env.MigrationEnv(pg, *shared_databases, str(workdir), insert_providers=False)
+    synapse_name, mas_name, dumps = shared_databases
+    return migration_env.MigrationEnv(pg, synapse_name, mas_name, str(workdir), insert_providers=False,
+                                      dumps_as_created=dumps)

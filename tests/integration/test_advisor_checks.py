@@ -193,12 +193,22 @@ def shared_env(pg, tmp_path_factory):
     pg.drop_database(mas_db)
 
 
+@pytest.fixture
+def shared_case(shared_env):
+    """A case over the file's shared clean pair: for a test that changes config files and options only (a
+    write to either database fails the test: Case's shared guard)."""
+    return Case(shared_env, shared=True)
+
+
 def case_for(change, request) -> Case:
+    """A case over the shared clean pair: a @fresh change gets a copy of each database it writes to (copied
+    from the clean pair as it writes, the other one stays shared), any other change fails if it writes."""
+    shared = request.getfixturevalue("shared_env")
     if getattr(change, "fresh", False):
-        env = request.getfixturevalue("env")
-        clean_data(env)
-        return Case(env)
-    return Case(request.getfixturevalue("shared_env"), shared=True)
+        case = Case(shared, copy_on_write=True)
+        request.addfinalizer(case.drop_copies)
+        return case
+    return Case(shared, shared=True)
 
 
 @pytest.mark.parametrize("check, severity, change", FIRES, ids=[
@@ -259,13 +269,23 @@ def test_every_check_has_a_firing_and_a_quiet_test():
 
 # -- the clean pair, across the supported Synapse and MAS schemas ----------------------------
 
+@pytest.fixture(scope="module")
+def answering_mas():
+    """MAS (a stand-in) answering as the MAS of the clean pair's config, one for the cases that only need it to
+    answer (a MAS of their own costs two processes to start and one to stop)."""
+    mas = MasStandIn(issuer=cases.CLEAN_MAS["http"]["issuer"]).start()
+    yield mas
+    mas.stop()
+
+
 @pytest.mark.parametrize("synapse_version", synapse_schema.VERSIONS)
 @pytest.mark.parametrize("mas_variant", list(mas_schema.VARIANTS))
-def test_a_clean_well_configured_pair_has_no_error_and_no_warning(make_env, synapse_version, mas_variant):
+def test_a_clean_well_configured_pair_has_no_error_and_no_warning(make_env, answering_mas, synapse_version,
+                                                                  mas_variant):
     env = make_env(synapse_version=synapse_version, mas_variant=mas_variant)
     clean_data(env)
     case = Case(env)
-    case.mas_answering()  # MAS, answering as the MAS of this config: every check runs
+    case.options["mas_url"] = answering_mas.url  # MAS, answering as the MAS of this config: every check runs
     result = case.run()
     assert [f for f in result["findings"] if f["severity"] != INFO] == []
     assert advisor.exit_code(result) == 0
@@ -293,7 +313,8 @@ def test_schema_92_without_a_delta_of_synapse_1_136_is_too_old(make_env, synapse
         assert not hits
 
 
-def test_empty_sections_are_absent_and_never_crash(case):
+def test_empty_sections_are_absent_and_never_crash(shared_case):
+    case = shared_case
     for key in ("cas_config", "saml2_config", "jwt_config", "password_config", "login_via_existing_session",
                 "user_consent", "experimental_features", "matrix_authentication_service", "oidc_providers",
                 "oidc_config", "password_providers", "modules", "ldap_config"):
@@ -306,7 +327,8 @@ def test_empty_sections_are_absent_and_never_crash(case):
     assert [f for f in result["findings"] if f["severity"] != INFO] == []
 
 
-def test_a_section_of_the_wrong_type_is_an_error_naming_the_key(case):
+def test_a_section_of_the_wrong_type_is_an_error_naming_the_key(shared_case):
+    case = shared_case
     case.synapse["cas_config"] = "yes"
     hit = found(case.run(), "synapse_config_invalid")
     assert hit and hit[0]["where"].endswith("homeserver.yaml: cas_config")
@@ -339,7 +361,8 @@ def test_sso_links_of_saml_and_of_a_removed_oidc_provider_say_the_way_out(case):
         assert "synapse_idp_id" in hit["remedy"] and "skipUnmappedProviders" in hit["remedy"]
 
 
-def test_without_a_mas_config_the_mas_side_is_reported_as_not_run(case):
+def test_without_a_mas_config_the_mas_side_is_reported_as_not_run(shared_case):
+    case = shared_case
     case.options["mas_config"] = []
     result = case.run()
     not_run = {item["check"]: item["reason"] for item in result["summary"]["not_run"]}

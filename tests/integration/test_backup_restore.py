@@ -51,7 +51,7 @@ def test_a_config_directory_is_restored_as_synapse_read_it(env, tmp_path):
     assert backup.restore_files(made["path"]) == []  # a second restore has nothing to do
 
 
-def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restore(env, tmp_path):
+def test_a_yaml_file_created_in_conf_d_after_the_backup_is_removed_by_the_restore(tmp_path):
     confd = tmp_path / "conf.d"
     write(str(confd / "a.yaml"), "a: 1\n")
     made = backup.make_backup(str(tmp_path / "backups"), "run1", {}, [str(confd)])
@@ -80,7 +80,7 @@ def test_a_restore_of_files_does_not_need_the_configs_it_puts_back(env, tmp_path
     assert open(env.mas_yaml).read() == good
 
 
-def test_a_symlinked_file_is_restored_through_its_link(env, tmp_path):
+def test_a_symlinked_file_is_restored_through_its_link(tmp_path):
     # sites-enabled/matrix -> ../sites-available/matrix: the restore puts the target back, the link stays.
     target = tmp_path / "sites-available" / "matrix"
     write(str(target), "server { listen 80; }\n")

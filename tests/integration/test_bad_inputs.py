@@ -263,7 +263,7 @@ WRITES_TO_A_DATABASE = (saml_link,)
 def test_a_bad_input_gets_its_exact_message_and_changes_nothing(request, setup, args, expected, code):
     env = request.getfixturevalue("env" if setup in WRITES_TO_A_DATABASE else "env_on_shared_databases")
     setup(env)
-    mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
+    synapse_before, mas_before = env.dumps_before()
     out, err = io.StringIO(), io.StringIO()
     returned = cli.main(command_line(env, args), out=out, err=err)
     last = err.getvalue().splitlines()[-1]

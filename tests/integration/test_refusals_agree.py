@@ -15,12 +15,15 @@ from _syn2mas.advisor.refusals import IMPORT_REFUSALS
 from _syn2mas.advisor.report import finding_line
 from _syn2mas.errors import Syn2masError
 from _syn2mas.mas_writer import MARKER_PREFIX
+from tests.support import mas_schema, migration_env, synapse_schema
 from tests.support.advisor_cases import (
-    Case, cas_links, clean_data, foreign_user, found, google_unmapped, mas_providers_not_synced, mas_running,
+    Case, cas_links, clean_data, foreign_user, found, fresh, google_unmapped, mas_providers_not_synced, mas_running,
     mas_trigger, mas_user, oauth_delegated, schema_version, synapse_running,
 )
+from tests.support.pgcluster import new_db_name
 
 
+@fresh
 def _other_servers_import(c):
     payload = {"server_name": "other.example", "imported_at": "2026-01-01T00:00:00+00:00", "migrated": {"users": 3}}
     c.sql_mas("COMMENT ON TABLE users IS %s", (MARKER_PREFIX + json.dumps(payload),))
@@ -46,11 +49,32 @@ def test_every_refusal_of_the_import_is_a_case():
     assert set(REFUSALS) == set(IMPORT_REFUSALS)
 
 
-@pytest.mark.parametrize("check", list(REFUSALS))
-def test_the_import_refuses_with_the_advisors_words(env, check):
+@pytest.fixture(scope="module")
+def shared_env(pg, tmp_path_factory):
+    """One clean pair for the cases whose change writes to neither database (a config file, a connection held):
+    the refused import must leave MAS as it was, which each case checks, and Case's shared guard fails a change
+    that writes."""
+    synapse_db, mas_db = new_db_name("synapse"), new_db_name("mas")
+    pg.create_database(synapse_db, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
+    pg.create_database(mas_db, template=mas_schema.create_template(pg, "own-1.22"))
+    env = migration_env.MigrationEnv(pg, synapse_db, mas_db, str(tmp_path_factory.mktemp("refusals")))
     clean_data(env)
-    case = Case(env)
-    REFUSALS[check](case)
+    yield env
+    pg.drop_database(synapse_db)
+    pg.drop_database(mas_db)
+
+
+@pytest.mark.parametrize("check", list(REFUSALS))
+def test_the_import_refuses_with_the_advisors_words(request, check):
+    change = REFUSALS[check]
+    if getattr(change, "fresh", False):  # it writes to a database: databases of its own
+        env = request.getfixturevalue("env")
+        clean_data(env)
+        case = Case(env)
+    else:
+        env = request.getfixturevalue("shared_env")
+        case = Case(env, shared=True)
+    change(case)
     case.options["for_real_import"] = True
     # A running Synapse (synapse_running) or MAS (mas_running) stays connected through the import too:
     # the case would close it after advising.

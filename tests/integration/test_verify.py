@@ -9,17 +9,19 @@ import json
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support.ansible_run import run_tasks
 from tests.support.synapse_data import SynapseData
-from tests.support.verify_runs import imported, verify_cli
+from tests.support.verify_runs import verify_cli
 
 
 def verify(env) -> dict:
     return run_verify(VerifyOptions(synapse_config=[env.homeserver_yaml], mas_config=[env.mas_yaml]))
 
 
-def test_clean_import_verifies_and_leaves_both_databases_as_they_were(make_env, synapse_version, mas_variant):
-    # Every MAS schema (1.0 and 1.22, this project's and MAS's own where present), both Synapse releases.
-    env = make_env(synapse_version=synapse_version, mas_variant=mas_variant)
-    result = imported(env)
+def test_clean_import_verifies_and_leaves_both_databases_as_they_were(imported_samples, tmp_path, synapse_version,
+                                                                     mas_variant):
+    # Every MAS schema (1.0 and 1.22, this project's and MAS's own where present), both Synapse releases; the
+    # import of the session's pair, read in place: verify must leave both databases as they were.
+    env = imported_samples.read_only(str(tmp_path), synapse_version, mas_variant)
+    result = env.import_result
     synapse_before, mas_before = env.synapse_dump(), env.mas_dump()
 
     run = verify_cli(env)
@@ -42,8 +44,8 @@ def test_clean_import_verifies_and_leaves_both_databases_as_they_were(make_env, 
     assert env.mas_dump() == mas_before
 
 
-def test_each_kind_of_damage_is_found_and_named(env):
-    imported(env)
+def test_each_kind_of_damage_is_found_and_named(imported_env):
+    env = imported_env
     # A missing user (and what hangs on it), a changed password hash, a dropped token, a session
     # moved to another device, an extra row.
     victim = env.mas("SELECT username FROM users u WHERE NOT deactivated_at IS NOT NULL AND NOT EXISTS "
@@ -93,8 +95,8 @@ def test_each_kind_of_damage_is_found_and_named(env):
     assert env.synapse_dump() == synapse_before and env.mas_dump() == mas_before
 
 
-def test_a_login_on_synapse_after_the_import_is_a_change_not_damage(env):
-    imported(env)
+def test_a_login_on_synapse_after_the_import_is_a_change_not_damage(imported_env):
+    env = imported_env
     conn = env.pg.connect(env.synapse_db)
     try:
         synapse = SynapseData(conn, env.server_name, seed=7)
@@ -124,8 +126,8 @@ def test_nothing_to_verify_without_an_import(env):
     assert "no import by matrix.syn2mas" in json.loads(run.stdout)["error"]
 
 
-def test_module_in_check_mode_and_for_real_fails_on_damage_only(env, tmp_path):
-    imported(env)
+def test_module_in_check_mode_and_for_real_fails_on_damage_only(imported_env, tmp_path):
+    env = imported_env
     task = {"matrix.syn2mas.syn2mas_verify": {"synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}}
     mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
     for check in (True, False):
@@ -149,9 +151,9 @@ def test_module_in_check_mode_and_for_real_fails_on_damage_only(env, tmp_path):
     assert not run.result.get("failed") and run.result["ok"] is False
 
 
-def test_mas_at_work_after_the_import_is_not_damage(env):
+def test_mas_at_work_after_the_import_is_not_damage(imported_env):
     """Once MAS runs, it uses sessions, locks users and adds logins of its own: not damage."""
-    imported(env)
+    env = imported_env
     env.mas("UPDATE compat_sessions SET last_active_at = now(), last_active_ip = '203.0.113.9' "
             "WHERE compat_session_id = (SELECT compat_session_id FROM compat_sessions WHERE device_id IS NOT NULL "
             "ORDER BY 1 LIMIT 1)")
@@ -170,7 +172,7 @@ def test_mas_at_work_after_the_import_is_not_damage(env):
     assert result["entities"]["device_sessions"]["examples"]["added_in_mas"][0].endswith(" device MASLOGIN")
 
 
-def test_both_digests_agree_on_a_clean_import(env):
+def test_both_digests_agree_on_a_clean_import(imported_env):
     """PostgreSQL 13 servers digest rows as text (md5): that way proves a clean import too, and a
     changed row shows in its bucket either way."""
     from _syn2mas import verify as v
@@ -178,7 +180,7 @@ def test_both_digests_agree_on_a_clean_import(env):
     from _syn2mas.mas_writer import read_marker
     from _syn2mas.stages import STAGES
 
-    imported(env)
+    env = imported_env
     synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
     try:
         params = v.replay_params(env.server_name, read_marker(mas)["replay"])
@@ -209,7 +211,7 @@ def test_both_digests_agree_on_a_clean_import(env):
         mas.close()
 
 
-def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_unchanged(env):
+def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_unchanged(imported_env):
     """The import records the digests of the rows it wrote, in its transaction: they are what Synapse's
     side recomputed now gives, verify compares MAS with them while Synapse's tables are unchanged, and
     reads Synapse for an entity whose totals differ (damage, then named as before) or once Synapse changed."""
@@ -217,7 +219,8 @@ def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_un
     from _syn2mas.mas_schema import detect
     from _syn2mas.mas_writer import read_marker
 
-    timing = imported(env)["verify_record_seconds"]
+    env = imported_env
+    timing = env.import_result["verify_record_seconds"]
     assert timing["total"] > 0 and 0 <= timing["after_rebuild"] <= timing["total"]
     synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
     try:

@@ -6,44 +6,28 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import tempfile
 
 import pytest
 
 from _syn2mas.mas_schema import WRITTEN_TABLES
 from _syn2mas.stages import STAGES
 from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
-from tests.support import mas_schema, synapse_schema
-from tests.support.migration_env import MigrationEnv
-from tests.support.synapse_data import populate_sample
+from tests.support import synapse_schema
 
 _copies = itertools.count()
 SERVER = "example.test"
 
 
 @pytest.fixture(scope="module", params=["own-1.0", "own-1.22"], ids=lambda v: f"mas-{v}")
-def imported(request, pg):
-    """One real import of the sample Synapse into MAS `variant`; its MAS database is the template
-    each case copies."""
-    suffix = f"{os.getpid()}_{request.param.replace('-', '_').replace('.', '_')}"
-    synapse_db, mas_db = f"synapse_dmg_{suffix}", f"mas_dmg_{suffix}"
-    pg.create_database(synapse_db, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
-    pg.create_database(mas_db, template=mas_schema.create_template(pg, request.param))
-    workdir = tempfile.mkdtemp(prefix="syn2mas-verify-damage-")
-    env = MigrationEnv(pg, synapse_db, mas_db, workdir)
-    conn = pg.connect(synapse_db)
-    try:
-        populate_sample(conn, SERVER)
-    finally:
-        conn.close()
-    assert env.run()["changed"] is True
+def imported(request, imported_samples, tmp_path_factory):
+    """The real import of the sample Synapse into MAS `variant`, made once for the session
+    (conftest's imported_samples); its MAS database is the template each case copies, its Synapse
+    database is only read (one case adds a token and takes it out again)."""
+    env = imported_samples.read_only(str(tmp_path_factory.mktemp("verify-damage")), synapse_schema.LATEST,
+                                     request.param)
+    assert env.server_name == SERVER
     env.variant = request.param
-    try:
-        yield env
-    finally:
-        pg.drop_database(synapse_db)
-        pg.drop_database(mas_db)
+    return env
 
 
 def verify_copy(env, damage) -> tuple:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import uuid
@@ -15,6 +16,7 @@ from _syn2mas.config import format_ulid
 from _syn2mas.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
 from tests.support import homeservers, mas_schema
 from tests.support.mas_stand_in import MasStandIn
+from tests.support.pgcluster import new_db_name
 from tests.support.synapse_data import SynapseData
 
 PEPPER = "s3cr3t-pepper"
@@ -57,9 +59,13 @@ def clean_data(env) -> None:
 class Case:
     """A clean environment to change one thing in, then advise on."""
 
-    def __init__(self, env, shared: bool = False):
+    def __init__(self, env, shared: bool = False, copy_on_write: bool = False):
         self.env = env
         self.shared = shared  # the databases are shared with other cases: they must not change
+        # The databases are shared with other cases, and the first write to one of them makes this case a copy
+        # of it (copies of the clean pair, as a fresh pair would be after clean_data): drop_copies drops them.
+        self.copy_on_write = copy_on_write
+        self._copies: list = []
         self.synapse = copy.deepcopy(CLEAN_SYNAPSE)
         self.mas = copy.deepcopy(CLEAN_MAS)
         self.options: dict = {}
@@ -67,19 +73,37 @@ class Case:
         self._stand_ins: list = []
 
     # Shortcuts for the cases.
-    def _writable(self):
+    def _writable(self, side: str):
+        """Before a write to `side`'s database ("synapse" or "mas")."""
+        if self.copy_on_write:
+            self._own(side)
+            return
         assert not self.shared, "this case changes a database: mark its change function @fresh"
 
+    def _own(self, side: str) -> None:
+        if any(made_for == side for made_for, _name in self._copies):
+            return
+        name = new_db_name(side)
+        self.env.pg.create_database(name, template=getattr(self.env, f"{side}_db"))
+        self._copies.append((side, name))
+        workdir = os.path.join(self.env.workdir, f"copy-{name}")
+        os.makedirs(workdir)
+        self.env = dataclasses.replace(self.env, workdir=workdir, insert_providers=False, **{f"{side}_db": name})
+
+    def drop_copies(self) -> None:
+        for _side, name in self._copies:
+            self.env.pg.drop_database(name)
+
     def sql_synapse(self, sql, params=None):
-        self._writable()
+        self._writable("synapse")
         return self.env.pg.execute(sql, self.env.synapse_db, params)
 
     def sql_mas(self, sql, params=None):
-        self._writable()
+        self._writable("mas")
         return self.env.mas(sql, params)
 
     def data(self):
-        self._writable()
+        self._writable("synapse")
         return synapse_data(self.env)
 
     def hold_connection(self, dbname: str, name: str, sql: str | None = None):
@@ -146,7 +170,7 @@ def severities(result: dict) -> dict:
 # FIRES: (check, expected severity, change). QUIET: (check, change) - a near miss, or the clean pair.
 
 def fresh(change):
-    """Marks a change that writes to a database: its case gets databases of its own."""
+    """Marks a change that writes to a database: its case gets a copy of each database it writes to."""
     change.fresh = True
     return change
 
@@ -292,7 +316,7 @@ def cas_links(c):
 def cas_links_mapped(c):
     cas_links(c)
     c.mas_providers(*c.default_providers(), ("cas", CAS_ID, "https://dex.example.test/"))
-    c._writable()
+    c._writable("mas")
     conn = c.env.pg.connect(c.env.mas_db)
     mas_schema.insert_upstream_provider(conn, CAS_ID)
     conn.close()

@@ -33,6 +33,11 @@ class MigrationEnv:
     # False when MAS's database holds the providers' rows already (an environment of its own config files over
     # databases another environment made).
     insert_providers: bool = True
+    # (Synapse's dump, MAS's dump) when both databases were made (and dumped) once for several tests that must
+    # leave them as they were: each compares with these rather than dumping both before it starts.
+    dumps_as_created: tuple | None = None
+    # What the import reported, when both databases are copies of a pair it imported (verify_runs.ImportedSamples).
+    import_result: dict | None = None
 
     def __post_init__(self):
         self.homeserver_yaml = os.path.join(self.workdir, "homeserver.yaml")
@@ -94,6 +99,11 @@ class MigrationEnv:
 
     def synapse_dump(self) -> str:
         return self.pg.dump(self.synapse_db)
+
+    def dumps_before(self) -> tuple:
+        """(Synapse's dump, MAS's dump) before a test that must leave both as they were: as created, when the
+        databases are shared and were dumped then, else now."""
+        return self.dumps_as_created or (self.synapse_dump(), self.mas_dump())
 
 
 def small_homeserver(env: MigrationEnv) -> None:

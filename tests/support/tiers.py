@@ -8,9 +8,11 @@ A test file missing from FILES, or a name in FILES or TESTS that is gone, stops 
 What is fast (the rule `make test-fast` stands on): the unit tier, and the database tier, which is the
 library in-process against the session's one PostgreSQL on small homeservers. A test is not fast when it
 does any of SLOW_CALLS: it loads a bulk homeserver to catch the import mid-run or sets a throttled
-autovacuum on it (its tier is `faults`), or runs ansible-playbook (its tier is `playbook`). `check_tiers`
-reads every fast-tier test's code (and the file's helpers it calls) and stops the run when one of them does
-one of these without its tier in TESTS, so a slow test cannot creep into the inner loop. Killing the
+autovacuum on it (its tier is `faults`), or runs ansible-playbook (its tier is `playbook`); nor when it
+does any of SLOW_IN_A_LOOP: it runs the `syn2mas` command as a process in a loop, by the dozen (its tier
+is `cli`; a test may run the command once or twice and stay fast). `check_tiers` reads every fast-tier
+test's code (and the file's helpers it calls) and stops the run when one of them does one of these without
+its tier in TESTS, so a slow test cannot creep into the inner loop. Killing the
 importer (test_import_kill_points.py) is a fault whatever the homeserver's size.
 """
 
@@ -22,6 +24,8 @@ import os
 TIERS = {
     "unit": "the library and the adapters in-process: no database, no Synapse, no ansible-playbook",
     "database": "the library against a real PostgreSQL with the real Synapse and MAS schemas, small homeservers",
+    "cli": "the `syn2mas` command run as a process by the dozen (every command and output format of a case) "
+           "against the session's PostgreSQL",
     "faults": "the import under injected faults (killed, signalled, cut off, restarted, raced) on homeservers big "
               "enough to be caught mid-run; `make reliability` runs every case",
     "playbook": "modules, roles and playbooks run by ansible-playbook (or the built collection and its tools)",
@@ -75,6 +79,8 @@ TESTS = {
     "integration/test_import_reliability.py::"
     "test_a_malformed_database_uri_never_shows_its_password_in_module_results_or_logs": "playbook",
     "integration/test_import_reliability.py::test_the_import_role_refuses_a_stale_import": "playbook",
+    "integration/test_import_reliability.py::test_a_malformed_database_uri_never_shows_its_password_on_the_cli":
+        "cli",
     "integration/test_import_reliability.py::"
     "test_a_connection_lost_at_any_step_is_reported_as_lost_and_leaves_mas_as_it_was": "faults",
     "integration/test_import_reliability.py::"
@@ -106,6 +112,10 @@ FAST_TIERS = ("unit", "database")
 # What makes a test slow (SLOW_CALLS: a function it calls, or a command it names -> the tier it belongs to).
 SLOW_CALLS = {"bulk_homeserver": "faults", "start_slow_autovacuum": "faults", "run_tasks": "playbook",
               "ansible-playbook": "playbook"}
+# What makes a test slow when it does it in a loop (a `for`, `while` or comprehension of the test or of a
+# helper of its file): the helpers that run the `syn2mas` command as a process -> the tier it belongs to.
+SLOW_IN_A_LOOP = {"syn2mas": "cli", "verify_cli": "cli"}
+SLOW = {**SLOW_CALLS, **{f"{name} in a loop": tier for name, tier in SLOW_IN_A_LOOP.items()}}
 
 # Files run on one pytest-xdist worker, one after the other (every other file is a group of its own): those
 # that create system users and groups (useradd/groupadd lock /etc/passwd: two at once fail). Every other file,
@@ -149,18 +159,29 @@ def test_files(tests_dir: str) -> list:
     return sorted(found)
 
 
+def _called(call: ast.Call) -> str | None:
+    return call.func.id if isinstance(call.func, ast.Name) else \
+        call.func.attr if isinstance(call.func, ast.Attribute) else None
+
+
+def _looped_calls(node) -> set:
+    """The names of SLOW_IN_A_LOOP a function calls inside a loop (keys of SLOW, "<name> in a loop")."""
+    loops = (ast.For, ast.AsyncFor, ast.While, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+    return {f"{_called(sub)} in a loop" for loop in ast.walk(node) if isinstance(loop, loops)
+            for sub in ast.walk(loop) if isinstance(sub, ast.Call) and _called(sub) in SLOW_IN_A_LOOP}
+
+
 def _test_functions(source: str) -> dict:
-    """A test file's module-level functions: name -> what of SLOW_CALLS each does, itself or through another
-    function of the file it calls (a call by name, or a string naming the command)."""
+    """A test file's module-level functions: name -> what of SLOW each does, itself or through another
+    function of the file it calls (a call by name, a string naming the command, or a command run in a loop)."""
     functions = {node.name: node for node in ast.parse(source).body
                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     direct, calls = {}, {}
     for name, node in functions.items():
-        direct[name], calls[name] = set(), set()
+        direct[name], calls[name] = _looped_calls(node), set()
         for sub in ast.walk(node):
             if isinstance(sub, ast.Call):
-                called = sub.func.id if isinstance(sub.func, ast.Name) else \
-                    sub.func.attr if isinstance(sub.func, ast.Attribute) else None
+                called = _called(sub)
                 if called in SLOW_CALLS:
                     direct[name].add(called)
                 elif called in functions and called != name:
@@ -207,7 +228,7 @@ def check_tiers(tests_dir: str) -> list:
         for name, does in sorted(tests.items()):
             tier = tier_of(rel, name)[0]
             if tier in FAST_TIERS and does:
-                belongs = sorted({SLOW_CALLS[what] for what in does})
+                belongs = sorted({SLOW[what] for what in does})
                 problems.append(f"{rel}::{name} is in the fast tier {tier!r} but is slow ({', '.join(sorted(does))}): "
                                 f"give it tier {' or '.join(belongs)} in TESTS")
     return problems

@@ -37,15 +37,19 @@ def test_a_new_file_without_a_tier_is_named(tmp_path):
 
 
 def test_a_slow_test_in_the_fast_tier_is_named_with_the_tier_it_belongs_to(tmp_path):
-    """The rule of what is fast (tiers.SLOW_CALLS), read from the code: directly, through a helper of the file,
-    or as the command's name."""
+    """The rule of what is fast (tiers.SLOW_CALLS, tiers.SLOW_IN_A_LOOP), read from the code: directly, through
+    a helper of the file, as the command's name, or the command run in a loop (once is fast)."""
     copy_of_the_tests(tmp_path)
     with open(tmp_path / "integration" / "test_import_safety.py", "a") as handle:
         handle.write("\n\ndef load(env):\n    bulk_homeserver(env, 10)\n\n\n"
                      "def test_new_fault(env):\n    load(env)\n\n\n"
                      "def test_new_module(env):\n    subprocess.run(['ansible-playbook', 'x.yml'])\n\n\n"
-                     "def test_new_quick(env):\n    env.run()\n")
+                     "def every_output(env):\n    return [syn2mas('--output', o) for o in ('text', 'json')]\n\n\n"
+                     "def test_new_cli(env):\n    every_output(env)\n\n\n"
+                     "def test_new_quick(env):\n    env.run()\n    syn2mas('--version')\n")
     assert tiers.check_tiers(str(tmp_path)) == [
+        "integration/test_import_safety.py::test_new_cli is in the fast tier 'database' but is slow "
+        "(syn2mas in a loop): give it tier cli in TESTS",
         "integration/test_import_safety.py::test_new_fault is in the fast tier 'database' but is slow "
         "(bulk_homeserver): give it tier faults in TESTS",
         "integration/test_import_safety.py::test_new_module is in the fast tier 'database' but is slow "
