@@ -24,6 +24,9 @@ logins and the old access tokens back and removes every file the run created. A 
 Synapse down starts it again first, as an operator would (before the migration, one that cannot start
 gets back the configs it had before any run), so that each step reports on its own.
 
+The runs use SSH pipelining (ANSIBLE_PIPELINING=1, fewer round trips per task), except the real run
+(test_06), which runs with ansible's defaults exactly, as a controller without any configuration does.
+
 The inventory uses the documented role variables only: hs1 gives syn2mas_mas_host, syn2mas_mas_cli and
 syn2mas_mas_backup_dir; hs1-hs5 leave the interpreter for the database work
 to the preflight's discovery (from the running Synapse), hs6 names one (syn2mas_python); hs3 gives
@@ -77,9 +80,9 @@ def fleet(pg):
 # -- helpers -----------------------------------------------------------------------------------------
 
 
-def run(fleet: SshFleet, playbook: str, *args: str, limit: str | None = None):
-    """A playbook run whose output never holds a secret."""
-    result = fleet.playbook(playbook, *args, limit=limit)
+def run(fleet: SshFleet, playbook: str, *args: str, limit: str | None = None, pipelining: bool = True):
+    """A playbook run whose output never holds a secret (SSH pipelining on unless asked: SshFleet.playbook)."""
+    result = fleet.playbook(playbook, *args, limit=limit, pipelining=pipelining)
     for secret in fleet.secrets():
         assert secret not in result.output, f"a secret ({secret[:6]}...) is in the output of {result.log}"
     return result
@@ -269,6 +272,9 @@ def test_03_check_mode_changes_nothing(fleet):
         problems.check(re.search(r"^\+matrix_authentication_service:$", synapse_diff, re.M)
                        and re.search(r"^\+  enabled: true$", synapse_diff, re.M),
                        f"{name}: the diff of {target} does not delegate to MAS: {synapse_diff[:600]!r}")
+        # The shared secret is in the change, shown redacted (run() checks that no secret is in the output).
+        problems.check(re.search(r"^\+  secret: <redacted>$", synapse_diff, re.M),
+                       f"{name}: the diff of {target} does not show the secret redacted: {synapse_diff[:600]!r}")
         well_known_diff = shown_diff(out, hs.well_known)
         problems.check(re.search(r'^\+ +"org\.matrix\.msc2965\.authentication": \{$', well_known_diff, re.M),
                        f"{name}: the diff of {hs.well_known} does not add MAS's issuer: {well_known_diff[:600]!r}")
@@ -277,6 +283,9 @@ def test_03_check_mode_changes_nothing(fleet):
             mas_diff = shown_diff(out, hs.mas_yaml)
             problems.check(re.search(rf"^\+ +homeserver: {re.escape(hs.server_name)}$", mas_diff, re.M),
                            f"{name}: the diff of {hs.mas_yaml} does not set matrix.homeserver: {mas_diff[:600]!r}")
+            # MAS's config accepts Synapse's bcrypt hashes (its generated scheme 1 is argon2id).
+            problems.check(re.search(r"^\+ +algorithm: bcrypt$", mas_diff, re.M),
+                           f"{name}: the diff of {hs.mas_yaml} does not add the bcrypt scheme: {mas_diff[:600]!r}")
     problems.check(out.count(f"Dry run: users {fleet.hosts['hs1'].expected['users']}, passwords 3") == 1,
                    "hs1: no dry-run counts")
     # hs1's MAS is on its own host: its config's diff is shown, mas-cli ran there with --dry-run only.
@@ -291,6 +300,16 @@ def test_03_check_mode_changes_nothing(fleet):
     problems.check(report["check_mode"] is True, "the report does not say check mode")
     outcomes = {h: report["hosts"].get(h, {}).get("outcome") for h in MIGRATING}
     problems.check(outcomes == {h: "would migrate (check mode)" for h in MIGRATING}, f"outcomes: {outcomes}")
+    # Synapse would be stopped, by the operator's command, and was not: the report shows no downtime and no
+    # backup (none was written), nor does its markdown.
+    problems.check(out.count("would stop Synapse with: ") == len(MIGRATING), "not one 'would stop Synapse' per host")
+    md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
+    for name in MIGRATING:
+        entry = report["hosts"].get(name, {})
+        problems.check(entry.get("downtime_seconds") is None and entry.get("synapse_down") is False
+                       and entry.get("backup_path") is None,
+                       f"{name}: a check-mode entry with a downtime or a backup: {entry}")
+        problems.check(fleet.hosts[name].backup_dir not in md, f"{name}: the markdown report names a backup: {md}")
     problems.assert_none()
 
 
@@ -430,7 +449,9 @@ def test_05_a_failure_in_each_phase_is_rolled_back(fleet):
 def test_06_the_real_run_migrates(fleet):
     problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     starts = {name: fleet.hosts[name].mas_service.starts for name in MIGRATING}
-    result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6)
+    # With ansible's defaults, no pipelining: the migration as a controller without any configuration runs it.
+    result = run(fleet, "migrate", "-vvv", "-e", '{"syn2mas_serial": [1, "100%"]}', limit=NOT_HS6,
+                 pipelining=False)
     problems.check(result.rc == 0, tail(result, 1500))
     report = latest_report(fleet)["hosts"]
     for name in MIGRATING:

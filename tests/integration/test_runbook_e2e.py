@@ -3,15 +3,15 @@ on loopback ports, populated through Synapse's HTTP API, their databases and fre
 test PostgreSQL cluster, nginx serving each .well-known, and the collection's playbooks run by
 ansible-playbook against an inventory with the local connection.
 
-The steps depend on each other and run in order (one module-scoped fleet):
-check mode changes nothing -> a real run where hs2 fails mid-run (its MAS database becomes unreachable
-once Synapse is stopped) is rolled back and stops the waves -> an import that verification finds
-wrong (a test-only trigger in MAS) rolls hs2 back with MAS as it was -> a stop command that does not
-return fails within synapse_service_stop_timeout, naming what is on Synapse's database, and is rolled back ->
-the inventory's syn2mas_hold_down_on_failure keeps a failed host down -> a MAS that answers the gate and
-then goes down (its stand-in fails after the gate's three questions) fails hs2's live checks after the
-start and rolls it back -> the fixed fleet migrates -> a second run
-changes nothing -> an illegal re-import is refused -> the rollback playbook brings legacy logins back.
+The steps depend on each other and run in order (one module-scoped fleet): a check run whose predicted window
+the real run shows later -> a real run where hs2 fails mid-run (its MAS database becomes unreachable once Synapse is stopped) is rolled
+back and stops the waves -> the fixed fleet migrates -> a second run changes nothing -> an illegal re-import
+is refused -> the rollback playbook brings legacy logins back.
+Check mode (it changes nothing; its diffs, the import's dry-run counts and its report) is proved on the SSH fleet,
+the shape users run (test_fleet_ssh.py, test_03).
+The other failures of one host, each rolled back (a verify mismatch, a stop that hangs, a host held down, MAS
+down after the start, a failed preparation), are test_runbook_rollbacks_e2e.py, on a fleet of their own so
+that the two files run on two workers at once.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import pytest
 import yaml
 
 from tests.support import homeservers
-from tests.support.ansible_run import latest_report, recap, shown_diff
-from tests.support.fleet import Fleet, running_fleet
+from tests.support.ansible_run import latest_report, recap
+from tests.support.fleet import Fleet, host_configs, host_state, running_fleet, snapshot
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -49,33 +49,6 @@ def mas_rows(fleet: Fleet, name: str) -> int:
         "compat_sessions", "compat_access_tokens", "compat_refresh_tokens"))
 
 
-def snapshot(fleet: Fleet, names=None) -> dict:
-    """Every file under each homeserver's directory (configs, web root, state, backups) by hash, plus a
-    dump of each database and the running Synapse's pid."""
-    state = {}
-    for name, hs in fleet.hosts.items():
-        if names is not None and name not in names:
-            continue
-        files = {}
-        for path in sorted(glob.glob(os.path.join(hs.dir, "**"), recursive=True)):
-            if os.path.isfile(path) and not path.endswith((".log", ".pid")) and "/media/" not in path:
-                with open(path, "rb") as handle:
-                    files[os.path.relpath(path, hs.dir)] = hashlib.sha256(handle.read()).hexdigest()
-        state[name] = {"files": files, "pid": hs.pid(),
-                       "mas": fleet.pg.dump(hs.mas_db), "synapse_users": fleet.pg.execute(
-                           "SELECT name, password_hash, deactivated FROM users ORDER BY name", hs.synapse_db)}
-    return state
-
-
-def host_state(hs) -> str:
-    """The state record, as syn2mas_state reads it (no file yet: legacy)."""
-    path = os.path.join(hs.dir, "state", "state.json")
-    if not os.path.exists(path):
-        return "legacy"
-    with open(path) as handle:
-        return json.load(handle)["state"]
-
-
 def mas_counts(fleet: Fleet, hs) -> dict:
     rows = fleet.pg.execute("""
         SELECT 'users', count(*) FROM users UNION ALL
@@ -85,23 +58,6 @@ def mas_counts(fleet: Fleet, hs) -> dict:
         SELECT 'sessions', count(*) FROM compat_sessions UNION ALL
         SELECT 'tokens', count(*) FROM compat_access_tokens""", hs.mas_db)
     return dict(rows)
-
-
-def host_configs(hs) -> dict:
-    """The configuration files a run edits on `hs`: homeserver.yaml, and MAS's config (edited in the preparation,
-    before Synapse stops: a rollback puts both back)."""
-    return {path: open(path, "rb").read() for path in (hs.homeserver_yaml, hs.mas_yaml)}
-
-
-def assert_back_on_legacy_auth(fleet, hs, configs_before: dict) -> None:
-    """`hs` after a rollback: its homeserver.yaml and MAS's config as before, its state `legacy`, Synapse healthy,
-    and a password login answered by Synapse itself (that login makes one more device)."""
-    assert host_configs(hs) == configs_before
-    assert host_state(hs) == "legacy"
-    assert hs.healthy(), hs.log_tail()
-    status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, body
-    fleet.expected[hs.name]["devices"] += 1
 
 
 # What a check run cannot do of the window (the real stops, and the starts until healthy): given, as from a rehearsal.
@@ -118,49 +74,27 @@ def windows(out: str) -> list:
     return found
 
 
-def test_1_check_mode_changes_nothing(fleet):
+def test_1_check_mode_predicts_the_window_from_what_it_measured(fleet):
+    """The check run whose prediction test_3 shows beside the measured window. What check mode changes (nothing),
+    its diffs, counts and report are proved on the SSH fleet (test_fleet_ssh.py, test_03); here, the window: no
+    argument check inside it, and the prediction made of this run's own measurements."""
     before = snapshot(fleet)
     run = fleet.playbook("migrate.yml", "--check", "--diff", "-e", f"syn2mas_window_service_seconds={SERVICE_SECONDS}")
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr
-    after = snapshot(fleet)
-    assert after == before
+    assert snapshot(fleet) == before
     out = run.stdout
-    # Every file's diff shows the lines that change: homeserver.yaml delegates to MAS, MAS's config accepts
-    # Synapse's bcrypt hashes, .well-known names MAS's issuer (secrets redacted).
-    for hs in fleet.hosts.values():
-        # (each diff printed on failure: empty when the run showed none)
-        synapse_diff = shown_diff(out, hs.homeserver_yaml)
-        assert re.search(r"^\+matrix_authentication_service:$", synapse_diff, re.M), synapse_diff
-        assert re.search(r"^\+  enabled: true$", synapse_diff, re.M), synapse_diff
-        assert re.search(r"^\+  secret: <redacted>$", synapse_diff, re.M), synapse_diff
-        mas_diff = shown_diff(out, hs.mas_yaml)
-        assert re.search(r"^\+ +algorithm: bcrypt$", mas_diff, re.M), mas_diff
-        well_known_diff = shown_diff(out, hs.well_known)
-        assert re.search(r'^\+ +"org\.matrix\.msc2965\.authentication": \{$', well_known_diff, re.M), well_known_diff
-    for secret in SECRETS:
-        assert secret not in out + run.stderr
-    # The import's dry-run counts, from the real (rolled back) import.
-    assert out.count("Dry run: users 5, passwords 3") == 3, out
-    assert "would stop Synapse" in out
-    for hs in fleet.hosts.values():
-        assert hs.healthy()
     report = latest_report(fleet)
     assert report["check_mode"] is True
     assert {h: e["outcome"] for h, e in report["hosts"].items()} == {
         h: "would migrate (check mode)" for h in WAVE_ORDER}
-    # Nothing was stopped and no backup written: the report shows neither a downtime nor a backup path.
-    for entry in report["hosts"].values():
-        assert entry["downtime_seconds"] is None and entry["synapse_down"] is False, entry
-        assert entry["backup_path"] is None, entry
-    md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
-    assert "/backups/" not in md, md
     # The window checks no role's arguments: the preparation did, before the stop.
     for tasks in windows(out):
         assert not [t for t in tasks if "Validating arguments" in t], tasks
     prepare = out[out.index("TASK [Phase prepare"):out.index("TASK [Phase synapse_stop")]
     assert "Validating arguments against arg spec 'check_arguments'" in prepare
     # The predicted window is made of what this run measured: its own window (every task of it, the dry-run import
-    # among them) from its phase marks, verify's reads measured by the dry run, and the service seconds it was given.
+    # among them, less the dry run's wait for its cross-check, a blink on five users) from its phase marks, verify's
+    # reads measured by the dry run, and the service seconds it was given.
     for name, entry in report["hosts"].items():
         parts = entry["predicted_window"]
         seconds = {p["phase"]: p["seconds"] for p in entry["phase_seconds"]}
@@ -243,172 +177,6 @@ def test_2_failure_mid_run_is_rolled_back_and_stops_the_waves(fleet):
     fleet.pg.execute(f'ALTER DATABASE "{hs2.mas_db}_gone" RENAME TO "{hs2.mas_db}"')
     assert not mas2.running
     mas2.start()
-
-
-def test_2b_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
-    hs2 = fleet.hosts["hs2"]
-    # Test-only sabotage: a trigger in hs2's MAS rewrites every password hash the import loads, so the
-    # import commits rows that differ from Synapse's, and only the verification after it can tell.
-    fleet.pg.execute("CREATE FUNCTION syn2mas_test_plant() RETURNS trigger LANGUAGE plpgsql AS "
-                     "$$BEGIN NEW.hashed_password := 'planted by the test'; RETURN NEW; END$$", hs2.mas_db)
-    fleet.pg.execute("CREATE TRIGGER syn2mas_test_plant BEFORE INSERT ON user_passwords "
-                     "FOR EACH ROW EXECUTE FUNCTION syn2mas_test_plant()", hs2.mas_db)
-    try:
-        mas_before = fleet.pg.dump(hs2.mas_db)
-        configs_before = host_configs(hs2)
-        run = fleet.playbook("migrate.yml", "-l", "hs2")
-        mas_after = fleet.pg.dump(hs2.mas_db)
-    finally:
-        fleet.pg.execute("DROP TRIGGER IF EXISTS syn2mas_test_plant ON user_passwords; "
-                         "DROP FUNCTION IF EXISTS syn2mas_test_plant()", hs2.mas_db)
-    assert run.returncode != 0
-    assert recap(run.stdout)["hs2"]["failed"] == 1
-    entry = latest_report(fleet)["hosts"]["hs2"]
-    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
-    assert entry["failed_phase"] == "import"
-    # The verdict names what differs, and the import's committed rows went with the rollback: MAS holds
-    # again exactly what it held before the run (the trigger included), so the next run starts afresh.
-    assert entry["verified"]["ok"] is False and entry["verified"]["damaged"] == ["passwords"], entry["verified"]
-    assert entry["verified"]["different"] == fleet.expected["hs2"]["passwords"]
-    assert entry["verified"]["verdict"].startswith("MISMATCH:")
-    assert mas_after == mas_before
-    # Synapse is back on its own authentication, with its configuration as it was, and logins work.
-    assert_back_on_legacy_auth(fleet, hs2, configs_before)
-
-
-def test_2c_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
-    hs2 = fleet.hosts["hs2"]
-    # A real client holds a long transaction on Synapse's database (as a nightly pg_dump does), and the
-    # stop command does not return. (Synapse's own background index builds wait behind such a transaction,
-    # and its shutdown with them.) By the rollback's stop, the backup has ended: Synapse stops for real.
-    hung = os.path.join(fleet.base, "hs2-stop-hung")
-    end_backup = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres -d postgres -c "
-                  "\"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nightly pg_dump'\"")
-    stop = f"if [ -e {hung} ]; then {end_backup} >/dev/null; {hs2.stop_command}; else touch {hung}; sleep 3600; fi"
-    timeout = 10
-    fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "synapse_service_stop_timeout": timeout}})
-    configs_before = host_configs(hs2)
-    backup = fleet.pg.connect(hs2.synapse_db, autocommit=False, application_name="nightly pg_dump")
-    try:
-        with backup.cursor() as cur:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT count(*) FROM users")
-        run = fleet.playbook("migrate.yml", "-l", "hs2")
-    finally:
-        backup.close()
-        fleet.write_inventory()
-    assert run.returncode != 0
-    assert recap(run.stdout).get("hs2", {}).get("failed") == 1, run.stdout[-8000:] + run.stderr[-3000:]
-    entry = latest_report(fleet)["hosts"]["hs2"]
-    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
-    assert entry["failed_phase"] == "synapse_stop"
-    # It failed within the bound, saying what it waited for and what was on Synapse's database.
-    stop_seconds = [p["seconds"] for p in entry["phase_seconds"] if p["phase"] == "synapse_stop"][0]
-    assert timeout <= stop_seconds < timeout + 30, entry["phase_seconds"]
-    assert "Synapse did not stop (Stop Synapse (operator's command): Timeout exceeded" in entry["error"], entry["error"]
-    assert f"synapse_service_stop_timeout is {timeout} s" in entry["error"], entry["error"]
-    assert "nightly pg_dump" in entry["error"] and "idle in transaction" in entry["error"], entry["error"]
-    assert "in a transaction for" in entry["error"], entry["error"]
-    # Synapse is up again on its legacy authentication, its configuration as it was.
-    assert entry["synapse_down"] is False
-    assert_back_on_legacy_auth(fleet, hs2, configs_before)
-
-
-def test_2d_hold_down_on_failure_from_the_inventory_keeps_synapse_down(fleet):
-    hs2 = fleet.hosts["hs2"]
-    # The first stop stops Synapse, then fails; the rollback's stop succeeds on the stopped Synapse.
-    failed_once = os.path.join(fleet.base, "hs2-stop-failed")
-    stop = f"{hs2.stop_command}; if [ ! -e {failed_once} ]; then touch {failed_once}; exit 3; fi"
-    fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "syn2mas_hold_down_on_failure": True}})
-    configs_before = host_configs(hs2)
-    try:
-        run = fleet.playbook("migrate.yml", "-l", "hs2")
-    finally:
-        fleet.write_inventory()
-    assert run.returncode != 0
-    assert recap(run.stdout).get("hs2", {}).get("failed") == 1, run.stdout[-8000:] + run.stderr[-3000:]
-    report = latest_report(fleet)
-    entry = report["hosts"]["hs2"]
-    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
-    # Held down as the inventory asked: rolled back, but not started again, and the report says so.
-    assert not hs2.healthy() and hs2.pid() is None
-    assert entry["synapse_down"] is True and entry["downtime_seconds"] is None
-    md = open(os.path.join(fleet.report_dir, report["run_id"], "migrate.md")).read()
-    assert "| hs2 | failed |" in md and "still down" in md
-    assert host_configs(hs2) == configs_before
-    assert host_state(hs2) == "legacy"
-    # The operator starts it when ready: legacy logins work.
-    hs2.start()
-    status, body = hs2.login("alice", homeservers.PASSWORDS["alice"])
-    assert status == 200, body
-    fleet.expected["hs2"]["devices"] += 1
-
-
-def test_2e_mas_down_after_the_start_fails_the_live_checks_and_rolls_the_host_back(fleet):
-    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
-    mas_before = fleet.pg.dump(hs2.mas_db)
-    configs_before = host_configs(hs2)
-    mas_config_before = configs_before[hs2.mas_yaml]
-    # The window's start of MAS answers its health once, then MAS is down (503); the rollback's start is a
-    # healthy MAS again.
-    once = os.path.join(fleet.base, "hs2-mas-fails-once")
-    start = f"if [ ! -e {once} ]; then touch {once}; {mas.failing_start_command(1)}; else {mas.start_command}; fi"
-    fleet.write_inventory({"hs2": {"mas_service_start_command": start}})
-    try:
-        run = fleet.playbook("migrate.yml", "-l", "hs2")
-    finally:
-        fleet.write_inventory()
-    assert run.returncode != 0
-    entry = latest_report(fleet)["hosts"]["hs2"]
-    assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
-    # Synapse had started on MAS: the live checks are what failed, naming MAS's /health.
-    assert "synapse_start" in [p["phase"] for p in entry["phase_seconds"]], entry["phase_seconds"]
-    assert "live checks FAILED: " in entry["error"] and "mas_health" in entry["error"], entry["error"]
-    assert entry["live_checks"]["ok"] is False, entry["live_checks"]
-    failed = {f["check"]: f["url"] for f in entry["live_checks"]["findings"] if f["level"] == "ERROR"}
-    assert failed.get("mas_health") == f"{mas.url}/health", entry["live_checks"]
-    # Rolled back: MAS's database as before the run, Synapse on its own authentication, logins work, and MAS
-    # answers again, restarted on its config as it was.
-    assert fleet.pg.dump(hs2.mas_db) == mas_before
-    assert host_configs(hs2) == configs_before
-    assert mas.running and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
-    assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
-    assert_back_on_legacy_auth(fleet, hs2, configs_before)
-
-
-def test_2g_a_failure_in_the_preparation_restores_mas_and_never_stops_synapse(fleet):
-    """MAS's restart on its new config does not become healthy: MAS's config is put back and MAS restarted on
-    it; Synapse was never stopped (same pid), and the report says so."""
-    hs2, mas = fleet.hosts["hs2"], fleet.mas["hs2"]
-    mas_config_before = open(hs2.mas_yaml, "rb").read()
-    before = snapshot(fleet, ["hs2"])
-    starts = mas.starts
-    once = os.path.join(fleet.base, "hs2-mas-restart-fails-once")
-    failing = f"{mas.stop_command} && {mas.failing_start_command(0)}"
-    restart = f"if [ ! -e {once} ]; then touch {once}; {failing}; else {mas.restart_command}; fi"
-    fleet.write_inventory({"hs2": {"mas_service_restart_command": restart, "mas_service_start_timeout": 5}})
-    try:
-        run = fleet.playbook("migrate.yml", "-l", "hs2")
-    finally:
-        fleet.write_inventory()
-    assert run.returncode != 0
-    entry = latest_report(fleet)["hosts"]["hs2"]
-    assert entry["outcome"] == "failed" and entry["failed_phase"] == "prepare", entry
-    assert [p["phase"] for p in entry["phase_seconds"]] == ["backup", "prepare"], entry["phase_seconds"]
-    assert entry["synapse_down"] is False and entry["downtime_seconds"] is None, entry
-    assert f"MAS did not become healthy at {mas.url}/health" in entry["error"], entry["error"]
-    assert "Synapse was never stopped" in entry["error"], entry["error"]
-    assert "MAS's config restored from the backup and MAS restarted on it: MAS left as it was" in entry["error"]
-    # MAS: its config as it was, restarted on it (twice: the failed restart, then the one on the restored config).
-    assert open(hs2.mas_yaml, "rb").read() == mas_config_before
-    assert mas.starts == starts + 2 and mas.fingerprint == hashlib.sha256(mas_config_before).hexdigest()
-    assert homeservers.http("GET", f"{mas.url}/health")[0] == 200
-    # Synapse never stopped: same pid; its files as they were (the run's backup aside).
-    after = snapshot(fleet, ["hs2"])
-    assert after["hs2"]["pid"] == before["hs2"]["pid"]
-    assert {k: v for k, v in after["hs2"]["files"].items() if not k.startswith("backups/")} == \
-        {k: v for k, v in before["hs2"]["files"].items() if not k.startswith("backups/")}
-    assert host_state(hs2) == "legacy" and hs2.healthy()
 
 
 def test_3_migration_of_the_fleet(fleet):

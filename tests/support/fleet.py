@@ -8,6 +8,9 @@ front of the stand-in with a throwaway certificate that the fleet's playbook run
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -153,6 +156,55 @@ def running_fleet(pg, names, versions=None):
         for hs in fleet.hosts.values():
             for name in (hs.synapse_db, hs.mas_db, hs.mas_db + "_gone"):
                 pg.drop_database(name)
+
+
+# -- what the runbook tests read off a fleet (tests/integration/test_runbook_e2e.py and
+# test_runbook_rollbacks_e2e.py, each on a fleet of its own) ---------------------------------------
+
+
+def snapshot(fleet: Fleet, names=None) -> dict:
+    """Every file under each homeserver's directory (configs, web root, state, backups) by hash, plus a
+    dump of each database and the running Synapse's pid."""
+    state = {}
+    for name, hs in fleet.hosts.items():
+        if names is not None and name not in names:
+            continue
+        files = {}
+        for path in sorted(glob.glob(os.path.join(hs.dir, "**"), recursive=True)):
+            if os.path.isfile(path) and not path.endswith((".log", ".pid")) and "/media/" not in path:
+                with open(path, "rb") as handle:
+                    files[os.path.relpath(path, hs.dir)] = hashlib.sha256(handle.read()).hexdigest()
+        state[name] = {"files": files, "pid": hs.pid(),
+                       "mas": fleet.pg.dump(hs.mas_db), "synapse_users": fleet.pg.execute(
+                           "SELECT name, password_hash, deactivated FROM users ORDER BY name", hs.synapse_db)}
+    return state
+
+
+def host_state(hs) -> str:
+    """The state record, as syn2mas_state reads it (no file yet: legacy)."""
+    path = os.path.join(hs.dir, "state", "state.json")
+    if not os.path.exists(path):
+        return "legacy"
+    with open(path) as handle:
+        return json.load(handle)["state"]
+
+
+def host_configs(hs) -> dict:
+    """The configuration files a run edits on `hs`: homeserver.yaml, and MAS's config (edited in the preparation,
+    before Synapse stops: a rollback puts both back)."""
+    return {path: open(path, "rb").read() for path in (hs.homeserver_yaml, hs.mas_yaml)}
+
+
+def assert_back_on_legacy_auth(fleet, hs, configs_before: dict) -> None:
+    """`hs` after a rollback: its homeserver.yaml and MAS's config as before, its state `legacy`, Synapse healthy,
+    and a password login answered by Synapse itself (that login makes one more device)."""
+    assert host_configs(hs) == configs_before
+    assert host_state(hs) == "legacy"
+    assert hs.healthy(), hs.log_tail()
+    status, body = hs.login("alice", homeservers.PASSWORDS["alice"])
+    assert status == 200, body
+    fleet.expected[hs.name]["devices"] += 1
+
 
 
 if __name__ == "__main__":  # manual debugging: python -m tests.support.fleet (Ctrl-C tears it down)

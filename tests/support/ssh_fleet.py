@@ -1062,16 +1062,25 @@ class SshFleet:
         })
         return env
 
-    def playbook(self, name: str, *args: str, limit: str | None = None, timeout: int = 1200) -> PlaybookRun:
+    def playbook(self, name: str, *args: str, limit: str | None = None, timeout: int = 1200,
+                 pipelining: bool = True) -> PlaybookRun:
         """`ansible-playbook -i inventory.yml matrix.syn2mas.<name> ...` from the controller venv, in a
-        working directory without ansible.cfg; the output is kept in controller/runs/."""
+        working directory without ansible.cfg; the output is kept in controller/runs/.
+
+        With `pipelining` (ANSIBLE_PIPELINING=1, the one setting the runs add to ansible's defaults; operators
+        commonly set it too, sudo here has no requiretty) each task is one SSH exchange instead of a temporary
+        directory, an SFTP upload and a cleanup. `pipelining=False` runs
+        with ansible's defaults exactly, as a controller without any configuration does (the real migration)."""
         self.runs += 1
         cmd = [os.path.join(CONTROLLER_VENV, "bin", "ansible-playbook"), "-i", "inventory.yml", "--forks", "10",
                f"matrix.syn2mas.{name}", *args]
         if limit:
             cmd += ["--limit", limit]
+        env = self.ansible_env()
+        if pipelining:
+            env["ANSIBLE_PIPELINING"] = "1"
         started = time.monotonic()
-        proc = subprocess.run(cmd, cwd=self.workdir, capture_output=True, text=True, env=self.ansible_env(),
+        proc = subprocess.run(cmd, cwd=self.workdir, capture_output=True, text=True, env=env,
                               timeout=timeout, check=False)
         seconds = round(time.monotonic() - started, 1)
         log = os.path.join(self.controller, "runs", f"{self.runs:02d}-{name}.log")

@@ -67,6 +67,7 @@ FILES = {
     "integration/test_molecule.py": "e2e",
     "integration/test_reverse_proxy_e2e.py": "e2e",
     "integration/test_runbook_e2e.py": "e2e",
+    "integration/test_runbook_rollbacks_e2e.py": "e2e",
     "integration/test_runtime_discovery.py": "e2e",
     "integration/test_synapse_auth_start.py": "e2e",
     "integration/test_verify_synapse_activity.py": "e2e",
@@ -130,6 +131,7 @@ SERIAL_FILES = frozenset({
 LONGEST_FIRST = (
     "integration/test_fleet_ssh.py",
     "integration/test_runbook_e2e.py",
+    "integration/test_runbook_rollbacks_e2e.py",
     "integration/test_reverse_proxy_e2e.py",
     "integration/test_bench_runbook.py",
     "integration/test_runtime_discovery.py",
