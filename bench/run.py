@@ -303,7 +303,7 @@ def quote_ident(name: str) -> str:
 
 def written_columns(cluster, mas_db: str) -> dict:
     """table -> the columns the import writes on this MAS schema (read with the library's detection)."""
-    from _syn2mas import mas_schema as lib_schema
+    from _syn2mas.migration import mas_schema as lib_schema
 
     conn = cluster.connect(mas_db, autocommit=False)
     try:
@@ -397,7 +397,7 @@ def relay_pipe(src, src_sql: str, dst, dst_sql: str) -> None:
 def rowpipe(src, src_sql: str, dst, dst_sql: str) -> None:
     """The same two COPYs through the import's own pipe (mas_writer.run_pipe: a reader thread and a
     bounded queue of 256 KiB chunks)."""
-    from _syn2mas.mas_writer import RowPipe, run_pipe
+    from _syn2mas.migration.mas_writer import RowPipe, run_pipe
 
     def read(pipe):
         with src.cursor() as cur:
@@ -489,8 +489,8 @@ def profile_synapse_side(cluster, synapse_db: str, mas_db: str) -> dict:
     """Per stage: the count query and the SELECT streamed to nowhere, at default and 256MB work_mem."""
     import secrets
 
-    from _syn2mas import mas_schema as lib_schema
-    from _syn2mas.stages import STAGES, stage_params
+    from _syn2mas.migration import mas_schema as lib_schema
+    from _syn2mas.migration.stages import STAGES, stage_params
 
     conn = cluster.connect(mas_db, autocommit=False)
     schema = lib_schema.detect(conn)

@@ -12,7 +12,7 @@ import time
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import phase_record
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.runbook import phase as phase_record
 
 ARGUMENT_SPEC = dict(
     phase=dict(type="str", choices=list(phase_record.MARKS)),

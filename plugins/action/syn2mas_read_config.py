@@ -17,7 +17,7 @@ from ansible.plugins.action import ActionBase
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_mas_config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import FilesRead
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import FilesRead
 
 MODULE = "matrix.syn2mas.syn2mas_read_config"
 

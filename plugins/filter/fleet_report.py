@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.fleet_report import (
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.runbook.fleet_report import (
     ReportInputError, build_report, render_markdown, results_of,
 )
 

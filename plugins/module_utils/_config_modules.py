@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_synapse_config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import ConfigError
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import FilesRead
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.mas_link import (
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import FilesRead
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.mas_synapse_link import (
     MAS_KINDS, LinkSettings, apply_link, link_secrets, matrix_summary, schemes_summary,
 )
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.synapse_auth_delegation import (
     DEFAULT_MSC3861_CLIENT_ID, DelegationSettings, apply_as_override, apply_in_place, delegation_secrets, new_override_document,
     override_values, plan_delegation,
 )
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.upstream_mapping import (
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.mas_upstream_provider import (
     apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
 )
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.yaml_edit import YamlDocument, plain
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.yaml_edit import YamlDocument, plain
 
 # Where the packages of packages.matrix.org install Synapse.
 DEBIAN_SYNAPSE_PYTHON = "/opt/venvs/matrix-synapse/bin/python"

@@ -16,9 +16,9 @@ from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit as _yaml_edit
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import yaml_edit as _yaml_edit
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES, FilesRead
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import LOCAL_FILES, FilesRead
 
 
 def database_options(synapse_required=True, mapping=True):

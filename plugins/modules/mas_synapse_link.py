@@ -155,7 +155,7 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._config_modules imp
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import (
     exit_with, require_libraries, write_config_edit,
 )
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import LOCAL_FILES
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import LOCAL_FILES
 
 
 def run(module):

@@ -169,8 +169,8 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support imp
 )
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import backup as _backup
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.probe import database_targets
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host import backup as _backup
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host.probe import database_targets
 except ImportError:  # pragma: no cover
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
 else:

@@ -205,7 +205,7 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support imp
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import redact_data
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.importer import ImportOptions, run_import
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.migration.importer import ImportOptions, run_import
 except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two below
     IMPORTER_IMPORT_ERROR = traceback.format_exc()
 else:

@@ -120,7 +120,7 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support imp
 )
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import probe as _probe
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host import probe as _probe
 except ImportError:  # pragma: no cover
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
 else:

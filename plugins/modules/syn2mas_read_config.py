@@ -94,7 +94,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import read_files
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import read_files
 except ImportError:  # pragma: no cover
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
 else:

@@ -207,7 +207,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support import exit_with, require_libraries
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import reverse_proxy
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host import reverse_proxy
 except ImportError:  # pragma: no cover - the library imports only the standard library
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
     KINDS = None  # not validated here: require_libraries fails the module first

@@ -203,7 +203,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 # Only this file of the library: it needs the standard library alone, so the module runs on a bare Python.
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import host_runtime as _host_runtime
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host import runtime as _host_runtime
 
 
 def main():

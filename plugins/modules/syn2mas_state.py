@@ -112,8 +112,8 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._module_support imp
 )
 
 try:
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import state_record as _state_record
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.probe import database_targets
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host import state as _state_record
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.host.probe import database_targets
 except ImportError:  # pragma: no cover
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
     # The module only reports the missing library: the default path is the library's alone.

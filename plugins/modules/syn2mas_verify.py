@@ -156,10 +156,10 @@ from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors imp
 
 try:
     from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import load_mas_config
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.live_checks import (
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.migration.live_checks import (
         LiveOptions, mas_issuer, run_live_checks,
     )
-    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.verify import VerifyOptions, run_verify
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.migration.verify import VerifyOptions, run_verify
 except ImportError:  # pragma: no cover - the library itself imports only the stdlib and the two below
     VERIFY_IMPORT_ERROR = traceback.format_exc()
 else:

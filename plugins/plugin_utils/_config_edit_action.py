@@ -27,10 +27,10 @@ from ansible.errors import AnsibleAction
 from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import yaml_edit
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import yaml_edit
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import ConfigError, Syn2masError
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.files import ConfigFileMissing, decode_text
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.synapse_delegation import (
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import ConfigFileMissing, decode_text
+from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.synapse_auth_delegation import (
     SYNAPSE_VERSION_CODE, synapse_version_from_output,
 )
 

@@ -15,7 +15,7 @@ import pytest
 from _syn2mas import advisor
 from _syn2mas.advisor import ERROR, INFO, WARN
 from _syn2mas.config import format_ulid
-from _syn2mas.importer import ImportOptions, run_import
+from _syn2mas.migration.importer import ImportOptions, run_import
 from tests.support import advisor_cases as cases
 from tests.support import homeservers, mas_schema, migration_env, synapse_schema
 from tests.support.advisor_cases import PEPPER, Case, clean_data, found, fresh

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from _syn2mas import backup
-from _syn2mas.probe import database_targets
+from _syn2mas.host import backup
+from _syn2mas.host.probe import database_targets
 
 
 def test_every_file_of_a_backup_and_its_directories_are_fsynced_before_it_counts(env, tmp_path, monkeypatch):

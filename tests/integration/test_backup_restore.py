@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from _syn2mas import backup
+from _syn2mas.host import backup
 from _syn2mas.db import database_conninfo
 from _syn2mas.config import load_synapse_config
 

@@ -718,7 +718,8 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_only_with_verbose(env
     """A bug cannot be made to happen on demand: the import is replaced by one that fails as a bug would."""
     import io
 
-    from _syn2mas import cli, importer
+    from _syn2mas import cli
+    from _syn2mas.migration import importer
 
     def broken(_options):
         raise RuntimeError(f"boom with postgresql://u:{SECRET}@host/db inside")

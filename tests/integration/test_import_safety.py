@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from _syn2mas.errors import DatabaseError, DataError, RefusedError
-from _syn2mas.mas_writer import ADVISORY_LOCK_KEY
+from _syn2mas.migration.mas_writer import ADVISORY_LOCK_KEY
 from tests.support import mas_schema
 from tests.support.import_load import bulk_homeserver, wait_until_no_importer
 from tests.support.migration_env import small_homeserver, without_timings
@@ -298,7 +298,7 @@ def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byt
 def test_the_dry_run_predicts_the_window_from_what_it_measured(env):
     """The dry run's predicted window: its own duration, verify's reads measured on its rolled-back rows,
     and the service seconds given (else the default); a real import predicts nothing."""
-    from _syn2mas import window
+    from _syn2mas.migration import window
 
     small_homeserver(env)
     mas_before = env.mas_dump()
@@ -325,7 +325,7 @@ def test_the_dry_run_cross_checks_what_it_writes_against_synapse_and_refuses_a_t
     own transaction wrote: on a clean pair it says how many rows it cross-checked. A trigger on a MAS table the
     import writes would change rows on the way (and the real run's verify compares MAS with what it wrote): the
     dry run refuses it before writing, naming it, with both databases as they were."""
-    from _syn2mas.stages import STAGES
+    from _syn2mas.migration.stages import STAGES
 
     small_homeserver(env)
     dry = env.run(dry_run=True)

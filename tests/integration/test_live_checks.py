@@ -13,7 +13,7 @@ import threading
 import pytest
 import yaml
 
-from _syn2mas.live_checks import ERROR, OK, WARN, LiveOptions, run_live_checks
+from _syn2mas.migration.live_checks import ERROR, OK, WARN, LiveOptions, run_live_checks
 from tests.support.net import free_port
 from tests.support.pgcluster import new_db_name
 from tests.support.synapse_process import Synapse, wait_healthy

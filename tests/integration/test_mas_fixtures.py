@@ -7,7 +7,7 @@ import uuid
 import psycopg2
 import pytest
 
-from _syn2mas.mas_schema import WRITTEN_TABLES
+from _syn2mas.migration.mas_schema import WRITTEN_TABLES
 from tests.support import mas_schema
 
 # The tables the import writes, plus the FK target it needs to exist.

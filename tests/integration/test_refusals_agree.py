@@ -14,7 +14,7 @@ import pytest
 from _syn2mas.advisor.refusals import IMPORT_REFUSALS
 from _syn2mas.advisor.report import finding_line
 from _syn2mas.errors import Syn2masError
-from _syn2mas.mas_writer import MARKER_PREFIX
+from _syn2mas.migration.mas_writer import MARKER_PREFIX
 from tests.support import mas_schema, migration_env, synapse_schema
 from tests.support.advisor_cases import (
     Case, cas_links, clean_data, foreign_user, found, fresh, google_unmapped, mas_providers_not_synced, mas_running,

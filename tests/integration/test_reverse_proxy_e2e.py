@@ -32,7 +32,7 @@ import threading
 import pytest
 import yaml
 
-from _syn2mas import reverse_proxy
+from _syn2mas.host import reverse_proxy
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
 from tests.support.fleet import running_fleet

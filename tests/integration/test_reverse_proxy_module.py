@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from _syn2mas import reverse_proxy
+from _syn2mas.host import reverse_proxy
 from tests.support import homeservers
 from tests.support.ansible_run import run_tasks
 

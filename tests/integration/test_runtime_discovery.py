@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import yaml
 
-from _syn2mas import host_runtime, probe
+from _syn2mas.host import runtime as host_runtime, probe
 from tests.support import homeservers
 from tests.support.fleet import PLAYBOOK, ROOT, VENV_PYTHON, Fleet, running_fleet
 
@@ -157,7 +157,7 @@ def test_the_module_on_debians_python_picks_synapses_venv(fleet, tmp_path):
     shipped = sorted(os.path.relpath(p, payload) for p in glob.glob(os.path.join(payload, "**", "*.py"),
                                                                     recursive=True))
     assert [p for p in shipped if not p.endswith("__init__.py")] == [
-        "matrix/syn2mas/plugins/module_utils/_syn2mas/host_runtime.py",
+        "matrix/syn2mas/plugins/module_utils/_syn2mas/host/runtime.py",
         "matrix/syn2mas/plugins/modules/syn2mas_runtime.py"]
     for path in shipped:
         tree = ast.parse(open(os.path.join(payload, path)).read())

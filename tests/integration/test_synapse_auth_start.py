@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 
-from _syn2mas.mas_link import verify_password
+from _syn2mas.config.mas_synapse_link import verify_password
 from tests.support import synapse_schema
 from tests.support.net import free_port
 from tests.support.pgcluster import new_db_name

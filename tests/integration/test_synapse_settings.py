@@ -14,10 +14,10 @@ import subprocess
 import pytest
 import yaml
 
-from _syn2mas import synapse_settings
+from _syn2mas.config import synapse_settings
 from _syn2mas.config import load_synapse_config
 from _syn2mas.errors import ConfigError
-from _syn2mas.synapse_delegation import DelegationSettings, override_values, plan_delegation
+from _syn2mas.config.synapse_auth_delegation import DelegationSettings, override_values, plan_delegation
 from tests.support import synapse_schema
 
 ORACLE = "tests/support/synapse_config_oracle.py"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
+from _syn2mas.migration.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support.ansible_run import run_tasks
 from tests.support.synapse_data import SynapseData
 from tests.support.verify_runs import verify_cli
@@ -175,10 +175,10 @@ def test_mas_at_work_after_the_import_is_not_damage(imported_env):
 def test_both_digests_agree_on_a_clean_import(imported_env):
     """PostgreSQL 13 servers digest rows as text (md5): that way proves a clean import too, and a
     changed row shows in its bucket either way."""
-    from _syn2mas import verify as v
-    from _syn2mas.mas_schema import detect
-    from _syn2mas.mas_writer import read_marker
-    from _syn2mas.stages import STAGES
+    from _syn2mas.migration import verify as v
+    from _syn2mas.migration.mas_schema import detect
+    from _syn2mas.migration.mas_writer import read_marker
+    from _syn2mas.migration.stages import STAGES
 
     env = imported_env
     synapse, mas = env.pg.connect(env.synapse_db), env.pg.connect(env.mas_db)
@@ -215,9 +215,9 @@ def test_what_the_import_wrote_stands_for_synapses_side_only_while_synapse_is_un
     """The import records the digests of the rows it wrote, in its transaction: they are what Synapse's
     side recomputed now gives, verify compares MAS with them while Synapse's tables are unchanged, and
     reads Synapse for an entity whose totals differ (damage, then named as before) or once Synapse changed."""
-    from _syn2mas import verify as v
-    from _syn2mas.mas_schema import detect
-    from _syn2mas.mas_writer import read_marker
+    from _syn2mas.migration import verify as v
+    from _syn2mas.migration.mas_schema import detect
+    from _syn2mas.migration.mas_writer import read_marker
 
     env = imported_env
     timing = env.import_result["verify_record_seconds"]

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from _syn2mas.errors import RefusedError
-from _syn2mas.importer import run_import
-from _syn2mas.verify import VerifyOptions, run_verify, ulid_text
+from _syn2mas.migration.importer import run_import
+from _syn2mas.migration.verify import VerifyOptions, run_verify, ulid_text
 from tests.support.verify_runs import syn2mas
 from tests.support.synapse_data import populate_sample
 
@@ -161,7 +161,7 @@ def test_a_role_with_short_idle_timeouts_does_not_end_import_or_verify(make_env)
         env.pg.execute(f"ALTER DATABASE {db} SET statement_timeout = '1s'")
         env.pg.execute(f"ALTER DATABASE {db} SET lock_timeout = '1ms'")
     # The import pauses longer than the idle timeout between its steps (a slow network, a large stage).
-    from _syn2mas import importer
+    from _syn2mas.migration import importer
     original = importer._load
 
     def slow_load(*args, **kw):
@@ -174,7 +174,7 @@ def test_a_role_with_short_idle_timeouts_does_not_end_import_or_verify(make_env)
     finally:
         importer._load = original
     assert result["changed"] is True
-    import _syn2mas.verify as verify_module
+    import _syn2mas.migration.verify as verify_module
     original_stage = verify_module._verify_stage
 
     def slow_stage(*args, **kw):

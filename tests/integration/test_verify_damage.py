@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from _syn2mas.mas_schema import WRITTEN_TABLES
-from _syn2mas.stages import STAGES
-from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
+from _syn2mas.migration.mas_schema import WRITTEN_TABLES
+from _syn2mas.migration.stages import STAGES
+from _syn2mas.migration.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support import synapse_schema
 
 _copies = itertools.count()

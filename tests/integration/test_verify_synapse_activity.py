@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import yaml
 
-from _syn2mas.importer import ImportOptions, run_import
-from _syn2mas.verify import EXIT_MISMATCH, VerifyOptions, run_verify
+from _syn2mas.migration.importer import ImportOptions, run_import
+from _syn2mas.migration.verify import EXIT_MISMATCH, VerifyOptions, run_verify
 from tests.support import homeservers
 from tests.support.homeservers import http
 

@@ -13,7 +13,7 @@ import uuid
 
 from _syn2mas.advisor import AdvisorOptions, run_advisor
 from _syn2mas.config import format_ulid
-from _syn2mas.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
+from _syn2mas.migration.mas_writer import ADVISORY_LOCK_KEY, MARKER_PREFIX
 from tests.support import homeservers, mas_schema
 from tests.support.mas_stand_in import MasStandIn
 from tests.support.pgcluster import new_db_name
@@ -463,7 +463,7 @@ def nginx_site(with_routes):
 }
 """
         if with_routes:
-            from _syn2mas.reverse_proxy import nginx_add_routes
+            from _syn2mas.host.reverse_proxy import nginx_add_routes
             site = nginx_add_routes(site, "http://localhost:8080")
         path = os.path.join(c.env.workdir, "matrix.example.test.conf")
         with open(path, "w") as handle:

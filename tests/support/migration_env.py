@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from _syn2mas.config import format_ulid
-from _syn2mas.importer import ImportOptions, run_import
+from _syn2mas.migration.importer import ImportOptions, run_import
 
 from . import mas_schema
 from .pgcluster import PgCluster

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from _syn2mas import advisor, synapse_settings
+from _syn2mas import advisor
+from _syn2mas.config import synapse_settings
 from _syn2mas.advisor import registry
 from _syn2mas.advisor import AdvisorOptions, exit_code, format_human, run_advisor
 

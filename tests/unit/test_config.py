@@ -124,7 +124,7 @@ passwords: {schemes: [{version: 1, algorithm: bcrypt, secret_file: /etc/mas/pepp
 def test_the_files_mas_s_config_names_are_read_where_the_config_was_read(tmp_path):
     """MAS's config read on MAS's own host: its database password and CA file are the ones read there,
     never a file of the same path on the host the import runs on."""
-    from _syn2mas.files import FilesRead
+    from _syn2mas.config.files import FilesRead
 
     here = tmp_path / "etc" / "mas"
     here.mkdir(parents=True)
@@ -146,7 +146,7 @@ def test_the_files_mas_s_config_names_are_read_where_the_config_was_read(tmp_pat
 
 
 def test_a_file_mas_s_config_names_that_its_host_lacks_is_an_error_naming_the_path_and_the_host():
-    from _syn2mas.files import FilesRead
+    from _syn2mas.config.files import FilesRead
 
     missing = FilesRead("mas.example.org", {"/etc/mas/config.yaml": MAS_HOST_CONFIG},
                         errors={"/etc/mas/db-password": "file not found"})
@@ -224,7 +224,7 @@ def test_connection_descriptions_never_show_passwords():
 # -- configuration files read on another host (MAS on a host of its own) -----------------------
 
 def test_files_read_on_another_host_are_loaded_as_there_and_errors_name_that_host(tmp_path):
-    from _syn2mas.files import FilesRead, read_files
+    from _syn2mas.config.files import FilesRead, read_files
 
     confd = tmp_path / "conf.d"
     confd.mkdir()
@@ -256,7 +256,7 @@ def test_files_read_on_another_host_are_loaded_as_there_and_errors_name_that_hos
 
 
 def test_files_read_elsewhere_come_first_and_other_paths_go_to_the_host(tmp_path):
-    from _syn2mas.files import LOCAL_FILES, FilesRead
+    from _syn2mas.config.files import LOCAL_FILES, FilesRead
 
     local = write(tmp_path, "pepper", "on this host\n")
     there = FilesRead("synapse-vm", {"/etc/matrix-synapse/homeserver.yaml": "server_name: example.org\n"},

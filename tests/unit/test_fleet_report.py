@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from _syn2mas import fleet_report as fr
+from _syn2mas.runbook import fleet_report as fr
 from _syn2mas.advisor import REGISTRY
 from _syn2mas.advisor.remedied import MADE_BY_THE_RUN, split_findings
 

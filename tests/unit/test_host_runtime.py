@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from _syn2mas import host_runtime
+from _syn2mas.host import runtime as host_runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -184,7 +184,7 @@ def test_the_first_fitting_python_is_chosen_and_later_ones_still_reported():
 def test_the_library_file_imports_nothing_but_the_standard_library():
     # Run it on Debian's interpreter (or this one) in isolation and list what it pulled in.
     python = DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON) else sys.executable
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from _syn2mas import host_runtime; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from _syn2mas.host import runtime as host_runtime; "
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('psycopg2', 'yaml', 'ruamel', 'ansible'))))")
     proc = subprocess.run([python, "-c", code, os.path.join(ROOT, "plugins", "module_utils")], capture_output=True,

@@ -10,8 +10,8 @@ import yaml
 
 from _syn2mas.config import load_synapse_config
 from _syn2mas.errors import ConfigError
-from _syn2mas.mas_link import LinkSettings, apply_link, verify_password
-from _syn2mas.yaml_edit import YamlDocument
+from _syn2mas.config.mas_synapse_link import LinkSettings, apply_link, verify_password
+from _syn2mas.config.yaml_edit import YamlDocument
 
 # What `mas-cli config generate` writes without --synapse-config: version 1 is argon2id.
 MAS_DEFAULT = """\

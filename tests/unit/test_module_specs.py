@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import os
 
-from _syn2mas import mas_link, reverse_proxy, state_record, synapse_delegation
+from _syn2mas.config import mas_synapse_link as mas_link, synapse_auth_delegation as synapse_delegation
+from _syn2mas.host import reverse_proxy, state as state_record
 from _syn2mas.advisor import report as advisor_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,7 +74,7 @@ def test_controller_requirements_are_ranges_holding_the_tested_versions():
 
 def test_the_state_path_is_spelled_out_only_in_the_library_and_the_modules_documentation():
     """The roles and playbooks leave the default to syn2mas_state, whose default is the library's constant."""
-    allowed = {os.path.join("plugins", "module_utils", "_syn2mas", "state_record.py"): 1,  # the constant
+    allowed = {os.path.join("plugins", "module_utils", "_syn2mas", "host", "state.py"): 1,  # the constant
                os.path.join("plugins", "modules", "syn2mas_state.py"): 1}  # its documented default
     found = {}
     for top in ("roles", "playbooks", "plugins", "meta"):
@@ -90,6 +91,6 @@ def test_the_state_path_is_spelled_out_only_in_the_library_and_the_modules_docum
 
 
 def test_the_phases_documented_are_the_librarys():
-    from _syn2mas import phase_record
+    from _syn2mas.runbook import phase as phase_record
 
     assert documented_option("syn2mas_phase", "phase")["choices"] == list(phase_record.MARKS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from _syn2mas import fleet_report as fr
-from _syn2mas import phase_record as pr
+from _syn2mas.runbook import fleet_report as fr
+from _syn2mas.runbook import phase as pr
 
 
 def run(*steps, facts=None):

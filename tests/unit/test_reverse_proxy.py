@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from _syn2mas import reverse_proxy
+from _syn2mas.host import reverse_proxy
 from _syn2mas.errors import ConfigError
 
 SITE = (

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from _syn2mas.mas_schema import LEFT_COLUMNS, WRITTEN_TABLES, MasSchema, written_tables
-from _syn2mas.stages import STAGES
+from _syn2mas.migration.mas_schema import LEFT_COLUMNS, WRITTEN_TABLES, MasSchema, written_tables
+from _syn2mas.migration.stages import STAGES
 
 
 def test_every_column_a_stage_writes_is_a_written_column_of_its_table():

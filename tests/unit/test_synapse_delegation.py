@@ -9,11 +9,11 @@ import yaml
 
 from _syn2mas.config import load_synapse_config
 from _syn2mas.errors import ConfigError
-from _syn2mas.synapse_delegation import (
+from _syn2mas.config.synapse_auth_delegation import (
     DelegationSettings, apply_as_override, apply_in_place, detect_synapse_version, new_override_document,
     override_values, parse_version, plan_delegation,
 )
-from _syn2mas.yaml_edit import YamlDocument
+from _syn2mas.config.yaml_edit import YamlDocument
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -9,10 +9,10 @@ import yaml
 
 from _syn2mas.config import load_synapse_config, parse_provider_id
 from _syn2mas.errors import ConfigError
-from _syn2mas.upstream_mapping import (
+from _syn2mas.config.mas_upstream_provider import (
     apply_providers, convert_provider, redirect_uri, remove_providers, select_providers,
 )
-from _syn2mas.yaml_edit import YamlDocument
+from _syn2mas.config.yaml_edit import YamlDocument
 
 
 def synapse(tmp_path, config: dict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from _syn2mas import window
+from _syn2mas.migration import window
 
 
 def test_the_prediction_is_the_import_verify_and_the_services_given():

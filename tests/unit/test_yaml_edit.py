@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from _syn2mas.errors import ConfigError
-from _syn2mas.yaml_edit import (
+from _syn2mas.config.yaml_edit import (
     REDACTED, YamlDocument, atomic_write, commit, delete_key, redact_text, set_value, to_commented,
 )
 

@@ -217,7 +217,7 @@ def _as_json(result: dict) -> str:
 
 
 def run_migrate(args, out, err) -> int:
-    from .importer import ImportOptions, run_import
+    from .migration.importer import ImportOptions, run_import
 
     if not args.synapseConfigFile:
         raise MissingOption("--synapseConfigFile is required")
@@ -243,7 +243,7 @@ def run_migrate(args, out, err) -> int:
 
 
 def run_verify(args, out, err) -> int:
-    from . import verify
+    from .migration import verify
 
     if not args.synapseConfigFile:
         raise MissingOption("--synapseConfigFile is required")

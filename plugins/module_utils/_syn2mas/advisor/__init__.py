@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from . import checks_mas_config, checks_mas_database, checks_reverse_proxy, checks_sso_links  # noqa: F401
 from . import checks_synapse_config, checks_synapse_database  # noqa: F401
-from .. import reverse_proxy
+from ..host import reverse_proxy
 from .facts import APPLICATION_NAME, LOCK_TIMEOUT, AdvisorOptions, Facts, gather
 from .registry import (
     ERROR, INFO, MAS_CONFIG, MAS_DB, REGISTRY, SEVERITY_ORDER, SYNAPSE_CONFIG, SYNAPSE_DB, WARN, NotRun,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .. import synapse_settings
+from ..config import synapse_settings
 from ..errors import ConfigError
 from .facts import MAS_CONFIG_INVALID
 from .registry import (

@@ -6,8 +6,8 @@ and whether the reverse proxy already sends the legacy login, logout and refresh
 
 from __future__ import annotations
 
-from .. import reverse_proxy
-from ..files import LOCAL_FILES
+from ..host import reverse_proxy
+from ..config.files import LOCAL_FILES
 from .registry import MAS_CONFIG, REVERSE_PROXY, NotRun, check
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .. import synapse_settings as s
+from ..config import synapse_settings as s
 from ..errors import ConfigError
 from .registry import (
     ERROR, INFO, MAS_CONFIG, SYNAPSE_AUTH_DELEGATION, SYNAPSE_CONFIG, WARN, check, finding, plural,

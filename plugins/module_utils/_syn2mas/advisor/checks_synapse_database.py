@@ -9,8 +9,8 @@ here is exactly what the import carries over and leaves behind.
 
 from __future__ import annotations
 
-from ..stages import SKIP_APPSERVICE, SKIP_DEVICE_GONE, SKIP_TOO_LONG, SKIP_UNMAPPED, SKIP_USER_MISSING, STAGES
-from ..synapse_reader import OLDEST_SCHEMA_VERSION, OLDEST_SYNAPSE
+from ..migration.stages import SKIP_APPSERVICE, SKIP_DEVICE_GONE, SKIP_TOO_LONG, SKIP_UNMAPPED, SKIP_USER_MISSING, STAGES
+from ..migration.synapse_reader import OLDEST_SCHEMA_VERSION, OLDEST_SYNAPSE
 from .registry import ERROR, INFO, SYNAPSE_DB, SYNAPSE_SNAPSHOT, WARN, check, examples, finding, plural
 
 # The schema-92 deltas Synapse 1.136.0 applies: a database at version 92 that lacks one of them

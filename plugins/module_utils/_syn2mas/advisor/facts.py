@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import live_checks, mas_schema, synapse_settings
+from ..config import synapse_settings
+from ..migration import live_checks, mas_schema
 from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
 from ..db import OTHER_CLIENTS, InvalidUriError, connect, database_conninfo, describe, first_line
 from ..errors import ConfigError, RefusedError, Syn2masError
-from ..mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, row_rewriters, tables_with_data
-from ..stages import STAGES, stage_params
-from ..synapse_reader import OLDEST_SCHEMA_VERSION, SynapseReader
+from ..migration.mas_writer import IMPORT_LOCK_HELD, existing_providers, read_marker, row_rewriters, tables_with_data
+from ..migration.stages import STAGES, stage_params
+from ..migration.synapse_reader import OLDEST_SCHEMA_VERSION, SynapseReader
 from .registry import (
     ERROR, MAPPING, MAS_CONFIG, MAS_DB, MAS_HTTP, SERVER_NAME, SYNAPSE_CONFIG, SYNAPSE_DB, SYNAPSE_SNAPSHOT, finding,
     gathered,

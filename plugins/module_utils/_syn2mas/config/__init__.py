@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError, remember_secret
+from ..errors import ConfigError, remember_secret
 from .files import LOCAL_FILES, decode_text, refuse_special_file
 from .synapse_settings import section_enabled
 

@@ -14,9 +14,9 @@ import json
 import os
 import tempfile
 
-from .db import connect
-from .errors import ConfigError, RefusedError
-from .mas_writer import read_marker
+from ..db import connect
+from ..errors import ConfigError, RefusedError
+from ..migration.mas_writer import read_marker
 from .probe import APPLICATION_NAME
 
 STATES = ("legacy", "migrated", "delegated")

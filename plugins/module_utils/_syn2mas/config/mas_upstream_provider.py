@@ -22,8 +22,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
-from .config import OidcProvider, SynapseConfig, format_ulid, parse_provider_id
-from .errors import ConfigError
+from . import OidcProvider, SynapseConfig, format_ulid, parse_provider_id
+from ..errors import ConfigError
 from .yaml_edit import CommentedMap, CommentedSeq, delete_key, ensure_mapping, same, to_commented
 
 DEFAULT_MAPPING_MODULES = (

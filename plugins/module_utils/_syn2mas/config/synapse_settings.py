@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Read through Synapse's strtobool (synapse/config/registration.py); every other switch is read
 # with Python's truthiness.

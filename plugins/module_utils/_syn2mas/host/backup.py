@@ -18,9 +18,9 @@ import shutil
 import subprocess
 import tempfile
 
-from .config import synapse_config_files
-from .db import describe, parsed, redact, secrets_of
-from .errors import ConfigError, DatabaseError, RefusedError, with_result
+from ..config import synapse_config_files
+from ..db import describe, parsed, redact, secrets_of
+from ..errors import ConfigError, DatabaseError, RefusedError, with_result
 from .probe import APPLICATION_NAME, all_secrets
 
 MANIFEST = "manifest.json"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
                   (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))

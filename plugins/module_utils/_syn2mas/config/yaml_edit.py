@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .files import LOCAL_FILES, ConfigFileMissing
 
 try:

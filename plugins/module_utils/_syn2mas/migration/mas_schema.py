@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import RefusedError
+from ..errors import RefusedError
 from .stages import STAGES
 
 # The last migration each known release applies (from `_sqlx_migrations`).

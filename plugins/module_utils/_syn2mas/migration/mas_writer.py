@@ -18,8 +18,8 @@ import re
 import threading
 import time
 
-from .db import connection_lost, first_line, lock_refusal, lock_tables
-from .errors import ConnectionLostError, DataError, DatabaseError, PrivilegeError, RefusedError
+from ..db import connection_lost, first_line, lock_refusal, lock_tables
+from ..errors import ConnectionLostError, DataError, DatabaseError, PrivilegeError, RefusedError
 from .mas_schema import WRITTEN_TABLES
 from .stages import STATUS_REPAIRED, STATUS_SEPARATOR
 

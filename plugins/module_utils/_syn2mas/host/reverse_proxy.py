@@ -31,10 +31,10 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from . import http_request
-from .errors import ConfigError
-from .files import LOCAL_FILES, ConfigFileMissing
-from .yaml_edit import atomic_write
+from .. import http_request
+from ..errors import ConfigError
+from ..config.files import LOCAL_FILES, ConfigFileMissing
+from ..config.yaml_edit import atomic_write
 
 ROUTES = ("login", "logout", "refresh")
 # One path segment for the version (v3, r0, unstable...), then the route, then the end or a subpath.

@@ -38,9 +38,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .config import ConfigSources, load_mas_config, load_synapse_config
-from .db import connect, database_conninfo, describe, first_line, lock_holders, lock_refusal, psycopg2
-from .errors import DatabaseError, RefusedError, Syn2masError
+from ..config import ConfigSources, load_mas_config, load_synapse_config
+from ..db import connect, database_conninfo, describe, first_line, lock_holders, lock_refusal, psycopg2
+from ..errors import DatabaseError, RefusedError, Syn2masError
 from .mas_schema import WRITTEN_TABLES, detect as detect_mas_schema
 from .mas_writer import MARKER_PREFIX, marker_digest, read_marker
 from .stages import STAGES, stage_params

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import time
 
-from .config import format_ulid, load_mas_config, load_synapse_config
-from .db import OTHER_CLIENTS, connect, database_conninfo, describe, other_clients, secrets_of
-from .errors import ConfigError, DatabaseError, Syn2masError, with_result
-from .files import LOCAL_FILES
-from .host_runtime import postgres_major
+from ..config import format_ulid, load_mas_config, load_synapse_config
+from ..db import OTHER_CLIENTS, connect, database_conninfo, describe, other_clients, secrets_of
+from ..errors import ConfigError, DatabaseError, Syn2masError, with_result
+from ..config.files import LOCAL_FILES
+from .runtime import postgres_major
 
 APPLICATION_NAME = "syn2mas-runbook"
 

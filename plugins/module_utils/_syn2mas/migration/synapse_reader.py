@@ -9,8 +9,8 @@ Nothing but the stream's buffer is held in memory: each stage's rows go from Syn
 
 from __future__ import annotations
 
-from .db import OTHER_CLIENTS, Client, first_line, lock_refusal, lock_tables, other_clients
-from .errors import DatabaseError, PrivilegeError, RefusedError
+from ..db import OTHER_CLIENTS, Client, first_line, lock_refusal, lock_tables, other_clients
+from ..errors import DatabaseError, PrivilegeError, RefusedError
 from .stages import Stage
 
 # The Synapse tables the import reads. Locked in SHARE mode for a real import, so Synapse

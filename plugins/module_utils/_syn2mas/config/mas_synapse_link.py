@@ -18,8 +18,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from . import synapse_settings
-from .config import SynapseConfig
-from .errors import ConfigError
+from . import SynapseConfig
+from ..errors import ConfigError
 from .files import LOCAL_FILES
 from .yaml_edit import CommentedMap, CommentedSeq, delete_key, ensure_mapping, same, set_value
 

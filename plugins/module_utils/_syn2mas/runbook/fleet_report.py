@@ -20,7 +20,7 @@ import json
 import os
 import re
 
-from .advisor.remedied import split_findings
+from ..advisor.remedied import split_findings
 
 # The phases in the order they run; each lasts from its mark to the next mark that was set (the rollback ends
 # a failed run).

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from .http_request import request
+from ..http_request import request
 
 OK, WARN, ERROR = "OK", "WARN", "ERROR"
 DELEGATED_SSO = "org.matrix.msc3824.delegated_oidc_compatibility"

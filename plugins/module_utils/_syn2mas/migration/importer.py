@@ -27,17 +27,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import __version__, errors, mas_schema, window
-from .config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
-from .db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
-from .errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
-                     Syn2masError)
+from .. import __version__, errors
+from . import mas_schema, window
+from ..config import ConfigSources, load_mas_config, load_synapse_config, provider_mapping
+from ..db import connect, connection_lost, database_conninfo, describe, first_line, psycopg2, same_database
+from ..errors import (ConfigError, ConnectionLostError, DatabaseError, DataError, Interrupted, RefusedError,
+                      Syn2masError)
 from .mas_writer import (MasWriter, existing_providers, StatusRowPipe, read_marker, row_rewriters, run_pipe,
                          tables_with_data)
 from .stages import STAGES, stage_params
 from .synapse_reader import SynapseReader
-from .advisor.facts import MasDbFacts, mas_session_clients, synapse_session_facts
-from .advisor.refusals import import_facts, refuse
+from ..advisor.facts import MasDbFacts, mas_session_clients, synapse_session_facts
+from ..advisor.refusals import import_facts, refuse
 from .verify import expected_totals, replay_record, row_hash_kind, stage_layouts, totals_differences, written_totals
 
 APPLICATION_NAME = "syn2mas"
