@@ -536,7 +536,8 @@ def engine_version() -> dict:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
-    library = ("importer", "stages", "synapse_reader", "mas_writer", "mas_schema", "db")
+    library = ("migration/importer", "migration/stages", "migration/synapse_reader", "migration/mas_writer",
+               "migration/mas_schema", "db")
     status = git("status", "--porcelain", "--", *(f"plugins/module_utils/_syn2mas/{name}.py" for name in library))
     return {"commit": git("rev-parse", "--short", "HEAD"), "library_modified": bool(status) if status is not None else None}
 
