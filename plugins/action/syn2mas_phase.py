@@ -2,7 +2,7 @@
 # Copyright: contributors to matrix.syn2mas
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Records a step of the runbook as facts of the host (the module syn2mas_phase): a thin adapter over the
-library's phase_record. Runs on the controller only; no module is sent to the host."""
+library's runbook/phase.py. Runs on the controller only; no module is sent to the host."""
 
 from __future__ import absolute_import, division, print_function
 

@@ -6,6 +6,10 @@
 Both may be split over several files. Synapse merges its files shallowly (a later file replaces a
 whole top-level key); MAS merges deeply (mappings merged key by key, later scalars win, lists
 appended), so each loader follows its program's rules. Plain reads use PyYAML's safe loader.
+
+The loaders are the config room's own module; beside them are where the files are read from (files.py),
+Synapse's settings as Synapse reads them (synapse_settings.py), and the edits of both files (yaml_edit.py and
+the three modules' edits named after them).
 """
 
 from __future__ import annotations
