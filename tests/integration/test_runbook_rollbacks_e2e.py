@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import pytest
 
@@ -33,29 +34,55 @@ def fleet(pg):
         yield fleet
 
 
+def _damage_after_the_commit(fleet, mas_db: str, stop: threading.Event, planted: list) -> None:
+    """Test-only sabotage: once the import's session (the one syn2mas session on MAS's database that writes) has
+    ended and MAS holds its marker, every password hash is rewritten, before verify reads MAS: what an admin's
+    script or a MAS started too early would do. It watches from the cluster's `postgres` database, so that MAS's
+    database sees no other client while the import checks for them."""
+    watcher = fleet.pg.connect("postgres")
+    try:
+        seen_import = False
+        while not stop.wait(0.05):
+            with watcher.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'syn2mas'"
+                            " AND backend_xid IS NOT NULL", (mas_db,))
+                writing = cur.fetchone()[0] > 0
+            if writing:
+                seen_import = True
+            elif seen_import:
+                marked = fleet.pg.execute("SELECT obj_description('users'::regclass, 'pg_class')", mas_db)[0][0]
+                if marked:
+                    fleet.pg.execute("UPDATE user_passwords SET hashed_password = 'planted by the test'", mas_db)
+                    planted.append(True)
+                    return
+                seen_import = False  # that session did not commit: wait for the next one
+    finally:
+        watcher.close()
+
+
 def test_a_verify_mismatch_rolls_the_host_back_with_mas_as_it_was(fleet):
     hs2 = fleet.hosts["hs2"]
-    # Test-only sabotage: a trigger in hs2's MAS rewrites every password hash the import loads, so the
-    # import commits rows that differ from Synapse's, and only the verification after it can tell.
-    fleet.pg.execute("CREATE FUNCTION syn2mas_test_plant() RETURNS trigger LANGUAGE plpgsql AS "
-                     "$$BEGIN NEW.hashed_password := 'planted by the test'; RETURN NEW; END$$", hs2.mas_db)
-    fleet.pg.execute("CREATE TRIGGER syn2mas_test_plant BEFORE INSERT ON user_passwords "
-                     "FOR EACH ROW EXECUTE FUNCTION syn2mas_test_plant()", hs2.mas_db)
+    # Every password hash rewritten right after the import's commit (a trigger would be refused before any
+    # write, mas_row_rewriters): MAS then differs from what the import wrote, and only verify can tell.
+    mas_before = fleet.pg.dump(hs2.mas_db)
+    configs_before = host_configs(hs2)
+    stop, planted = threading.Event(), []
+    saboteur = threading.Thread(target=_damage_after_the_commit, args=(fleet, hs2.mas_db, stop, planted), daemon=True)
+    saboteur.start()
     try:
-        mas_before = fleet.pg.dump(hs2.mas_db)
-        configs_before = host_configs(hs2)
         run = fleet.playbook("migrate.yml", "-l", "hs2")
-        mas_after = fleet.pg.dump(hs2.mas_db)
     finally:
-        fleet.pg.execute("DROP TRIGGER IF EXISTS syn2mas_test_plant ON user_passwords; "
-                         "DROP FUNCTION IF EXISTS syn2mas_test_plant()", hs2.mas_db)
+        stop.set()
+        saboteur.join(timeout=30)
+    mas_after = fleet.pg.dump(hs2.mas_db)
+    assert planted, run.stdout[-6000:]
     assert run.returncode != 0
     assert recap(run.stdout)["hs2"]["failed"] == 1
     entry = latest_report(fleet)["hosts"]["hs2"]
     assert entry["outcome"] == "failed" and entry["rolled_back"] is True, entry
     assert entry["failed_phase"] == "import"
     # The verdict names what differs, and the import's committed rows went with the rollback: MAS holds
-    # again exactly what it held before the run (the trigger included), so the next run starts afresh.
+    # again exactly what it held before the run, so the next run starts afresh.
     assert entry["verified"]["ok"] is False and entry["verified"]["damaged"] == ["passwords"], entry["verified"]
     assert entry["verified"]["different"] == fleet.expected["hs2"]["passwords"]
     assert entry["verified"]["verdict"].startswith("MISMATCH:")

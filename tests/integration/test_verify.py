@@ -17,7 +17,7 @@ def verify(env) -> dict:
 
 
 def test_clean_import_verifies_and_leaves_both_databases_as_they_were(imported_samples, tmp_path, synapse_version,
-                                                                     mas_variant):
+                                                                      mas_variant):
     # Every MAS schema (1.0 and 1.22, this project's and MAS's own where present), both Synapse releases; the
     # import of the session's pair, read in place: verify must leave both databases as they were.
     env = imported_samples.read_only(str(tmp_path), synapse_version, mas_variant)

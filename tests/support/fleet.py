@@ -206,7 +206,6 @@ def assert_back_on_legacy_auth(fleet, hs, configs_before: dict) -> None:
     fleet.expected[hs.name]["devices"] += 1
 
 
-
 if __name__ == "__main__":  # manual debugging: python -m tests.support.fleet (Ctrl-C tears it down)
     sys.path.insert(0, os.path.join(ROOT, "plugins", "module_utils"))
     fleet = Fleet().setup()

@@ -77,7 +77,7 @@ class ImportedSamples:
         return self._env(synapse_db, mas_db, workdir, result)
 
     def copied(self, workdir: str, synapse_version: str = synapse_schema.LATEST,
-             mas_variant: str = "own-1.22") -> MigrationEnv:
+               mas_variant: str = "own-1.22") -> MigrationEnv:
         """Copies of the imported pair (the caller drops them)."""
         synapse_template, mas_template, result = self._pair(synapse_version, mas_variant)
         synapse_db, mas_db = new_db_name("synapse"), new_db_name("mas")
