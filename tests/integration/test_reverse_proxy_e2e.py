@@ -24,7 +24,6 @@ broken nginx file, with Synapse back on legacy authentication, is reported rolle
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import threading
@@ -35,7 +34,7 @@ import yaml
 from _syn2mas.host import reverse_proxy
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
-from tests.support.fleet import running_fleet
+from tests.support.fleet import host_state, running_fleet
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -371,14 +370,6 @@ def login_flows(hs) -> list:
     """What Synapse itself offers for login (asked directly, not through the proxy)."""
     status, body = homeservers.http("GET", hs.base_url + "/_matrix/client/v3/login")
     return [f["type"] for f in body.get("flows", [])] if status == 200 else [status]
-
-
-def host_state(hs) -> str:
-    path = os.path.join(hs.dir, "state", "state.json")
-    if not os.path.exists(path):
-        return "legacy"
-    with open(path) as handle:
-        return json.load(handle)["state"]
 
 
 def test_7_an_override_set_through_the_roles_own_input_is_migrated_and_rolled_back_only_as_observed(lab):
