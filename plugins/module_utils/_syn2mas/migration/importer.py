@@ -271,8 +271,8 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         params = stage_params(server_name, links, seed=secrets.randbits(62), run_ms=int(run_at.timestamp() * 1000))
         # Verify's record: Synapse's snapshot fingerprinted while MAS rebuilds its indexes, then the rows
         # written digested in MAS's transaction (a dry run also recomputes them from Synapse, and compares).
-        synapse_side = _SynapseSide(reader, params, links, server_name, cross_check=options.dry_run)
-        reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional, synapse_side)
+        record = _VerifyRecord(reader, params, links, server_name, cross_check=options.dry_run)
+        reports, rebuild_seconds = _load(run, options, reader, writer, schema, params, provisional, record)
 
         counts = {name: report.as_dict() for name, report in reports.items()}
         result.update({
@@ -282,15 +282,15 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
         })
         # verify's record: Synapse's side (its time, and the part after the rebuild and the digests) and
         # the digests of the rows written
-        result["verify_record_seconds"] = {"total": round(synapse_side.seconds, 3),
-                                           "after_rebuild": round(synapse_side.waited, 3),
-                                           "written": round(synapse_side.written_seconds, 3)}
+        result["verify_record_seconds"] = {"total": round(record.seconds, 3),
+                                           "after_rebuild": round(record.waited, 3),
+                                           "written": round(record.written_seconds, 3)}
         if options.dry_run:
             # the proof of the path: every stage's rows recomputed from Synapse are the rows written
             result["verify_cross_check"] = {
-                "stages": len(synapse_side.expected["stages"]),
-                "rows": sum(stage["rows"] for stage in synapse_side.expected["stages"].values())}
-            result.update(window.predict_from_dry_run(synapse_side, time.monotonic() - started,
+                "stages": len(record.expected["stages"]),
+                "rows": sum(stage["rows"] for stage in record.expected["stages"].values())}
+            result.update(window.predict_from_dry_run(record, time.monotonic() - started,
                                                       options.window_service_seconds))
             writer.rollback()
             reader.end_snapshot()
@@ -300,11 +300,11 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "server_name": server_name, "migrated": {n: r.migrated for n, r in reports.items()},
                 # The snapshot the stages read, whatever point of its transaction reads it: only a
                 # real import records one (its marker), so a dry run skips this pass over the tables.
-                "run_id": secrets.token_hex(8), "synapse_fingerprint": synapse_side.fingerprint,
+                "run_id": secrets.token_hex(8), "synapse_fingerprint": record.fingerprint,
                 # What `syn2mas --command verify` needs to recompute the import's rows and ids...
-                "replay": synapse_side.replay,
+                "replay": record.replay,
                 # ...and the digests of the rows written, which it compares MAS with while Synapse is unchanged.
-                "expected": synapse_side.written,
+                "expected": record.written,
                 # What the import dropped and rebuilt, for verify to find each one still there and valid.
                 "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
                             "indexes": [list(i) for i in writer.saved_indexes]},
@@ -342,41 +342,38 @@ def _connect_synapse(run: _Run, mas_conn, synapse_conninfo: dict, server_name: s
 
 
 def _load(run: _Run, options: ImportOptions, reader: SynapseReader, writer: MasWriter, schema, params: dict,
-          provisional: list, synapse_side: "_SynapseSide | None" = None):
+          provisional: list, record: "_VerifyRecord"):
     """MAS's transaction opened and filled: constraints dropped, every stage copied, constraints
-    rebuilt (while `synapse_side` reads Synapse), and with `synapse_side` the rows written digested.
+    rebuilt (while `record` reads Synapse), and the rows written digested for verify's record.
     Returns ({stage name: StageReport}, the rebuild's seconds)."""
     estimates = reader.estimated_rows()
     run.phase = "locking MAS's tables"
     writer.begin(options.maintenance_work_mem, lock_wait_seconds=options.lock_wait_seconds)
     _test_point("mas-locked")
-    if synapse_side is not None:  # MAS's tables as verify will read them, keys included
-        synapse_side.layouts = stage_layouts(writer.conn, schema)
+    record.layouts = stage_layouts(writer.conn, schema)  # MAS's tables as verify will read them, keys included
     if provisional:
         writer.add_provisional_providers(provisional)
     run.phase = "dropping MAS's constraints and indexes"
     writer.drop_constraints_and_indexes()
     _test_point("constraints-dropped")
     reports = _copy_stages(run, options, reader, writer, schema, params, estimates)
-    if synapse_side is None:
-        return reports, _rebuild(run, options, writer)
-    synapse_side.start(row_hash_kind(reader.conn, writer.conn))
+    record.start(row_hash_kind(reader.conn, writer.conn))
     try:
         rebuild_seconds = _rebuild(run, options, writer)
         run.phase = "digesting the rows written, for verify"
-        synapse_side.digest_written(writer.conn, reports)
+        record.digest_written(writer.conn, reports)
     except BaseException:
-        synapse_side.abandon()
+        record.abandon()
         raise
     run.phase = "reading Synapse's side of verify"
     waited = time.monotonic()
-    synapse_side.wait()
-    synapse_side.waited = time.monotonic() - waited
-    synapse_side.check_cross()
+    record.wait()
+    record.waited = time.monotonic() - waited
+    record.check_cross()
     return reports, rebuild_seconds
 
 
-class _SynapseSide:
+class _VerifyRecord:
     """What the import records for verify: of Synapse's snapshot the highest token ids and the tables'
     fingerprint, read on Synapse's connection in a thread while the main thread rebuilds MAS's indexes
     (Synapse's connection is idle then, and on two databases the work overlaps instead of adding up), and

@@ -52,10 +52,10 @@ def predict(import_seconds: float, verify_seconds: float, service_seconds: float
             "predicted_window": parts}
 
 
-def predict_from_dry_run(synapse_side, dry_run_seconds: float, service_seconds: float | None) -> dict:
-    """The prediction at the end of a dry run of `dry_run_seconds`: `synapse_side` is what it read for verify
+def predict_from_dry_run(record, dry_run_seconds: float, service_seconds: float | None) -> dict:
+    """The prediction at the end of a dry run of `dry_run_seconds`: `record` is what it read for verify
     (the seconds of the digests of the rows written and of Synapse's fingerprint, and how long the run
     waited for its recomputation of Synapse's rows, which the real run does not do)."""
-    import_seconds = max(dry_run_seconds - synapse_side.waited, 0.0)
-    return predict(import_seconds, synapse_side.written_seconds + synapse_side.fingerprint_seconds, service_seconds,
-                   cross_check_wait=min(synapse_side.waited, dry_run_seconds))
+    import_seconds = max(dry_run_seconds - record.waited, 0.0)
+    return predict(import_seconds, record.written_seconds + record.fingerprint_seconds, service_seconds,
+                   cross_check_wait=min(record.waited, dry_run_seconds))
