@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh machine too: prepares everything it needs (scripts/setup.sh),
 # then runs pytest against real PostgreSQL clusters and real Synapse schemas it starts itself.
 # The tests run on SYN2MAS_TEST_WORKERS pytest-xdist workers (default 2, one per core; 0 runs them in
-# this process): a file's tests stay on one worker, the files that create system users share one
-# (SERIAL_FILES in tests/support/tiers.py), and the longest files go first. Extra arguments go to
+# this process): a file's tests stay on one worker, and the longest files go first (LONGEST_FIRST in
+# tests/support/tiers.py). Extra arguments go to
 # pytest, e.g. scripts/test.sh -m "unit or database" (make test-fast), scripts/test.sh -k import -x.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -48,9 +48,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-# pytest-xdist: the tests of one group (tiers.tier_of) go to one worker, in order: a file's tests share module
-# fixtures, and the files that create system users or run the heavy fleets share one group
-# (tiers.SERIAL_FILES). Grouped here by file path rather than by xdist_group marks, which pytest-xdist 3.8
+# pytest-xdist: the tests of one group (tiers.tier_of: a file) go to one worker, in order: a file's tests share
+# module fixtures (the files that create system users run at once: tests/support/accounts.py takes turns for
+# each account command). Grouped here by file path rather than by xdist_group marks, which pytest-xdist 3.8
 # applies by rewriting an attribute pytest 9 no longer reads (every test was then scheduled on its own).
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.support import accounts
 from tests.support.config_files import CLIENT_SECRET, HOMESERVER, MAS, PEPPER, SHARED, assert_no_secrets
 from tests.support.ansible_run import run_tasks
 from tests.support.synapse_schema import LATEST, synapse_python
@@ -32,11 +33,11 @@ def synapse_account():
     try:
         grp.getgrnam(SYNAPSE_GROUP)
     except KeyError:
-        subprocess.run(["groupadd", "--system", SYNAPSE_GROUP], check=True)
+        accounts.run(["groupadd", "--system", SYNAPSE_GROUP], check=True)
     try:
         pwd.getpwnam(SYNAPSE_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--gid", SYNAPSE_GROUP, SYNAPSE_USER], check=True)
+        accounts.run(["useradd", "--system", "--no-create-home", "--gid", SYNAPSE_GROUP, SYNAPSE_USER], check=True)
     return pwd.getpwnam(SYNAPSE_USER).pw_uid, grp.getgrnam(SYNAPSE_GROUP).gr_gid
 
 

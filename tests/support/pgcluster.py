@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import psycopg2
 import psycopg2.extras
 
+from . import accounts
 from .net import free_port
 
 _db_counter = itertools.count()
@@ -222,7 +223,7 @@ def start_cluster(prefix: str = "syn2mas-pg-") -> PgCluster:
         try:
             pwd.getpwnam(run_as)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", run_as], check=True)
+            accounts.run(["useradd", "--system", "--no-create-home", run_as], check=True)
     # Unix socket paths are limited to ~107 bytes: keep the directory short.
     basedir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     os.chmod(basedir, 0o755)

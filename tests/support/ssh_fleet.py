@@ -53,7 +53,7 @@ import yaml
 
 from _syn2mas.config import format_ulid
 
-from . import homeservers, mas_schema, synapse_schema
+from . import accounts, homeservers, mas_schema, synapse_schema
 from .mas_stand_in import MasStandIn
 from .pgcluster import PgCluster
 
@@ -67,6 +67,8 @@ DEBIAN_PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
 ADMIN_USER = "syn2mas-admin"
 SUDOERS_FILE = "/etc/sudoers.d/syn2mas-test-admin"
+# Run through tests/support/accounts.py (one at a time across the workers).
+ACCOUNT_COMMANDS = frozenset({"useradd", "usermod", "userdel", "groupadd", "groupdel"})
 # The file the runbook writes Synapse's changes to, on hosts that use a conf.d override. Synapse reads
 # conf.d in name order; the override must come last.
 OVERRIDE_NAME = "zz-syn2mas-mas.yaml"
@@ -99,6 +101,8 @@ def _run(cmd, check: bool = True, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
     try:
+        if cmd[0] in ACCOUNT_COMMANDS:
+            return accounts.run(cmd, check=check, **kw)
         return subprocess.run(cmd, check=check, **kw)
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"{cmd!r} failed ({exc.returncode}):\n{exc.stdout}\n{exc.stderr}") from exc
@@ -691,7 +695,7 @@ class SshHost(homeservers.SynapseClient):
         self.stop_sshd()
         if self.user_created:
             for _attempt in range(20):  # until its last process has gone
-                if subprocess.run(["userdel", self.user], check=False, capture_output=True).returncode in (0, 6):
+                if accounts.run(["userdel", self.user], check=False, capture_output=True).returncode in (0, 6):
                     self.user_created = False
                     break
                 time.sleep(0.25)
@@ -1114,7 +1118,7 @@ class SshFleet:
                 self.redis_proc.kill()
         if self.admin_created:
             for _attempt in range(20):  # until the last session process has gone
-                if subprocess.run(["userdel", ADMIN_USER], check=False, capture_output=True).returncode in (0, 6):
+                if accounts.run(["userdel", ADMIN_USER], check=False, capture_output=True).returncode in (0, 6):
                     self.admin_created = False
                     break
                 time.sleep(0.25)

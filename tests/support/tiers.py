@@ -118,23 +118,19 @@ SLOW_CALLS = {"bulk_homeserver": "faults", "start_slow_autovacuum": "faults", "r
 SLOW_IN_A_LOOP = {"syn2mas": "cli", "verify_cli": "cli"}
 SLOW = {**SLOW_CALLS, **{f"{name} in a loop": tier for name, tier in SLOW_IN_A_LOOP.items()}}
 
-# Files run on one pytest-xdist worker, one after the other (every other file is a group of its own): those
-# that create system users and groups (useradd/groupadd lock /etc/passwd: two at once fail). Every other file,
-# the heavy end-to-end ones included, takes the next free worker, so that the two workers finish together.
-SERIAL_FILES = frozenset({
-    "integration/test_fleet_ssh.py",
-    "integration/test_config_edit_on_host.py",
-})
-
 # The longest files, longest first (measured, see README): the workers start with them and the short files fill
 # in at the end (tests/conftest.py orders the run by tier, then by this list).
 LONGEST_FIRST = (
     "integration/test_fleet_ssh.py",
     "integration/test_runbook_e2e.py",
-    "integration/test_runbook_rollbacks_e2e.py",
     "integration/test_reverse_proxy_e2e.py",
+    "integration/test_runbook_rollbacks_e2e.py",
     "integration/test_bench_runbook.py",
     "integration/test_runtime_discovery.py",
+    "integration/test_advisor_interfaces.py",
+    "integration/test_config_edit_on_host.py",
+    "integration/test_config_modules.py",
+    "integration/test_sanity.py",
 )
 
 
@@ -147,7 +143,7 @@ def tier_of(path: str, function: str | None = None) -> tuple[str, str]:
     """(tier, xdist group) of a test file given relative to the repository root, or of its test `function`."""
     rel = _relative(path)
     tier = "unit" if rel.startswith("unit/") else TESTS.get(f"{rel}::{function}", FILES[rel])
-    return tier, ("serial" if rel in SERIAL_FILES else rel)
+    return tier, rel
 
 
 def test_files(tests_dir: str) -> list:
@@ -213,8 +209,6 @@ def check_tiers(tests_dir: str) -> list:
                  if rel.startswith("unit/")]
     problems += [f"{rel}: unknown tier {tier!r}" for rel, tier in sorted({**FILES, **TESTS}.items())
                  if tier not in TIERS]
-    problems += [f"{rel} is in SERIAL_FILES but not in FILES" for rel in sorted(SERIAL_FILES)
-                 if rel not in FILES]
     problems += [f"{rel} is in LONGEST_FIRST but not in FILES" for rel in LONGEST_FIRST if rel not in FILES]
     functions = {}
     for rel in sorted(on_disk & (set(FILES) | {key.split("::")[0] for key in TESTS})):
