@@ -16,8 +16,9 @@ The hosts:
   hs6  a host missing a requirement: the database work is pointed at a Python without psycopg2
 
 The steps depend on each other and run in order on one module-scoped fleet: the advisor; the dry run
-changes nothing; the rollback playbook on never-migrated hosts changes nothing; one run with a failure in
-each phase on a different host (and hs6 failing its preflight) ends with every Synapse healthy on legacy
+changes nothing and predicts the window from what it measured (the real run shows it beside the window it
+measures); the rollback playbook on never-migrated hosts changes nothing; one run with a failure in each
+phase on a different host (and hs6 failing its preflight) ends with every Synapse healthy on legacy
 authentication; the real run migrates; a second run changes nothing; verify.yml proves the migrated hosts
 (and finds the one whose MAS the test tampered with); the rollback playbook brings password
 logins and the old access tokens back and removes every file the run created. A step that finds a
@@ -48,7 +49,7 @@ import pytest
 from _syn2mas.config import parse_provider_id
 
 from tests.support import homeservers
-from tests.support.ansible_run import latest_report, recap, shown_diff
+from tests.support.ansible_run import latest_report, recap, shown_diff, window_tasks
 from tests.support.ssh_fleet import ADMIN_USER, CONTROLLER_VENV, DEBIAN_PYTHON, DEFAULT_SPECS, PRISTINE, SshFleet
 
 pytestmark = pytest.mark.timeout(1800)
@@ -57,6 +58,9 @@ SPECS = DEFAULT_SPECS  # hs1 SSO in place, hs2 worker, hs3 URI override, hs4/hs5
 MIGRATING = ("hs1", "hs2", "hs3", "hs4", "hs5")
 NOT_HS6 = "synapse:!hs6"
 ONE_WAVE = ("-e", '{"syn2mas_serial": ["100%"]}')
+# What a check run cannot do of the window (the real stops, and the starts until healthy): given to the check
+# run, as from a rehearsal.
+SERVICE_SECONDS = 4.5
 # What a user lists to see that nothing changed: configs, web root, state, backups.
 WATCHED = ("etc", "var/www", "var/lib/syn2mas", "var/backups")
 # The files a rollback must bring back exactly as they were: everything but the state and backups.
@@ -259,10 +263,17 @@ def test_03_check_mode_changes_nothing(fleet):
     problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
     calls_before = len(fleet.hosts["hs1"].mas.cli_calls())
-    result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, limit=NOT_HS6)
+    result = run(fleet, "migrate", "--check", "--diff", *ONE_WAVE, "-e", f"syn2mas_window_service_seconds={SERVICE_SECONDS}",
+                 limit=NOT_HS6)
     problems.check(result.rc == 0, tail(result, 1500))
     problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
     out = result.stdout
+    # The window checks no role's arguments: the preparation did, before the stop.
+    for tasks in window_tasks(out):
+        problems.check(not [t for t in tasks if "Validating arguments" in t], f"argument checks in the window: {tasks}")
+    prepare = out[out.find("TASK [Phase prepare"):out.find("TASK [Phase synapse_stop")]
+    problems.check("Validating arguments against arg spec 'check_arguments'" in prepare,
+                   "the preparation did not check the window's entry points' arguments")
     for name in MIGRATING:
         hs = fleet.hosts[name]
         # Where Synapse's change goes: homeserver.yaml in place, or the conf.d override file.
@@ -300,6 +311,25 @@ def test_03_check_mode_changes_nothing(fleet):
     problems.check(report["check_mode"] is True, "the report does not say check mode")
     outcomes = {h: report["hosts"].get(h, {}).get("outcome") for h in MIGRATING}
     problems.check(outcomes == {h: "would migrate (check mode)" for h in MIGRATING}, f"outcomes: {outcomes}")
+    # The predicted window is made of what this run measured: its own window (every task of it, the dry-run import
+    # among them, less the dry run's wait for its cross-check, a blink on a few users) from its phase marks,
+    # verify's reads measured by the dry run, and the service seconds it was given. test_06 shows it beside the
+    # window the real run measures.
+    for name in MIGRATING:
+        entry = report["hosts"].get(name, {})
+        parts = entry.get("predicted_window") or {}
+        seconds = {p["phase"]: p["seconds"] for p in entry.get("phase_seconds") or []}
+        check_window = sum(seconds.get(p, 0) for p in entry.get("window_phases") or [])
+        problems.check(
+            # (less the cross-check's wait, which the dry-run import spends inside its own seconds; the phases
+            # are given to a tenth of a second each)
+            parts and -0.3 <= check_window - parts["check_window_seconds"] <= (entry.get("import_seconds") or 0) + 0.3
+            and parts["check_window_seconds"] > (entry.get("import_seconds") or 0) > 0
+            and 0 < parts["verify_seconds"] < parts["check_window_seconds"]
+            and parts["service_seconds"] == SERVICE_SECONDS
+            and abs(entry["predicted_window_seconds"] - sum(parts.values())) <= 0.06,
+            f"{name}: the prediction is not made of this run's measurements: {parts}, phases {seconds}, "
+            f"import {entry.get('import_seconds')}, predicted {entry.get('predicted_window_seconds')}")
     # Synapse would be stopped, by the operator's command, and was not: the report shows no downtime and no
     # backup (none was written), nor does its markdown.
     problems.check(out.count("would stop Synapse with: ") == len(MIGRATING), "not one 'would stop Synapse' per host")
@@ -466,6 +496,18 @@ def test_06_the_real_run_migrates(fleet):
         check(hs.mas_service.running and hs.mas_service.fingerprint == now,
               f"{name}: MAS is not running on its config as the run left it")
         check(report.get(name, {}).get("outcome") == "migrated", f"{name}: {report.get(name)}")
+        # Beside the window measured, test_03's check-run prediction (the latest check report that predicted this
+        # host), and what only this real run spent (the window minus what the check run measured of it): the
+        # service seconds to give the next prediction.
+        entry = report.get(name, {})
+        parts, downtime = entry.get("predicted_window") or {}, entry.get("downtime_seconds")
+        check(parts and downtime and abs(entry["predicted_window_seconds"] - sum(parts.values())) <= 0.06
+              and parts["service_seconds"] == SERVICE_SECONDS
+              and abs(entry["window_service_seconds"]
+                      - (downtime - parts["check_window_seconds"] - parts["verify_seconds"])) <= 0.06,
+              f"{name}: no check-run prediction beside the window measured: {entry}")
+        print(f"\n{name}: predicted {entry.get('predicted_window_seconds')} s ({parts}), measured {downtime} s, of "
+              f"which only the real run's {entry.get('window_service_seconds')} s")
         # The import was proven against Synapse on the host, and the live checks ran from it.
         verified = report.get(name, {}).get("verified") or {}
         check(verified.get("ok") is True and verified.get("verdict", "").endswith(" rows in 9 entities, 0 missing"),

@@ -94,3 +94,13 @@ def shown_diff(out: str, path: str) -> str:
         at = out.rfind("--- before:", 0, after)
     ends = [i for i in (out.find("\nTASK [", at), out.find("\n--- before:", at + 1)) if i != -1]
     return out[at:min(ends, default=len(out))]
+
+
+def window_tasks(out: str) -> list:
+    """Per wave of a migrate.yml run, the tasks ansible-playbook showed from the mark before Synapse's stop until
+    the mark of Synapse healthy again: the downtime window's tasks (those of the last wave last)."""
+    found = []
+    for start in [m.start() for m in re.finditer(r"^TASK \[Phase synapse_stop", out, re.M)]:
+        end = out.index("TASK [Synapse healthy again", start)
+        found.append(re.findall(r"^TASK \[(.*?)\] \**$", out[start:end], re.M))
+    return found
