@@ -109,17 +109,48 @@ def mas_db(pg, mas_variant):
 from tests.support import migration_env, verify_runs  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def shared_synapse_databases(pg, tmp_path_factory):
+    """Synapse databases (newest schema) each filled once by a function of one file (`fill(env)`, e.g.
+    migration_env.small_homeserver) and shared by the file's tests that only read Synapse (the import never
+    writes to it; their MAS databases are their own). Each is dumped when filled and compared when the file is
+    done: a test that wrote to one fails there (an error on the file's last test)."""
+    made = {}
+
+    def database(fill) -> str:
+        if fill not in made:
+            name = new_db_name("synapse_shared")
+            pg.create_database(name, template=synapse_schema.create_template(pg, synapse_schema.LATEST))
+            fill(migration_env.MigrationEnv(pg, name, "no_mas_database", str(tmp_path_factory.mktemp("fill")),
+                                            insert_providers=False))
+            made[fill] = (name, pg.dump(name))
+        return made[fill][0]
+
+    yield database
+    changed = [name for name, dump in made.values() if pg.dump(name) != dump]
+    for name, _dump in made.values():
+        pg.drop_database(name)
+    assert not changed, f"a test wrote to the shared Synapse database(s) {changed}: give it a database of its own"
+
+
 @pytest.fixture
-def make_env(pg, tmp_path):
-    """Builds MigrationEnvs: fresh Synapse and MAS databases plus their config files."""
+def make_env(pg, tmp_path, shared_synapse_databases):
+    """Builds MigrationEnvs: fresh Synapse and MAS databases plus their config files. With `synapse_filled_by`
+    (a function filling Synapse's database), Synapse's database is the file's shared one filled by it
+    (shared_synapse_databases: only for a test that never writes to Synapse), and only MAS's is fresh."""
     created = []
 
-    def factory(synapse_version=synapse_schema.LATEST, mas_variant="own-1.22", **kw):
-        synapse_name = new_db_name("synapse")
-        pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_version))
+    def factory(synapse_version=synapse_schema.LATEST, mas_variant="own-1.22", synapse_filled_by=None, **kw):
+        if synapse_filled_by is None:
+            synapse_name = new_db_name("synapse")
+            pg.create_database(synapse_name, template=synapse_schema.create_template(pg, synapse_version))
+            created.append(synapse_name)
+        else:
+            assert synapse_version == synapse_schema.LATEST, "the shared Synapse databases hold the newest schema"
+            synapse_name = shared_synapse_databases(synapse_filled_by)
         mas_name = new_db_name("mas")
         pg.create_database(mas_name, template=mas_schema.create_template(pg, mas_variant))
-        created.extend([synapse_name, mas_name])
+        created.append(mas_name)
         workdir = tmp_path / f"env{len(created)}"
         workdir.mkdir()
         return migration_env.MigrationEnv(pg, synapse_name, mas_name, str(workdir), **kw)
@@ -133,6 +164,13 @@ def make_env(pg, tmp_path):
 def env(make_env):
     """One migration environment on the newest Synapse schema and MAS 1.22."""
     return make_env()
+
+
+@pytest.fixture
+def env_on_small_homeserver(make_env):
+    """A migration environment whose Synapse database holds migration_env.small_homeserver, shared by the file's
+    tests that never write to Synapse (shared_synapse_databases), over a fresh MAS 1.22 database of its own."""
+    return make_env(synapse_filled_by=migration_env.small_homeserver)
 
 
 @pytest.fixture(scope="session")

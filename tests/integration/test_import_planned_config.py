@@ -21,8 +21,8 @@ def generated_mas_config(env) -> None:
                                  "upstream_oauth2": {}})
 
 
-def test_the_dry_run_takes_the_homeserver_the_run_writes(env):
-    small_homeserver(env)
+def test_the_dry_run_takes_the_homeserver_the_run_writes(env_on_small_homeserver):
+    env = env_on_small_homeserver
     generated_mas_config(env)
     env.mas("DELETE FROM upstream_oauth_providers")
     before = env.mas_dump()
@@ -48,8 +48,8 @@ def test_the_dry_run_takes_the_homeserver_the_run_writes(env):
     assert without_timings(real["counts"]) == without_timings(dry["counts"])
 
 
-def test_a_real_import_ignores_what_was_only_planned(env):
-    small_homeserver(env)
+def test_a_real_import_ignores_what_was_only_planned(env_on_small_homeserver):
+    env = env_on_small_homeserver
     generated_mas_config(env)
     before = env.mas_dump()
     with pytest.raises(RefusedError, match=r"matrix.homeserver is 'localhost:8008'"):
@@ -57,16 +57,15 @@ def test_a_real_import_ignores_what_was_only_planned(env):
     assert env.mas_dump() == before
 
 
-def test_a_provider_neither_configured_nor_planned_still_stops_the_dry_run(env):
-    small_homeserver(env)
+def test_a_provider_neither_configured_nor_planned_still_stops_the_dry_run(env_on_small_homeserver):
+    env = env_on_small_homeserver
     env.mas("DELETE FROM upstream_oauth_providers")
     with pytest.raises(RefusedError, match=r"no upstream provider row for oidc-google -> "):
         env.run(dry_run=True, planned_homeserver=env.server_name)
 
 
 def test_provisional_provider_rows_fit_every_mas_schema(make_env, mas_variant):
-    env = make_env(mas_variant=mas_variant)
-    small_homeserver(env)
+    env = make_env(mas_variant=mas_variant, synapse_filled_by=small_homeserver)
     env.mas("DELETE FROM upstream_oauth_providers")
     before = env.mas_dump()
     dry = env.run(dry_run=True, planned_provider_mapping=[f"oidc-google:{format_ulid(NEW_GOOGLE_ID)}"])

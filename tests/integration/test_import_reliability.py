@@ -60,6 +60,13 @@ def small_homeserver(env):
         s.login(bob, "BOBDEV")
 
 
+@pytest.fixture
+def env_on_small_homeserver(make_env):
+    """This file's small homeserver (two users) in a Synapse database shared by the file's tests that never write
+    to Synapse (shared_synapse_databases), with a fresh MAS 1.22 database of its own."""
+    return make_env(synapse_filled_by=small_homeserver)
+
+
 def backend(env, dbname, query_prefix=None):
     """The pid of the import's session on `dbname` (optionally only while it runs `query_prefix`)."""
     # Parallel workers carry the leader's application_name: the client backend is the session.
@@ -288,9 +295,9 @@ def hold_lock(env, dbname, statement, application_name):
     return conn
 
 
-def test_a_client_of_mas_s_database_is_refused_at_once_in_the_advisor_s_words_and_the_next_run_works(env):
+def test_a_client_of_mas_s_database_is_refused_at_once_in_the_advisor_s_words_and_the_next_run_works(env_on_small_homeserver):
     """Whoever it is (MAS's own pool, a report holding MAS's tables), a real import does not write beside it."""
-    small_homeserver(env)
+    env = env_on_small_homeserver
     before = env.mas_dump()
     holder = hold_lock(env, env.mas_db, "SELECT count(*) FROM compat_sessions", "nightly-report")
     try:
@@ -310,8 +317,8 @@ def test_a_client_of_mas_s_database_is_refused_at_once_in_the_advisor_s_words_an
     assert_next_run_imports(env, 2)
 
 
-def test_the_command_line_import_refuses_a_connected_mas_and_exits_non_zero(env):
-    small_homeserver(env)
+def test_the_command_line_import_refuses_a_connected_mas_and_exits_non_zero(env_on_small_homeserver):
+    env = env_on_small_homeserver
     before = env.mas_dump()
     mas = psycopg2.connect(env.pg.dsn(env.mas_db, application_name="matrix-authentication-service"))
     try:
@@ -431,8 +438,8 @@ def test_a_select_only_synapse_role_is_told_it_cannot_lock_and_its_dry_run_works
         env.run(synapse_database_uri=uri, dry_run=True)
 
 
-def test_a_mas_role_that_does_not_own_the_tables_is_told_so(env, login_role):
-    small_homeserver(env)
+def test_a_mas_role_that_does_not_own_the_tables_is_told_so(env_on_small_homeserver, login_role):
+    env = env_on_small_homeserver
     role = login_role("mas_app")
     env.pg.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"', env.mas_db)
     before = env.mas_dump()
@@ -578,10 +585,10 @@ def test_a_postgresql_fast_restart_mid_import_leaves_mas_as_it_was_and_the_next_
     assert_next_run_imports(env, 100_000)
 
 
-def test_a_database_error_during_the_rebuild_is_not_blamed_on_the_rows(env):
+def test_a_database_error_during_the_rebuild_is_not_blamed_on_the_rows(env_on_small_homeserver):
     """Not every rebuild failure is the data's: here an operator's index on MAS's users calls a function
     that fails (a trigger, the other way to break it, is refused before any write: mas_row_rewriters)."""
-    small_homeserver(env)
+    env = env_on_small_homeserver
     env.mas("""
         CREATE FUNCTION test_fails(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS
         $$ BEGIN RAISE EXCEPTION 'the operator''s function failed'; END $$;
@@ -741,8 +748,7 @@ def test_a_pending_mas_registration_means_mas_is_not_empty(make_env):
 
     if "real-1.22" not in mas_schema.VARIANTS:
         pytest.skip("MAS 1.22's reference schema (with user_registrations) is not available here")
-    env = make_env(mas_variant="real-1.22")
-    small_homeserver(env)
+    env = make_env(mas_variant="real-1.22", synapse_filled_by=small_homeserver)
     env.mas("INSERT INTO user_registrations (user_registration_id, username, created_at) "
             "VALUES (gen_random_uuid(), 'newcomer', now())")
     with pytest.raises(RefusedError, match=r"not empty: rows found in user_registrations"):

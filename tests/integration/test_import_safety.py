@@ -36,15 +36,15 @@ def test_users_of_another_server_name_stop_the_import_before_any_write(env):
     assert env.mas_dump() == before
 
 
-def test_a_mas_database_holding_data_is_refused_naming_the_table(env):
-    small_homeserver(env)
+def test_a_mas_database_holding_data_is_refused_naming_the_table(env_on_small_homeserver):
+    env = env_on_small_homeserver
     env.mas("INSERT INTO users (user_id, username, created_at) VALUES (gen_random_uuid(), 'someone', now())")
     with pytest.raises(RefusedError, match=r"not empty: rows found in users"):
         env.run()
 
 
-def test_data_in_a_table_pointing_at_users_is_refused_too(env):
-    small_homeserver(env)
+def test_data_in_a_table_pointing_at_users_is_refused_too(env_on_small_homeserver):
+    env = env_on_small_homeserver
     env.mas("ALTER TABLE user_sessions DROP CONSTRAINT user_sessions_user_id_fkey")
     env.mas("INSERT INTO user_sessions (user_session_id, user_id, created_at) "
             "VALUES (gen_random_uuid(), gen_random_uuid(), now())")
@@ -86,8 +86,8 @@ def test_explicit_provider_mapping_links_subjects_to_that_provider(env):
                    (LEGACY_ID,)) == [("bob-saml",)]
 
 
-def test_a_mapped_provider_missing_from_mas_database_stops_before_any_write(env):
-    small_homeserver(env)
+def test_a_mapped_provider_missing_from_mas_database_stops_before_any_write(env_on_small_homeserver):
+    env = env_on_small_homeserver
     env.mas("DELETE FROM upstream_oauth_providers")
     before = env.mas_dump()
     with pytest.raises(RefusedError) as err:
@@ -96,8 +96,8 @@ def test_a_mapped_provider_missing_from_mas_database_stops_before_any_write(env)
     assert env.mas_dump() == before
 
 
-def test_running_synapse_refuses_the_real_import_naming_the_client_but_not_the_dry_run(env):
-    small_homeserver(env)
+def test_running_synapse_refuses_the_real_import_naming_the_client_but_not_the_dry_run(env_on_small_homeserver):
+    env = env_on_small_homeserver
     synapse = psycopg2.connect(env.pg.dsn(env.synapse_db, application_name="synapse_homeserver_main"))
     try:
         with pytest.raises(RefusedError, match=r"synapse_homeserver_main \(pid \d+"):
@@ -110,8 +110,8 @@ def test_running_synapse_refuses_the_real_import_naming_the_client_but_not_the_d
     assert env.run()["changed"] is True
 
 
-def test_a_second_concurrent_import_is_refused_at_once(env):
-    small_homeserver(env)
+def test_a_second_concurrent_import_is_refused_at_once(env_on_small_homeserver):
+    env = env_on_small_homeserver
     holder = env.pg.connect(env.mas_db)
     holder.cursor().execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
     try:
@@ -283,8 +283,7 @@ def test_losing_the_mas_connection_mid_load_leaves_mas_as_it_was(env):
 
 @pytest.mark.parametrize("mas_variant", list(mas_schema.VARIANTS))
 def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byte(make_env, mas_variant):
-    env = make_env(mas_variant=mas_variant)
-    small_homeserver(env)
+    env = make_env(mas_variant=mas_variant, synapse_filled_by=small_homeserver)
     mas_before, synapse_before = env.mas_dump(), env.synapse_dump()
     dry = env.run(dry_run=True)
     assert env.mas_dump() == mas_before
@@ -295,12 +294,12 @@ def test_dry_run_counts_like_the_real_run_and_leaves_both_databases_byte_for_byt
     assert env.mas("SELECT count(*) FROM users") == [(3,)]
 
 
-def test_the_dry_run_predicts_the_window_from_what_it_measured(env):
+def test_the_dry_run_predicts_the_window_from_what_it_measured(env_on_small_homeserver):
     """The dry run's predicted window: its own duration, verify's reads measured on its rolled-back rows,
     and the service seconds given (else the default); a real import predicts nothing."""
     from _syn2mas.migration import window
 
-    small_homeserver(env)
+    env = env_on_small_homeserver
     mas_before = env.mas_dump()
     dry = env.run(dry_run=True, window_service_seconds=7)
     parts = dry["predicted_window"]
@@ -320,14 +319,15 @@ def test_the_dry_run_predicts_the_window_from_what_it_measured(env):
     assert "predicted_window_seconds" not in real and real["dry_run"] is False
 
 
-def test_the_dry_run_cross_checks_what_it_writes_against_synapse_and_refuses_a_trigger_on_the_way(env):
+def test_the_dry_run_cross_checks_what_it_writes_against_synapse_and_refuses_a_trigger_on_the_way(
+        env_on_small_homeserver):
     """The dry run recomputes from Synapse's snapshot every row MAS must hold and compares it with the rows its
     own transaction wrote: on a clean pair it says how many rows it cross-checked. A trigger on a MAS table the
     import writes would change rows on the way (and the real run's verify compares MAS with what it wrote): the
     dry run refuses it before writing, naming it, with both databases as they were."""
     from _syn2mas.migration.stages import STAGES
 
-    small_homeserver(env)
+    env = env_on_small_homeserver
     dry = env.run(dry_run=True)
     migrated = sum(count["migrated"] for count in dry["counts"].values())
     assert migrated > 0
@@ -360,8 +360,8 @@ def test_a_second_run_reports_no_change_and_touches_nothing(env):
     assert any("does not merge" in w for w in third["warnings"])
 
 
-def test_the_import_never_writes_to_synapse(env):
-    small_homeserver(env)
+def test_the_import_never_writes_to_synapse(env_on_small_homeserver):
+    env = env_on_small_homeserver
     before = env.synapse_dump()
     env.run()
     assert env.synapse_dump() == before

@@ -57,6 +57,7 @@ class PgCluster:
     run_as: str | None
     superuser: str = "postgres"
     _started: bool = field(default=False, repr=False)
+    _version: int | None = field(default=None, repr=False)
 
     @property
     def datadir(self) -> str:
@@ -133,9 +134,19 @@ class PgCluster:
         sql = f'CREATE DATABASE "{name}"'
         if template:
             sql += f' TEMPLATE "{template}"'
+            # PostgreSQL 15's default (WAL_LOG) reads and logs every page of every relation; a Synapse schema
+            # is hundreds of small relations, which copied as files cost a fraction of that (the checkpoint
+            # FILE_COPY takes is cheap with fsync off, as on this cluster).
+            if self._server_version() >= 150000:
+                sql += " STRATEGY FILE_COPY"
         if owner:
             sql += f' OWNER "{owner}"'
         self.execute(sql)
+
+    def _server_version(self) -> int:
+        if self._version is None:
+            self._version = int(self.execute("SHOW server_version_num")[0][0])
+        return self._version
 
     def drop_database(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
