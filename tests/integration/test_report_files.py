@@ -23,7 +23,7 @@ def a_report(check_mode):
                "where": "homeserver.yaml: enable_registration", "remedy": "décidez avant", "remedied_by": None}
     hosts = {
         "hs1.example.org": {
-            "run": {"outcome": "failed", "error": "import: row 3 of «users» — naïve “value”\ttab", "rolled_back": True,
+            "run": {"outcome": "failed", "error": "import: row 3 of «users» — naïve ‹value›\ttab", "rolled_back": True,
                     "failed_phase": "import", "marks": marks, "duration_seconds": 40.2, "mas_host": "mas1"},
             "state": "legacy", "backup": {"path": "/var/backups/syn2mas/ü", "verified": True},
             "preflight": {"state": "legacy", "blocking": [], "findings": [finding]}},
@@ -75,7 +75,7 @@ def test_the_action_writes_the_files_the_role_wrote_before_in_check_mode_too(tmp
             assert stat.S_IMODE(os.stat(written[ext]).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(new_dir / RUN_ID).st_mode) == 0o700
         assert json.loads((new_dir / RUN_ID / "migrate.json").read_text(encoding="utf-8")) == report
-        assert "naïve “value”" in (new_dir / RUN_ID / "migrate.md").read_text(encoding="utf-8")
+        assert "naïve ‹value›" in (new_dir / RUN_ID / "migrate.md").read_text(encoding="utf-8")
         assert sorted(os.listdir(new_dir / RUN_ID)) == ["migrate.json", "migrate.md"]
 
 
