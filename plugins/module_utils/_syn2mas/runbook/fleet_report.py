@@ -9,7 +9,8 @@ result. `build_report` turns them into one entry per host; `render_markdown` wri
 per host. A result that lacks a field the report needs is refused with the phase and the field named, so a
 renamed field cannot silently empty a column. A new report field is added here (and in its unit test).
 
-Not here: reading hosts (the common role passes the results in) or writing files (the role writes them).
+Not here: reading hosts (the common role passes the results in) or writing files (report_files.py, the action
+syn2mas_report).
 """
 
 from __future__ import annotations
