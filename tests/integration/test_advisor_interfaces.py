@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.support.advisor_cases import CLEAN_MAS, CLEAN_SYNAPSE, clean_data
+from tests.support.ansible_run import HARNESS_ENV
 from tests.support.mas_stand_in import MasStandIn
 from tests.support.net import free_port
 
@@ -106,7 +107,7 @@ PLAYBOOK = [{
          "register": f"r_{fail_on}", "ignore_errors": True}
         for fail_on in ("error", "warning", "never")
     ] + [
-        {"name": "save", "ansible.builtin.copy": {
+        {"name": "save", "save_result": {  # the harness's action (ansible_run.HARNESS_ENV): no module on the host
             "content": "{{ {'error': r_error, 'warning': r_warning, 'never': r_never} | to_json }}",
             "dest": "{{ result_file }}"}, "check_mode": False, "changed_when": False},
     ],
@@ -125,7 +126,7 @@ def playbook(env, tmp_path, *extra, **variables):
     cmd = [os.path.join(VENV, "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", json.dumps(extra_vars), str(book), *extra]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, ANSIBLE_NOCOLOR="1"), check=False)
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1", **HARNESS_ENV), check=False)
     assert result_file.exists(), run.stdout + run.stderr
     return run, json.loads(result_file.read_text())
 
@@ -265,21 +266,21 @@ def test_playbook_gate_blocks_on_what_the_run_cannot_remedy_and_lists_the_rest_a
     del scheme["secret"]
     scheme["secret_file"] = str(pepper_file)
     env.write_configs(copy.deepcopy(CLEAN_SYNAPSE), mas)
-    (tmp_path / "remedied").mkdir()
-    (tmp_path / "blocked").mkdir()
-    run, report = advisor_playbook(env, tmp_path / "remedied", {"hs1": {}})[:2]
+    remedied = {"syn2mas_synapse_config": [env.homeserver_yaml], "syn2mas_mas_config": [env.mas_yaml]}
+    # Guest access is an ERROR no module of the run remedies: it blocks. A host of its own in the same run, over
+    # the same databases, with config files of its own (the inventory's defaults).
+    env.homeserver_yaml, env.mas_yaml = str(tmp_path / "guest-homeserver.yaml"), str(tmp_path / "guest-mas.yaml")
+    env.write_configs({**copy.deepcopy(CLEAN_SYNAPSE), "allow_guest_access": "false"}, mas)  # on for Synapse
+    run, report = advisor_playbook(env, tmp_path, {"remedied": remedied, "blocked": {}})[:2]
     assert run.returncode == 0, run.stdout + run.stderr
-    findings = report["hosts"]["hs1"]["findings"]
+    findings = report["hosts"]["remedied"]["findings"]
     # mas_synapse_link writes the pepper inline in the run, so this ERROR does not block it.
     assert findings["remedied"] == ["mas_password_secret_file_newline"], findings
     assert findings["blocking"] == [] and findings["errors"] == []
-    assert report["hosts"]["hs1"]["outcome"] == "ready"
+    assert report["hosts"]["remedied"]["outcome"] == "ready"
 
-    # Guest access is an ERROR no module of the run remedies: it blocks.
-    env.write_configs({**copy.deepcopy(CLEAN_SYNAPSE), "allow_guest_access": "false"}, mas)  # on for Synapse
-    run, report = advisor_playbook(env, tmp_path / "blocked", {"hs1": {}})[:2]
-    findings = report["hosts"]["hs1"]["findings"]
-    assert report["hosts"]["hs1"]["outcome"] == "blocked", findings
+    findings = report["hosts"]["blocked"]["findings"]
+    assert report["hosts"]["blocked"]["outcome"] == "blocked", findings
     assert [line.split(":")[0] for line in findings["blocking"]] == ["guest_access_enabled"]
     assert findings["remedied"] == ["mas_password_secret_file_newline"]
 
@@ -316,16 +317,13 @@ def test_playbook_blocks_a_host_whose_mas_does_not_answer_at_its_public_url_from
     clean_data(env)
     configure(env)
     dead = f"http://127.0.0.1:{free_port()}/"
-    (tmp_path / "dead").mkdir()
-    (tmp_path / "skipped").mkdir()
-    run, report = advisor_playbook(env, tmp_path / "dead", {"hs1": {"syn2mas_mas_public_url": dead}})[:2]
+    skipped = {"syn2mas_mas_public_url": dead, "syn2mas_check_mas_public_url": False}
+    run, report = advisor_playbook(env, tmp_path, {"dead": {"syn2mas_mas_public_url": dead}, "skipped": skipped})[:2]
     assert run.returncode == 0, run.stdout + run.stderr
-    entry = report["hosts"]["hs1"]
+    entry = report["hosts"]["dead"]
     assert entry["outcome"] == "blocked", entry
     assert [line.split(" (")[0] for line in entry["findings"]["blocking"]] == [
         f"mas_public_url: MAS does not answer at its public URL {dead}.well-known/openid-configuration from the "
         "controller"], entry["findings"]
     assert "syn2mas_check_mas_public_url: false" in entry["findings"]["blocking"][0]
-    skipped = {"syn2mas_mas_public_url": dead, "syn2mas_check_mas_public_url": False}
-    run, report = advisor_playbook(env, tmp_path / "skipped", {"hs1": skipped})[:2]
-    assert report["hosts"]["hs1"]["outcome"] == "ready", report["hosts"]["hs1"]
+    assert report["hosts"]["skipped"]["outcome"] == "ready", report["hosts"]["skipped"]

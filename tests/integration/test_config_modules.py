@@ -13,15 +13,21 @@ from tests.support.ansible_run import run_tasks
 from tests.support.config_files import CLIENT_SECRET, HOMESERVER, MAS, PEPPER, SHARED, assert_no_secrets
 
 
-@pytest.fixture
-def files(tmp_path):
-    hs = tmp_path / "homeserver.yaml"
+def _files(folder):
+    folder.mkdir(exist_ok=True)
+    hs = folder / "homeserver.yaml"
     hs.write_text(HOMESERVER)
     os.chmod(hs, 0o640)
-    mas = tmp_path / "config.yaml"
+    mas = folder / "config.yaml"
     mas.write_text(MAS)
     os.chmod(mas, 0o600)
     return hs, mas
+
+
+@pytest.fixture
+def files(tmp_path):
+    """homeserver.yaml (0640) and MAS's config.yaml (0600) as the tests' samples."""
+    return _files(tmp_path)
 
 
 # ------------------------------------------------------------------------------ mas_upstream_provider
@@ -86,28 +92,42 @@ def test_upstream_provider_absent_removes_only_the_one(tmp_path, files):
     assert [p["synapse_idp_id"] for p in providers] == ["oidc-dex"]
 
 
-@pytest.mark.parametrize("case", ["unknown_provider", "malformed_mas", "missing_issuer", "no_synapse_config"])
-def test_upstream_provider_errors(tmp_path, files, case):
-    hs, mas = files
-    args = {}
-    if case == "unknown_provider":
-        args = {"synapse_idp_id": "oidc-google"}
-        expected = "no OIDC provider 'oidc-google' (known: oidc-dex, oidc-gitlab)"
-    elif case == "malformed_mas":
-        mas.write_text("http:\n  public_base: [unclosed\nmatrix: {}\n")
-        expected = f"{mas}: invalid YAML at line"
-    elif case == "missing_issuer":
-        hs.write_text(HOMESERVER.replace('    issuer: "https://gitlab.example.com/"\n', ""))
-        expected = f"{hs}: oidc_providers[1]: issuer is missing"
-    else:
-        task = {"matrix.syn2mas.mas_upstream_provider": {"path": str(mas)}}
-        run = run_tasks(tmp_path, [task])
-        assert run.result["failed"] and "synapse_config is required" in run.result["msg"]
-        return
-    before = mas.read_text()
-    run = run_tasks(tmp_path, [upstream_task(hs, mas, **args)])
-    assert run.result["failed"] is True
-    assert expected in run.result["msg"]
+UPSTREAM_ERRORS = ["unknown_provider", "malformed_mas", "missing_issuer", "no_synapse_config"]
+
+
+@pytest.fixture(scope="module")
+def upstream_errors(tmp_path_factory):
+    """Every case of test_upstream_provider_errors in one ansible-playbook run, a task each on files of its own:
+    case -> (the task's result, the message expected, MAS's config and its text before)."""
+    tmp_path = tmp_path_factory.mktemp("upstream-errors")
+    cases, tasks = {}, []
+    for case in UPSTREAM_ERRORS:
+        hs, mas = _files(tmp_path / case)
+        args = {}
+        if case == "unknown_provider":
+            args = {"synapse_idp_id": "oidc-google"}
+            expected = "no OIDC provider 'oidc-google' (known: oidc-dex, oidc-gitlab)"
+        elif case == "malformed_mas":
+            mas.write_text("http:\n  public_base: [unclosed\nmatrix: {}\n")
+            expected = f"{mas}: invalid YAML at line"
+        elif case == "missing_issuer":
+            hs.write_text(HOMESERVER.replace('    issuer: "https://gitlab.example.com/"\n', ""))
+            expected = f"{hs}: oidc_providers[1]: issuer is missing"
+        else:
+            expected = "synapse_config is required"
+        task = ({"matrix.syn2mas.mas_upstream_provider": {"path": str(mas)}} if case == "no_synapse_config"
+                else upstream_task(hs, mas, **args))
+        cases[case] = (expected, mas, mas.read_text())
+        tasks.append(task)
+    run = run_tasks(tmp_path, tasks)
+    return {case: (result, *cases[case]) for case, result in zip(UPSTREAM_ERRORS, run.results)}
+
+
+@pytest.mark.parametrize("case", UPSTREAM_ERRORS)
+def test_upstream_provider_errors(upstream_errors, case):
+    result, expected, mas, before = upstream_errors[case]
+    assert result["failed"] is True
+    assert expected in result["msg"]
     assert mas.read_text() == before
 
 

@@ -10,6 +10,8 @@ import sys
 
 import yaml
 
+from tests.support.ansible_run import HARNESS_ENV
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 
@@ -133,15 +135,16 @@ def playbook(env, tmp_path, *extra, check=False):
         "hosts": "localhost", "gather_facts": False,
         "tasks": [{"name": "import", "matrix.syn2mas.syn2mas_import": {
             "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}, "register": "r"},
-            {"name": "show", "ansible.builtin.copy": {"content": "{{ r | to_json }}",
-                                                      "dest": str(tmp_path / "result.json")},
+            {"name": "show", "save_result": {"content": "{{ r | to_json }}",  # the harness's (HARNESS_ENV)
+                                              "dest": str(tmp_path / "result.json")},
              "check_mode": False, "changed_when": False}],
     }]))
     cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
            "-e", f"ansible_python_interpreter={VENV_PYTHON}", str(book), *extra]
     if check:
         cmd.append("--check")
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                         env=dict(os.environ, **HARNESS_ENV))
     result = json.loads((tmp_path / "result.json").read_text()) if (tmp_path / "result.json").exists() else None
     return run, result
 
@@ -194,14 +197,14 @@ def test_the_import_role_in_a_users_play_gives_each_module_its_connection_once(e
             {"name": "Verify the import", "ansible.builtin.include_role": {
                 "name": "matrix.syn2mas.import", "tasks_from": "verify"},
              "vars": {**role_vars, "import_verify_live": False}},
-            {"name": "Keep the result", "ansible.builtin.copy": {"content": "{{ import_result | to_json }}",
-                                                                 "dest": str(result_file)}}]}]))
+            {"name": "Keep the result", "save_result": {"content": "{{ import_result | to_json }}",
+                                                        "dest": str(result_file)}}]}]))
 
     def play(*extra):
         return subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",
                                "-e", f"ansible_python_interpreter={VENV_PYTHON}", str(book), *extra], cwd=ROOT,
                               capture_output=True, text=True, timeout=600, check=False,
-                              env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                              env=dict(os.environ, ANSIBLE_NOCOLOR="1", **HARNESS_ENV))
 
     # A MAS database given by URI that does not exist: the first module of the role (the state check) is refused
     # it, so the URI reached it; nothing was imported and no state was recorded.

@@ -16,6 +16,9 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _runs = itertools.count()
+# ansible-playbook's environment for the tests' own playbooks: finds the harness's `save_result` action
+# (tests/support/action_plugins/save_result.py), which writes a registered result to a file on the controller.
+HARNESS_ENV = {"ANSIBLE_ACTION_PLUGINS": os.path.join(ROOT, "tests", "support", "action_plugins")}
 
 
 @dataclass
@@ -41,7 +44,7 @@ def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, ve
         play_tasks.append({**task, "register": f"result_{i}", "ignore_errors": True})
         play_tasks.append({
             "name": f"save result {i}",
-            "ansible.builtin.copy": {"content": "{{ result_%d | to_json }}" % i, "dest": str(workdir / f"{i}.json")},
+            "save_result": {"content": "{{ result_%d | to_json }}" % i, "dest": str(workdir / f"{i}.json")},
             "check_mode": False, "diff": False, "no_log": True,
         })
     playbook = [{"hosts": "localhost", "gather_facts": False, "tasks": play_tasks,
@@ -55,7 +58,8 @@ def run_tasks(tmp_path, tasks: list, check: bool = False, diff: bool = False, ve
         cmd.append("--diff")
     if verbose:
         cmd.append("-v")
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", **(env or {}))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", **HARNESS_ENV,
+               **(env or {}))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
     results = []
     for i in range(len(tasks)):
