@@ -135,8 +135,8 @@ def playbook(env, tmp_path, *extra, check=False):
         "hosts": "localhost", "gather_facts": False,
         "tasks": [{"name": "import", "matrix.syn2mas.syn2mas_import": {
             "synapse_config": [env.homeserver_yaml], "mas_config": [env.mas_yaml]}, "register": "r"},
-            {"name": "show", "save_result": {"content": "{{ r | to_json }}",  # the harness's (HARNESS_ENV)
-                                              "dest": str(tmp_path / "result.json")},
+            {"name": "show",  # save_result: the harness's action (HARNESS_ENV)
+             "save_result": {"content": "{{ r | to_json }}", "dest": str(tmp_path / "result.json")},
              "check_mode": False, "changed_when": False}],
     }]))
     cmd = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local",

@@ -11,8 +11,8 @@ import subprocess
 LOCK_FILE = "/tmp/syn2mas-tests-accounts.lock"
 
 
-def run(cmd: list, **kw) -> subprocess.CompletedProcess:
-    """subprocess.run(cmd, **kw) while no other test process runs an account command."""
-    with open(LOCK_FILE, "a") as lock:
+def run(cmd: list, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, check=check, **kw) while no other test process runs an account command."""
+    with open(LOCK_FILE, "a", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        return subprocess.run(cmd, **kw)
+        return subprocess.run(cmd, check=check, **kw)
