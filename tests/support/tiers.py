@@ -56,7 +56,7 @@ FILES = {
     "integration/test_import_interfaces.py": "playbook",
     "integration/test_packaging.py": "playbook",
     "integration/test_provider_rows_converge.py": "playbook",
-    "integration/test_report_files.py": "playbook",
+    "integration/test_report_action.py": "playbook",
     "integration/test_report_secrets.py": "playbook",
     "integration/test_reverse_proxy_module.py": "playbook",
     "integration/test_sanity.py": "playbook",
