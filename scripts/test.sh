@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE=1
 workers=${SYN2MAS_TEST_WORKERS:-2}
 parallel=()
 if [ "$workers" != 0 ]; then
-  # grouped by tests/conftest.py (tiers.tier_of), taken in the order it sorts them (longest first)
+  # a file's tests on one worker (loadscope), taken in the order tests/conftest.py sorts them (longest first)
   parallel=(-n "$workers" --dist loadscope --no-loadscope-reorder)
 fi
 set +e

@@ -28,7 +28,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     tiers = {}
     for item in items:
-        tier, _group = tier_of(os.path.relpath(str(item.path), ROOT), getattr(item, "originalname", item.name))
+        tier = tier_of(os.path.relpath(str(item.path), ROOT), getattr(item, "originalname", item.name))
         own = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
         if own:
             raise pytest.UsageError(f"{item.nodeid} is marked {', '.join(own)} in its file: tiers are assigned "
@@ -48,19 +48,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-# pytest-xdist: the tests of one group (tiers.tier_of: a file) go to one worker, in order: a file's tests share
-# module fixtures (the files that create system users run at once: tests/support/accounts.py takes turns for
-# each account command). Grouped here by file path rather than by xdist_group marks, which pytest-xdist 3.8
-# applies by rewriting an attribute pytest 9 no longer reads (every test was then scheduled on its own).
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadScopeScheduling
-
-    class TierGroupScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            return tier_of(nodeid.split("::", 1)[0])[1]
-
-    return TierGroupScheduling(config, log)
+# pytest-xdist: scripts/test.sh runs with --dist loadscope, which keeps a file's tests on one worker, in order (they
+# share module fixtures); the files that create system users run at once (tests/support/accounts.py takes turns
+# for each account command).
 
 
 @pytest.fixture(scope="session")

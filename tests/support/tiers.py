@@ -140,11 +140,10 @@ def _relative(path: str) -> str:
     return path[len("tests/"):] if path.startswith("tests/") else path
 
 
-def tier_of(path: str, function: str | None = None) -> tuple[str, str]:
-    """(tier, xdist group) of a test file given relative to the repository root, or of its test `function`."""
+def tier_of(path: str, function: str | None = None) -> str:
+    """The tier of a test file given relative to the repository root, or of its test `function`."""
     rel = _relative(path)
-    tier = "unit" if rel.startswith("unit/") else TESTS.get(f"{rel}::{function}", FILES[rel])
-    return tier, rel
+    return "unit" if rel.startswith("unit/") else TESTS.get(f"{rel}::{function}", FILES[rel])
 
 
 def test_files(tests_dir: str) -> list:
@@ -223,7 +222,7 @@ def check_tiers(tests_dir: str) -> list:
             problems.append(f"{key} is in TESTS with its file's own tier {tier!r}")
     for rel, tests in sorted(functions.items()):
         for name, does in sorted(tests.items()):
-            tier = tier_of(rel, name)[0]
+            tier = tier_of(rel, name)
             if tier in FAST_TIERS and does:
                 belongs = sorted({SLOW[what] for what in does})
                 problems.append(f"{rel}::{name} is in the fast tier {tier!r} but is slow ({', '.join(sorted(does))}): "

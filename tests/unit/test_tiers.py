@@ -17,7 +17,7 @@ def test_every_test_file_has_exactly_one_tier():
     files = tiers.test_files(os.path.join(ROOT, "tests"))
     assert "unit/test_tiers.py" in files and "integration/test_fleet_ssh.py" in files
     for rel in files:
-        assert tiers.tier_of("tests/" + rel)[0] in tiers.TIERS, rel
+        assert tiers.tier_of("tests/" + rel) in tiers.TIERS, rel
 
 
 def copy_of_the_tests(tmp_path):
@@ -58,9 +58,8 @@ def test_a_slow_test_in_the_fast_tier_is_named_with_the_tier_it_belongs_to(tmp_p
 
 def test_a_test_given_its_own_tier_must_exist_and_differ_from_its_files(tmp_path, monkeypatch):
     copy_of_the_tests(tmp_path)
-    assert tiers.tier_of("tests/integration/test_verify.py", "test_module_refuses_data_without_mas_database") == \
-        ("playbook", "integration/test_verify.py")
-    assert tiers.tier_of("tests/integration/test_verify.py", "test_nothing_to_verify_without_an_import")[0] == "database"
+    assert tiers.tier_of("tests/integration/test_verify.py", "test_module_refuses_data_without_mas_database") == "playbook"
+    assert tiers.tier_of("tests/integration/test_verify.py", "test_nothing_to_verify_without_an_import") == "database"
     monkeypatch.setitem(tiers.TESTS, "integration/test_verify.py::test_gone", "faults")
     monkeypatch.setitem(tiers.TESTS, "integration/test_verify.py::test_nothing_to_verify_without_an_import", "database")
     assert tiers.check_tiers(str(tmp_path)) == [
