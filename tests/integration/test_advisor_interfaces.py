@@ -292,10 +292,12 @@ def test_playbook_reads_mas_config_on_mas_host_and_fails_a_host_whose_mas_config
     configure(env)
     before = env.synapse_dump(), env.mas_dump()
     lost = str(tmp_path / "nowhere" / "config.yaml")
+    # One host at a time (--forks 1): both advise the same databases, and at once each could see the other's
+    # advisor connected to them (an INFO more, when the machine is loaded and their reads overlap).
     run, report, markdown = advisor_playbook(env, tmp_path, {
         "found": {"syn2mas_mas_host": "mas-vm"},
         "lost": {"syn2mas_mas_host": "mas-vm", "syn2mas_mas_config": [lost]},
-    }, mas_hosts=["mas-vm"])
+    }, "--forks", "1", mas_hosts=["mas-vm"])
     output = run.stdout + run.stderr
     assert run.returncode != 0, output
     assert recap(run.stdout) == {"found": 0, "lost": 1}, output

@@ -14,12 +14,19 @@ BIN = os.path.join(ROOT, ".venv", "bin")
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(BIN, "molecule")), reason="molecule is not installed in .venv")
-def test_molecule_default_scenario():
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), NO_COLOR="1", ANSIBLE_NOCOLOR="1")
+def test_molecule_default_scenario(tmp_path):
+    # A home of its own: the scenario runs this checkout as the collection and installs nothing into the user's
+    # ~/.ansible (molecule's prerun would install the collection there).
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), NO_COLOR="1", ANSIBLE_NOCOLOR="1",
+               HOME=str(home))
     proc = subprocess.run([os.path.join(BIN, "molecule"), "test"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
     assert "idempotence" in proc.stdout + proc.stderr
+    installed = [str(p) for p in home.glob(".ansible/collections/ansible_collections/*")]
+    assert not installed, f"molecule installed collections into the user's home: {installed}"
 
 
 def test_ansible_lint_production_profile_from_the_root():
