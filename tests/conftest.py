@@ -19,7 +19,11 @@ from tests.support.tiers import LONGEST_FIRST, TIERS, check_tiers, tier_of  # no
 def pytest_configure(config):
     for tier, what in TIERS.items():
         config.addinivalue_line("markers", f"{tier}: {what}")
-    # A test file without a tier (or a tier for a file that is gone) stops the run before anything runs.
+    # A test file without a tier (or a tier for a file that is gone) stops the run before anything runs. Checked
+    # once, by the process that starts the run: pytest-xdist's workers (workerinput) would each spend a second
+    # parsing every test file again.
+    if hasattr(config, "workerinput"):
+        return
     problems = check_tiers(os.path.join(ROOT, "tests"))
     if problems:
         raise pytest.UsageError("tests/support/tiers.py: " + "; ".join(problems))
