@@ -59,7 +59,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def pg():
-    cluster = pgcluster.start_cluster()
+    cluster = pgcluster.start_cluster(parent=pgcluster.in_memory_parent())
     try:
         yield cluster
     finally:
