@@ -52,11 +52,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)
 
 
-# pytest-xdist: scripts/test.sh runs with --dist loadscope, which keeps a file's tests on one worker, in order (they
-# share module fixtures); the files that create system users run at once (tests/support/accounts.py takes turns
-# for each account command).
-
-
 @pytest.fixture(scope="session")
 def pg():
     cluster = pgcluster.start_cluster(parent=pgcluster.in_memory_parent())
