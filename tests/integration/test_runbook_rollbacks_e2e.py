@@ -24,6 +24,7 @@ import pytest
 from tests.support import homeservers
 from tests.support.ansible_run import latest_report, recap
 from tests.support.fleet import assert_back_on_legacy_auth, host_configs, host_state, running_fleet, snapshot
+from tests.support.processes import running
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -99,7 +100,8 @@ def test_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
     hung = os.path.join(fleet.base, "hs2-stop-hung")
     end_backup = (f"{fleet.pg.bin('psql')} -X -q -h {fleet.pg.sockdir} -p {fleet.pg.port} -U postgres -d postgres -c "
                   "\"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nightly pg_dump'\"")
-    stop = f"if [ -e {hung} ]; then {end_backup} >/dev/null; {hs2.stop_command}; else touch {hung}; sleep 3600; fi"
+    hangs = "sleep 3593"  # a duration no other test sleeps, to find the process again
+    stop = f"if [ -e {hung} ]; then {end_backup} >/dev/null; {hs2.stop_command}; else touch {hung}; {hangs}; fi"
     timeout = 10
     fleet.write_inventory({"hs2": {"synapse_service_stop_command": stop, "synapse_service_stop_timeout": timeout}})
     configs_before = host_configs(hs2)
@@ -121,6 +123,7 @@ def test_a_stop_that_hangs_is_bounded_named_and_rolled_back(fleet):
     stop_seconds = [p["seconds"] for p in entry["phase_seconds"] if p["phase"] == "synapse_stop"][0]
     assert timeout <= stop_seconds < timeout + 30, entry["phase_seconds"]
     assert "Synapse did not stop (Stop Synapse (operator's command): Timeout exceeded" in entry["error"], entry["error"]
+    assert running(hangs) == [], "the stop command that hung is still running"
     assert f"synapse_service_stop_timeout is {timeout} s" in entry["error"], entry["error"]
     assert "nightly pg_dump" in entry["error"] and "idle in transaction" in entry["error"], entry["error"]
     assert "in a transaction for" in entry["error"], entry["error"]

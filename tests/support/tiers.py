@@ -60,6 +60,7 @@ FILES = {
     "integration/test_report_secrets.py": "playbook",
     "integration/test_reverse_proxy_module.py": "playbook",
     "integration/test_sanity.py": "playbook",
+    "integration/test_service_command_module.py": "playbook",
     "integration/test_well_known_role.py": "playbook",
     "integration/test_synapse_settings.py": "e2e",
     "integration/test_bench_runbook.py": "e2e",
