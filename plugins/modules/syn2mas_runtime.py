@@ -104,6 +104,12 @@ python:
   returned: always
   type: str
   sample: /opt/venvs/matrix-synapse/bin/python
+synapse_version:
+  description: The matrix-synapse version installed for the chosen interpreter (the Synapse it runs), or null
+    when it has none.
+  returned: always
+  type: str
+  sample: 1.163.2
 candidates:
   description: Each interpreter tried, in order.
   returned: always
@@ -127,6 +133,9 @@ candidates:
       description: Each library (psycopg2, yaml, ruamel.yaml and O(libraries)) with its version, or null when it
         does not import.
       type: dict
+    synapse_version:
+      description: The matrix-synapse version installed for it, or null.
+      type: str
     usable:
       description: Whether it can do the database work.
       type: bool

@@ -33,7 +33,8 @@ options:
 attributes:
   check_mode:
     support: partial
-    description: The command is not run in check mode (the task is reported skipped), as ansible.builtin.shell does.
+    description: In check mode the command is not run.
+    details: The command is not run in check mode (the task is reported skipped), as ansible.builtin.shell does.
   diff_mode:
     support: none
     description: It writes no file.

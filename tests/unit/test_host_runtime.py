@@ -136,6 +136,20 @@ def test_the_lab_venv_has_every_library():
     assert info["libraries"]["yaml"] == yaml.__version__
 
 
+def test_the_synapse_each_interpreter_has_installed_is_reported_and_the_chosen_ones_is_the_result():
+    """The version decides how Synapse delegates to MAS (matrix_authentication_service from 1.136.0): each of the
+    setup's Synapse virtualenvs reports its own release, the lab venv (no Synapse) none."""
+    releases = sorted(os.listdir(os.path.join(ROOT, ".venv-synapse")))
+    assert releases, "setup.sh makes one virtualenv per tested Synapse release"
+    for release in releases:
+        python = os.path.join(ROOT, ".venv-synapse", release, "bin", "python")
+        assert host_runtime.probe_interpreter(python)["synapse_version"] == release
+    assert host_runtime.probe_interpreter(VENV_PYTHON)["synapse_version"] is None
+    found = host_runtime.discover(python=[os.path.join(ROOT, ".venv-synapse", releases[0], "bin", "python")],
+                                  discover_more=False, units=())
+    assert found["synapse_version"] == releases[0]
+
+
 @pytest.mark.skipif(not os.path.exists(DEBIAN_PYTHON), reason="no /usr/bin/python3")
 def test_debians_python_is_judged_by_what_really_imports():
     proc = subprocess.run([DEBIAN_PYTHON, "-c", "import psycopg2"], capture_output=True, check=False)

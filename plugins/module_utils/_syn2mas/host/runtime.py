@@ -46,7 +46,8 @@ CONSOLE_SCRIPTS = {"synapse_homeserver": MAIN_APP, "synapse_worker": "synapse.ap
 # Python's own options that take a value (so the value is not mistaken for the script).
 _PYTHON_OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
 
-# Run by each candidate: its version and which libraries import. Kept valid on old Pythons (even 2.7),
+# Run by each candidate: its version, which libraries import and the matrix-synapse it has installed (the
+# Synapse it runs, whose version decides how Synapse delegates to MAS). Kept valid on old Pythons (even 2.7),
 # so a candidate too old still answers and is reported as such.
 PROBE_SCRIPT = r"""
 import importlib, json, sys
@@ -58,8 +59,13 @@ for name in sys.argv[1:]:
         found[name] = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
     else:
         found[name] = {"ok": True, "version": str(getattr(mod, "__version__", "")).split(" ")[0]}
+try:
+    import importlib.metadata
+    synapse = importlib.metadata.version("matrix-synapse")
+except Exception:
+    synapse = None
 sys.stdout.write(json.dumps({"version": list(sys.version_info[:3]), "executable": sys.executable,
-                             "libraries": found}))
+                             "libraries": found, "synapse": synapse}))
 """
 PROBE_TIMEOUT = 60
 
@@ -75,7 +81,8 @@ def library_names(names) -> str:
 def probe_interpreter(path: str, required=REQUIRED) -> dict:
     """Runs `path` with PROBE_SCRIPT; returns what it is and whether it can do the database work."""
     wanted = list(dict.fromkeys(list(required) + list(LIBRARIES)))
-    info = {"path": path, "exists": False, "version": None, "libraries": {}, "usable": False, "problems": []}
+    info = {"path": path, "exists": False, "version": None, "libraries": {}, "synapse_version": None, "usable": False,
+            "problems": []}
     executable = path if os.sep in path else shutil.which(path)
     if not executable or not os.path.exists(executable):
         info["problems"].append("does not exist" if os.sep in path else "not found on PATH")
@@ -100,6 +107,7 @@ def probe_interpreter(path: str, required=REQUIRED) -> dict:
         info["problems"].append(f"not a working Python (exit {proc.returncode}: {error[-1] if error else 'no output'})")
         return info
     info["version"] = ".".join(str(part) for part in version)
+    info["synapse_version"] = answer.get("synapse") or None
     for name in wanted:
         lib = libraries.get(name) or {}
         info["libraries"][name] = lib.get("version", "") if lib.get("ok") else None
@@ -417,6 +425,7 @@ def discover(python=(), discover_more: bool = True, units=DEFAULT_UNITS, synapse
             chosen = info
     result = {
         "python": chosen["path"] if chosen else None,
+        "synapse_version": chosen["synapse_version"] if chosen else None,
         "candidates": tested,
         "synapse_processes": processes,
         "synapse_units": unit_info,
