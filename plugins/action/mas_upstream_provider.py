@@ -16,3 +16,7 @@ class ActionModule(ConfigEditAction):
 
     def edit(self, params, host):
         return edit_mas_upstream_provider(params, host)
+
+    def reads(self, params):
+        # MAS's config, and Synapse's when it is on this host.
+        return [params["path"], *([] if params.get("synapse_host") else params["synapse_config"] or [])]

@@ -18,3 +18,7 @@ class ActionModule(ConfigEditAction):
 
     def edit(self, params, host):
         return edit_synapse_auth_delegation(params, host, host.synapse_version)
+
+    def reads(self, params):
+        # Synapse's configuration, and the override file (when it is one already there).
+        return [params["path"], *params["extra_config_paths"], params.get("override_path")]

@@ -66,9 +66,10 @@ attributes:
       permissions and avoid data corruption.
     support: full
 notes:
-  - The files are read from the managed host (M(ansible.builtin.stat), M(ansible.builtin.find),
-    M(ansible.builtin.slurp)) and edited on the Ansible controller, so ruamel.yaml is needed on the
-    controller only; the managed host needs nothing but the Python that runs Ansible's builtin modules.
+  - The files are read from the managed host - the configuration files and directories the edit names in one round
+    trip (M(matrix.syn2mas.syn2mas_read_config), standard library only), any other with M(ansible.builtin.stat),
+    M(ansible.builtin.find) and M(ansible.builtin.slurp) - and edited on the Ansible controller, so ruamel.yaml is
+    needed on the controller only; the managed host needs nothing but a Python that runs Ansible's modules.
   - Files are edited as round-trip YAML (ruamel.yaml). Top-level sections the change does not touch are
     kept byte for byte, comments included; changed sections keep their comments, key order and
     indentation style. A removed top-level section leaves a one-line comment saying why.

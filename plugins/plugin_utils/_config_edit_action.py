@@ -6,8 +6,9 @@
 # change at any time.
 """Configuration edits run on the controller.
 
-The managed host needs nothing but what any Ansible module needs: its files are read with
-ansible.builtin.stat, find and slurp, Synapse's version is asked with ansible.builtin.command,
+The managed host needs nothing but what any Ansible module needs: the configuration files and directories an
+edit names are read in one round trip with syn2mas_read_config (standard library only), any other file with
+ansible.builtin.stat, find and slurp; Synapse's version (unless given) is asked with ansible.builtin.command,
 the migration library computes the new text here (ruamel.yaml is needed on the controller only),
 and ansible.builtin.copy writes it back (atomic, keeps an existing file's owner, mode and SELinux
 context, makes the backup). The diff is the library's, with secrets redacted; copy's own diff
@@ -47,6 +48,10 @@ def missing_controller_library():
     return None
 
 
+# Reads a set of files and directories in one module run (standard library only, so on a bare host Python too).
+READ_CONFIG_MODULE = "matrix.syn2mas.syn2mas_read_config"
+
+
 class _IsADirectory(ConfigError):
     pass
 
@@ -74,9 +79,44 @@ class ManagedHost:
         self._task_vars = task_vars
         self._stats = {}
         self._contents = {}
+        self._dirs = {}  # a configuration directory read beforehand -> its *.yaml files
+        self._listed = set()  # the *.yaml files of those directories (regular files)
+
+    def read_beforehand(self, paths):
+        """Reads `paths` (files, and the *.yaml files of directories) in one module run on the host, for the edit
+        to find them here: one round trip instead of one for each file and directory. What could not be read
+        there, but for a missing file, is left to be read as usual, which reports it as it always does."""
+        paths = [path for path in dict.fromkeys(paths) if path]
+        if not paths:
+            return
+        answer = self._read(READ_CONFIG_MODULE, dict(paths=paths))
+        if answer.get("failed"):
+            return  # e.g. the library does not import there: each file is read on its own, as before
+        for path, text in (answer.get("files") or {}).items():
+            self._contents.setdefault(path, text.encode("utf-8"))
+        for path, names in (answer.get("dirs") or {}).items():
+            self._dirs[path] = list(names)
+            self._listed.update(posixpath.join(path, name) for name in names)
+        for path, why in (answer.get("errors") or {}).items():
+            if why == "file not found":
+                self._contents.setdefault(path, ConfigFileMissing(f"{path}: file not found"))
 
     def _module(self, name, args):
         return self._action._execute_module(module_name=name, module_args=args, task_vars=self._task_vars)
+
+    def _read(self, name, args):
+        """A module run whose output holds the files' texts (secrets): the connection is told not to show it (the
+        ssh connection prints each command's output at -vvv otherwise, even of a task without no_log)."""
+        # The connection's own context (a copy of the task's when the task is delegated).
+        contexts = {id(c): c for c in (self._action._play_context, self._action._connection._play_context)}.values()
+        censored = [(context, context.no_log) for context in contexts]
+        for context, _was in censored:
+            context.no_log = True
+        try:
+            return self._module(name, args)
+        finally:
+            for context, was in censored:
+                context.no_log = was
 
     def stat(self, path):
         """ansible.builtin.stat's answer for `path`, links followed."""
@@ -92,8 +132,11 @@ class ManagedHost:
         """Drops what is known of `path` (it was written)."""
         self._stats.pop(path, None)
         self._contents.pop(path, None)
+        self._listed.discard(path)
 
     def is_dir(self, path):
+        if path in self._dirs:
+            return True
         # One round trip less per file: the path is read right away (a configuration file is read next
         # anyway), and only a directory cannot be. Unreadable or missing: not a directory, as for Synapse.
         try:
@@ -105,9 +148,14 @@ class ManagedHost:
         return False
 
     def is_file(self, path):
+        if path in self._listed:
+            return True
         return bool(self.stat(path).get("isreg"))
 
     def list_dir(self, path):
+        if path in self._dirs:
+            # Only its *.yaml files, all a configuration directory is read for (config.synapse_config_files).
+            return list(self._dirs[path])
         answer = self._module("ansible.legacy.find", dict(paths=[path], file_type="any", hidden=True,
                                                           recurse=False))
         if answer.get("failed") or answer.get("skipped_paths"):
@@ -125,7 +173,7 @@ class ManagedHost:
 
     def read_bytes(self, path):
         if path not in self._contents:
-            answer = self._module("ansible.legacy.slurp", dict(src=path))
+            answer = self._read("ansible.legacy.slurp", dict(src=path))
             if answer.get("failed"):
                 self._contents[path] = _read_error(path, str(answer.get("msg", "")))
             else:
@@ -142,6 +190,8 @@ class ManagedHost:
         """Whether two paths name the same file on the host (device and inode; absent: the same path)."""
         if posixpath.normpath(first) == posixpath.normpath(second):
             return True
+        if any(isinstance(self._contents.get(path), ConfigFileMissing) for path in (first, second)):
+            return False  # known to be absent (read beforehand, or read already): no need to ask
         one, other = self.stat(first), self.stat(second)
         if not (one.get("exists") and other.get("exists")):
             return False
@@ -192,6 +242,11 @@ class ConfigEditAction(ActionBase):
     def edit(self, params, host):
         raise NotImplementedError
 
+    def reads(self, params):
+        """The host's files and directories the edit reads, read beforehand in one round trip (ManagedHost)."""
+        del params  # unused: none by default, each file is read when the edit asks for it
+        return []
+
     def run(self, tmp=None, task_vars=None):
         result = super(ConfigEditAction, self).run(tmp, task_vars)
         del tmp  # unused
@@ -207,6 +262,7 @@ class ConfigEditAction(ActionBase):
                 result.update(failed=True, msg=missing)
                 return result
             host = ManagedHost(self, task_vars)
+            host.read_beforehand(self.reads(params))
             edit = self.edit(params, host)
             result.update(edit.result)
             written = self._write(edit, params, host)

@@ -309,3 +309,19 @@ def test_mas_s_config_is_read_on_its_host_with_the_files_it_names(tmp_path):
     plain = run_tasks(tmp_path, [dict(task, **{"matrix.syn2mas.syn2mas_read_config": {"paths": [str(config)]}})],
                       interpreter=DEBIAN_PYTHON).result
     assert list(plain["files"]) == [str(config)] and "secret_files" not in plain
+
+
+def test_each_edit_reads_the_configuration_it_needs_in_one_round_trip(tmp_path, host):
+    """Over SSH every module run is a round trip: each edit reads its files (MAS's config, homeserver.yaml, conf.d/
+    and its *.yaml files, the override if there is one) with one run of syn2mas_read_config, not a slurp per file
+    and a find per directory. The edit's result is the same either way (the test above)."""
+    run = run_tasks(tmp_path, runbook_tasks(host), check=True, interpreter=DEBIAN_PYTHON,
+                    env={"ANSIBLE_VERBOSITY": "3", "ANSIBLE_PIPELINING": "1"})
+    assert [r.get("failed", False) for r in run.results] == [False] * 3, run.stdout
+    tasks = run.stdout.split("\nTASK [")[1:]
+    for name in ("mas_synapse_link", "mas_upstream_provider", "synapse_auth_delegation"):
+        task = next(t for t in tasks if t.startswith(f"matrix.syn2mas.{name}]"))
+        used = [os.path.basename(line.split("Using module file ")[1].strip())
+                for line in task.splitlines() if "Using module file " in line]
+        assert used.count("syn2mas_read_config.py") == 1 and "slurp.py" not in used and "find.py" not in used, \
+            (name, used)
