@@ -56,6 +56,11 @@ options:
     type: list
     elements: path
     default: []
+  synapse_python:
+    description:
+      - Synapse's own Python, when it is not the interpreter this module chooses (the operator gave one for the
+        database work). RV(synapse_version) is then the matrix-synapse release it has installed.
+    type: path
   libraries:
     description: The Python libraries (import names) the chosen interpreter must have.
     type: list
@@ -105,8 +110,8 @@ python:
   type: str
   sample: /opt/venvs/matrix-synapse/bin/python
 synapse_version:
-  description: The matrix-synapse version installed for the chosen interpreter (the Synapse it runs), or null
-    when it has none.
+  description: The matrix-synapse version installed for O(synapse_python) when given, else for the chosen interpreter
+    (the Synapse it runs); null when it has none.
   returned: always
   type: str
   sample: 1.163.2
@@ -225,6 +230,7 @@ def main():
             libraries=dict(type="list", elements="str", choices=list(_host_runtime.LIBRARIES),
                            default=list(_host_runtime.REQUIRED)),
             pg_bindir=dict(type="path"),
+            synapse_python=dict(type="path"),
             fail_on_missing=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
@@ -234,7 +240,8 @@ def main():
         module.fail_json(msg="give at least one interpreter in python, or let the module discover them")
     found = _host_runtime.discover(
         python=p["python"], discover_more=p["discover"], units=p["synapse_units"], synapse_config=p["synapse_config"],
-        pg_bindir=p["pg_bindir"], required=p["libraries"], module_python=sys.executable)
+        pg_bindir=p["pg_bindir"], required=p["libraries"], module_python=sys.executable,
+        synapse_python=p["synapse_python"])
     result = dict(changed=False, interpreter=sys.executable, **found)
     if found["missing"] and p["fail_on_missing"]:
         module.fail_json(msg=" | ".join(found["missing"]), **result)

@@ -148,6 +148,10 @@ def test_the_synapse_each_interpreter_has_installed_is_reported_and_the_chosen_o
     found = host_runtime.discover(python=[os.path.join(ROOT, ".venv-synapse", releases[0], "bin", "python")],
                                   discover_more=False, units=())
     assert found["synapse_version"] == releases[0]
+    # The operator's Python for the database work has no Synapse: the one given as Synapse's own is asked.
+    found = host_runtime.discover(python=[VENV_PYTHON], discover_more=False, units=(),
+                                  synapse_python=os.path.join(ROOT, ".venv-synapse", releases[-1], "bin", "python"))
+    assert found["python"] == VENV_PYTHON and found["synapse_version"] == releases[-1]
 
 
 @pytest.mark.skipif(not os.path.exists(DEBIAN_PYTHON), reason="no /usr/bin/python3")

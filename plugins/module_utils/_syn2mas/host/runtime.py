@@ -392,10 +392,12 @@ def find_pg_tool(name: str, bindir: str | None = None, libdir_glob: str = PG_LIB
 # -- everything together ------------------------------------------------------------------------
 
 def discover(python=(), discover_more: bool = True, units=DEFAULT_UNITS, synapse_config=(), pg_bindir=None,
-             required=REQUIRED, module_python: str | None = None, debian_python: str = DEBIAN_VENV_PYTHON) -> dict:
+             required=REQUIRED, module_python: str | None = None, debian_python: str = DEBIAN_VENV_PYTHON,
+             synapse_python: str | None = None) -> dict:
     """Finds and tests the candidate interpreters in order (the given ones; the running Synapse's; the
     systemd units'; Debian's package layout; `module_python`), chooses the first that can do the database
-    work, finds pg_dump and pg_restore, and says what is missing and the ways out."""
+    work, finds pg_dump and pg_restore, and says what is missing and the ways out. The Synapse version is the
+    one `synapse_python` (Synapse's own Python, when given) has installed, else the chosen interpreter's."""
     required = list(required)
     # The processes and units are reported in any case: they tell which configuration Synapse reads.
     processes = rank_processes(synapse_processes(), synapse_config)
@@ -425,7 +427,8 @@ def discover(python=(), discover_more: bool = True, units=DEFAULT_UNITS, synapse
             chosen = info
     result = {
         "python": chosen["path"] if chosen else None,
-        "synapse_version": chosen["synapse_version"] if chosen else None,
+        "synapse_version": (probe_interpreter(synapse_python, ())["synapse_version"] if synapse_python
+                            else chosen["synapse_version"] if chosen else None),
         "candidates": tested,
         "synapse_processes": processes,
         "synapse_units": unit_info,

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 # After the TERM sent at the timeout, how long the command's processes get to end before KILL.
 GRACE_SECONDS = 5.0
+# After KILL, how long to wait for the command's processes to be gone.
+KILL_WAIT_SECONDS = 2.0
 # What a result keeps of each output stream (an operator's command may be verbose).
 OUTPUT_LIMIT = 64 * 1024
 
@@ -58,6 +60,10 @@ def _stop_session(proc: subprocess.Popen, grace: float) -> None:
         time.sleep(0.05)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    # KILL is delivered asynchronously: until the group is gone (briefly; an orphan may wait to be reaped).
+    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    while time.monotonic() < deadline and _group_alive(proc):
+        time.sleep(0.02)
 
 
 def _group_alive(proc: subprocess.Popen) -> bool:
