@@ -16,9 +16,15 @@ from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import config as _config
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas import db as _db
-from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import yaml_edit as _yaml_edit
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.errors import Syn2masError, redact
 from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config.files import LOCAL_FILES, FilesRead
+
+
+def _yaml_edit():
+    """The round-trip YAML editor, imported by the modules that edit files only: ruamel.yaml, which it imports
+    when the host's Python has it, costs every other module's run tens of milliseconds."""
+    from ansible_collections.matrix.syn2mas.plugins.module_utils._syn2mas.config import yaml_edit  # pylint: disable=import-outside-toplevel
+    return yaml_edit
 
 
 def database_options(synapse_required=True, mapping=True):
@@ -62,8 +68,8 @@ def require_libraries(module, library_error=None, psycopg2=False, ruamel=False, 
         module.fail_json(msg=missing_required_lib("psycopg2"), exception=_db.PSYCOPG2_IMPORT_ERROR)
     if yaml and not _config.HAS_YAML:
         module.fail_json(msg=missing_required_lib("PyYAML"), exception=_config.YAML_IMPORT_ERROR)
-    if ruamel and not _yaml_edit.HAS_RUAMEL:
-        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit.RUAMEL_IMPORT_ERROR)
+    if ruamel and not _yaml_edit().HAS_RUAMEL:
+        module.fail_json(msg=missing_required_lib("ruamel.yaml"), exception=_yaml_edit().RUAMEL_IMPORT_ERROR)
 
 
 def exit_with(module, run, unexpected=None):
@@ -102,7 +108,7 @@ def write_config_edit(module, edit):
     params = module.params
     path = edit.doc.path
     result = dict(edit.result)
-    result.update(_yaml_edit.commit(edit.doc, edit.new_text, module.check_mode, backup=params["backup"],
+    result.update(_yaml_edit().commit(edit.doc, edit.new_text, module.check_mode, backup=params["backup"],
                                     secrets=edit.secrets, want_diff=module._diff,
                                     new_file_mode=int(edit.new_file_mode, 8)))
     owner, group, mode = params["owner"], params["group"], params["mode"]
