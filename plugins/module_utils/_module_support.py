@@ -109,8 +109,8 @@ def write_config_edit(module, edit):
     path = edit.doc.path
     result = dict(edit.result)
     result.update(_yaml_edit().commit(edit.doc, edit.new_text, module.check_mode, backup=params["backup"],
-                                    secrets=edit.secrets, want_diff=module._diff,
-                                    new_file_mode=int(edit.new_file_mode, 8)))
+                                      secrets=edit.secrets, want_diff=module._diff,
+                                      new_file_mode=int(edit.new_file_mode, 8)))
     owner, group, mode = params["owner"], params["group"], params["mode"]
     if not edit.doc.exists:
         mode = edit.new_file_mode if mode is None else mode
