@@ -152,6 +152,10 @@ def test_the_synapse_each_interpreter_has_installed_is_reported_and_the_chosen_o
     found = host_runtime.discover(python=[VENV_PYTHON], discover_more=False, units=(),
                                   synapse_python=os.path.join(ROOT, ".venv-synapse", releases[-1], "bin", "python"))
     assert found["python"] == VENV_PYTHON and found["synapse_version"] == releases[-1]
+    # Synapse's own Python is the chosen one: its probe answers.
+    synapse_python = os.path.join(ROOT, ".venv-synapse", releases[0], "bin", "python")
+    found = host_runtime.discover(python=[synapse_python], discover_more=False, units=(), synapse_python=synapse_python)
+    assert found["synapse_version"] == releases[0]
 
 
 @pytest.mark.skipif(not os.path.exists(DEBIAN_PYTHON), reason="no /usr/bin/python3")

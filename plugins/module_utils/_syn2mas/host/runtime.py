@@ -427,8 +427,7 @@ def discover(python=(), discover_more: bool = True, units=DEFAULT_UNITS, synapse
             chosen = info
     result = {
         "python": chosen["path"] if chosen else None,
-        "synapse_version": (probe_interpreter(synapse_python, ())["synapse_version"] if synapse_python
-                            else chosen["synapse_version"] if chosen else None),
+        "synapse_version": _synapse_version(synapse_python, tested, chosen),
         "candidates": tested,
         "synapse_processes": processes,
         "synapse_units": unit_info,
@@ -445,6 +444,17 @@ def discover(python=(), discover_more: bool = True, units=DEFAULT_UNITS, synapse
         result["pg_bindir"] = dirs.pop()
     result["missing"] = [message for message in result["problems"].values() if message]
     return result
+
+
+def _synapse_version(synapse_python, tested: list, chosen):
+    """The matrix-synapse release of `synapse_python` (probed once: it may be a candidate already), else of the
+    chosen interpreter."""
+    if not synapse_python:
+        return chosen["synapse_version"] if chosen else None
+    for info in tested:
+        if os.path.normpath(info["path"]) == os.path.normpath(synapse_python):
+            return info["synapse_version"]
+    return probe_interpreter(synapse_python, ())["synapse_version"]
 
 
 def python_problem(tested: list, required: list, discovered: bool) -> str:

@@ -55,13 +55,16 @@ def run(command: str, timeout: float, shell: str = "/bin/sh", grace: float = GRA
 def _stop_session(proc: subprocess.Popen, grace: float) -> None:
     """TERM to every process of the command's session (its process group), KILL to those left after `grace`."""
     _signal_group(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _group_alive(proc):
-        time.sleep(0.05)
+    _wait_gone(proc, grace)
     _signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
     # KILL is delivered asynchronously: until the group is gone (briefly; an orphan may wait to be reaped).
-    deadline = time.monotonic() + KILL_WAIT_SECONDS
+    _wait_gone(proc, KILL_WAIT_SECONDS)
+
+
+def _wait_gone(proc: subprocess.Popen, seconds: float) -> None:
+    """Waits at most `seconds` for no process of the command's group to be left."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and _group_alive(proc):
         time.sleep(0.02)
 
