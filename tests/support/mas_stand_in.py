@@ -43,13 +43,6 @@ APPLICATION_NAME = "matrix-authentication-service (stand-in)"
 START_TIMEOUT = 15.0
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MasStandIn:
     """STANDS IN FOR MAS: a process listening on 127.0.0.1:`port` (a free one by default) that serves what
     the config at `config_path` declares (or `issuer`, without a config). Its files (settings, pid file,
@@ -58,7 +51,10 @@ class MasStandIn:
     def __init__(self, config_path: str | None = None, issuer: str = "https://auth.example.test/",
                  port: int | None = None, state_dir: str | None = None, database_uri: str | None = None):
         self.config_path = config_path
-        self.port = port or _free_port()
+        if port is None:
+            from .net import free_port  # here, not at the top: the service itself runs as a script
+            port = free_port()
+        self.port = port
         self.url = f"http://127.0.0.1:{self.port}"
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="mas-stand-in-")
         os.makedirs(self.state_dir, exist_ok=True)
