@@ -317,6 +317,21 @@ def test_a_client_of_mas_s_database_is_refused_at_once_in_the_advisor_s_words_an
     assert_next_run_imports(env, 2)
 
 
+def test_a_mas_that_disconnects_as_the_import_starts_is_waited_for_not_refused(env_on_small_homeserver):
+    """MAS stopped a moment ago: its session is still listed while PostgreSQL ends it. The import waits for
+    it to go (a few seconds at most) instead of refusing a run that the operator did everything right for."""
+    env = env_on_small_homeserver
+    mas = psycopg2.connect(env.pg.dsn(env.mas_db, application_name="matrix-authentication-service"))
+    closing = threading.Timer(1.0, mas.close)
+    closing.start()
+    try:
+        result = env.run()
+    finally:
+        closing.join()
+    assert result["counts"]["users"]["migrated"] == 2
+    assert env.mas("SELECT count(*) FROM users") == [(2,)]
+
+
 def test_the_command_line_import_refuses_a_connected_mas_and_exits_non_zero(env_on_small_homeserver):
     env = env_on_small_homeserver
     before = env.mas_dump()

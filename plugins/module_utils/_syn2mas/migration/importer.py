@@ -450,13 +450,28 @@ class _VerifyRecord:
             self._thread.join(timeout=30)
 
 
+# A MAS (or mas-cli) that has just exited leaves its sessions in pg_stat_activity until PostgreSQL has ended
+# them, a moment later (longer on a busy or remote server): they are waited for this long before they count.
+CLOSING_SESSIONS_GRACE = 5.0
+
+
+def _mas_clients_left(conn, grace: float) -> list:
+    """MAS's database's other sessions once those ending have gone, or as they are after `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        clients = mas_session_clients(conn)
+        if not clients or time.monotonic() >= deadline:
+            return clients
+        time.sleep(0.1)
+
+
 def _check_before_import(run: _Run, options: ImportOptions, facts, reader: SynapseReader, writer: MasWriter,
                          warnings: list):
     """The refusals before anything is written (as the advisor words them), Synapse's snapshot taken,
     and the SSO links planned: (links, provisional providers)."""
     # A MAS still connected would write beside the import (and cache what it replaces): an ERROR
     # for the real import only. The import's own session is not another client.
-    facts.mas_db.clients = mas_session_clients(writer.conn)
+    facts.mas_db.clients = _mas_clients_left(writer.conn, 0 if options.dry_run else CLOSING_SESSIONS_GRACE)
     refuse(facts, "mas_running")
     facts.mas_db.filled = tables_with_data(writer.conn)
     refuse(facts, "mas_not_empty")
