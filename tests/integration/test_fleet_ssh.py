@@ -346,11 +346,17 @@ def test_03_check_mode_changes_nothing(fleet):
 def test_04_rollback_on_never_migrated_hosts_changes_nothing(fleet):
     problems = Problems(fleet.heal(restore=True))  # before the migration: back to the legacy set-up
     before = snapshot(fleet)
+    mas_pids = {name: fleet.hosts[name].mas_service.pid() for name in MIGRATING}
     result = run(fleet, "rollback", limit=NOT_HS6)
     # Synapse was never stopped (same processes), no file was written, not even a state record.
     problems.check(not changes(before, snapshot(fleet)), f"changed: {changes(before, snapshot(fleet))}")
+    after = {name: fleet.hosts[name].mas_service.pid() for name in MIGRATING}
+    problems.check(after == mas_pids, f"MAS restarted: {mas_pids} -> {after}")
     problems.check(all(s["changed"] == 0 for s in recap(result.stdout).values()), f"recap: {recap(result.stdout)}")
     problems.check(result.rc == 0, tail(result, 1500))
+    outcomes = {name: entry["outcome"] for name, entry in latest_report(fleet, "rollback")["hosts"].items()}
+    problems.check(set(outcomes.values()) == {"nothing to roll back (legacy)"} and set(MIGRATING) <= set(outcomes),
+                   f"the report says: {outcomes}")
     problems.assert_none()
 
 

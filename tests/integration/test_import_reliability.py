@@ -612,7 +612,7 @@ def test_a_database_error_during_the_rebuild_is_not_blamed_on_the_rows(env_on_sm
     with pytest.raises(DatabaseError) as err:
         env.run()
     assert not isinstance(err.value, DataError)
-    assert str(err.value).startswith("rebuilding MAS's test_operator_index failed: ")
+    assert str(err.value).startswith("rebuilding MAS's test_operator_index on users failed: ")  # names the table
     assert "the operator's function failed. Nothing was written to MAS" in str(err.value)
     assert "imported rows" not in str(err.value)
     assert env.mas_dump() == before

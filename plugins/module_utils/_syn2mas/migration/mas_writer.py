@@ -207,7 +207,8 @@ class MasWriter:
         self.conn = conn
         self.locked = False
         self.saved_constraints: list = []  # (table, name, contype, definition)
-        self.saved_indexes: list = []  # (name, definition)
+        self.saved_indexes: list = []  # (name, definition), as the import's marker records them
+        self.index_tables: dict = {}  # index name -> its table, for an error rebuilding it
 
     # -- before the transaction ---------------------------------------------------------------
 
@@ -307,14 +308,16 @@ class MasWriter:
                 ORDER BY con.contype = 'f' DESC, con.conrelid::regclass::text, con.conname""", {"t": tables})
             self.saved_constraints = cur.fetchall()
             cur.execute("""
-                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid)
+                SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indrelid::regclass::text
                 FROM pg_index i
                 WHERE i.indrelid = ANY(%(t)s::regclass[])
                   AND NOT EXISTS (SELECT 1 FROM pg_constraint c
                                   WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
                                     AND c.contype IN ('p', 'u', 'x'))
                 ORDER BY 1""", {"t": tables})
-            self.saved_indexes = cur.fetchall()
+            indexes = cur.fetchall()
+            self.saved_indexes = [(name, definition) for name, definition, _table in indexes]
+            self.index_tables = {name: table for name, _definition, table in indexes}
             # Foreign keys first (they depend on the unique indexes), then PK/UNIQUE, then indexes.
             for table, name, _contype, _definition in self.saved_constraints:
                 cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(name)}")
@@ -330,7 +333,7 @@ class MasWriter:
     def rebuild(self, on_step=None) -> dict:
         """Recreates the saved indexes, then PK/UNIQUE, then FKs; returns seconds per object."""
         timings = {}
-        steps = [(name, definition, None) for name, definition in self.saved_indexes]
+        steps = [(name, definition, self.index_tables.get(name)) for name, definition in self.saved_indexes]
         ordered = sorted(self.saved_constraints, key=lambda c: c[2] == "f")
         steps += [(name, f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {definition}", table)
                   for table, name, _contype, definition in ordered]
