@@ -7,8 +7,8 @@ import random
 import socket
 
 # A port is chosen long before its server binds it (a fleet picks every port, then starts its servers; a stopped
-# MAS stand-in is started again on its port). Two things could take it in between, and both did in CI
-# ("Address already in use"):
+# MAS stand-in is started again on its port). Two things can take it in between (CI saw a stand-in's restart
+# fail with "Address already in use"):
 # - the kernel, which takes the local port of every outgoing connection (psycopg2, ssh, urllib) from its
 #   ephemeral range, the very range bind(0) hands out;
 # - the other pytest-xdist worker, whose own bind(0) may be offered the same port.
