@@ -427,10 +427,18 @@ def _fmt(value, spec: str, none: str = "-") -> str:
     return format(value, spec) if value is not None else none
 
 
+def _quotient(a, b):
+    return a / b if a is not None and b else None
+
+
 def summary_line(record: dict) -> str:
     s = record["summary"]
+    # The ratios from the seconds themselves: formatting the summary's (rounded to three decimals) would round
+    # twice (2.2553 -> 2.255 -> "2.25").
+    over_floor = _quotient(s["import_seconds"], s["floor_seconds"])
+    verify_share = _quotient(s["verify_seconds"], s["import_seconds"])
     return (f"runbook {record['n_users']} users: window {_fmt(s['window_seconds'], '.1f')} s, "
-            f"import/floor {_fmt(s['import_over_floor'], '.2f')}, verify share {_fmt(s['verify_share'], '.2f')}, "
+            f"import/floor {_fmt(over_floor, '.2f')}, verify share {_fmt(verify_share, '.2f')}, "
             f"peak rss {_fmt(s['peak_rss_mb'], '.0f')} MB, predicted {_fmt(s['predicted_window_seconds'], '.1f')} s")
 
 
