@@ -307,7 +307,7 @@ def _run_import(options: ImportOptions, run: _Run) -> dict:
                 "expected": record.written,
                 # What the import dropped and rebuilt, for verify to find each one still there and valid.
                 "rebuilt": {"constraints": [list(c) for c in writer.saved_constraints],
-                            "indexes": [list(i) for i in writer.saved_indexes]},
+                            "indexes": [[name, definition] for name, definition, _table in writer.saved_indexes]},
             }))
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         return result

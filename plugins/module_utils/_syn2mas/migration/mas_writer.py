@@ -207,8 +207,7 @@ class MasWriter:
         self.conn = conn
         self.locked = False
         self.saved_constraints: list = []  # (table, name, contype, definition)
-        self.saved_indexes: list = []  # (name, definition), as the import's marker records them
-        self.index_tables: dict = {}  # index name -> its table, for an error rebuilding it
+        self.saved_indexes: list = []  # (name, definition, table)
 
     # -- before the transaction ---------------------------------------------------------------
 
@@ -315,13 +314,11 @@ class MasWriter:
                                   WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid
                                     AND c.contype IN ('p', 'u', 'x'))
                 ORDER BY 1""", {"t": tables})
-            indexes = cur.fetchall()
-            self.saved_indexes = [(name, definition) for name, definition, _table in indexes]
-            self.index_tables = {name: table for name, _definition, table in indexes}
+            self.saved_indexes = cur.fetchall()
             # Foreign keys first (they depend on the unique indexes), then PK/UNIQUE, then indexes.
             for table, name, _contype, _definition in self.saved_constraints:
                 cur.execute(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(name)}")
-            for name, _definition in self.saved_indexes:
+            for name, _definition, _table in self.saved_indexes:
                 cur.execute(f"DROP INDEX {name}")
 
     def copy_into(self, table: str, columns, pipe: RowPipe) -> int:
@@ -333,7 +330,7 @@ class MasWriter:
     def rebuild(self, on_step=None) -> dict:
         """Recreates the saved indexes, then PK/UNIQUE, then FKs; returns seconds per object."""
         timings = {}
-        steps = [(name, definition, self.index_tables.get(name)) for name, definition in self.saved_indexes]
+        steps = list(self.saved_indexes)
         ordered = sorted(self.saved_constraints, key=lambda c: c[2] == "f")
         steps += [(name, f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {definition}", table)
                   for table, name, _contype, definition in ordered]
